@@ -1,0 +1,28 @@
+"""Dependency aliases: lifespan state injected into thin handlers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.readiness import Readiness
+from service.registry import ModelRegistry
+from service.usecases import AnalysisService
+
+
+def get_analysis(request: Request) -> AnalysisService:
+    return request.state.analysis  # type: ignore[no-any-return]
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.state.registry  # type: ignore[no-any-return]
+
+
+def get_readiness(request: Request) -> Readiness:
+    return request.state.readiness  # type: ignore[no-any-return]
+
+
+AnalysisDep = Annotated[AnalysisService, Depends(get_analysis)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ReadinessDep = Annotated[Readiness, Depends(get_readiness)]

@@ -1,0 +1,132 @@
+"""Pure ASGI middleware: request id, body limits, encoding refusal and the audit record.
+
+Limits are enforced on the raw byte stream, before multipart parsing spools anything to disk:
+a declared ``Content-Length`` over the cap is refused before reading, and a chunked body is
+counted as it arrives (FastAPI parses forms before dependencies run, so a check in a route would
+come too late).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+
+audit_log = logging.getLogger("cxr.audit")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` when a streamed body crosses the cap."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        rid = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status_holder = {"status": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await self._send_problem(send_with_id, *refusal, rid, close=True)
+                return
+            counted = self._counting_receive(receive)
+            try:
+                await self.app(scope, counted, send_with_id)
+            except BodyTooLarge:
+                if status_holder["status"] == 0:
+                    await self._send_problem(
+                        send_with_id, 413, "body_too_large", "The request body exceeds the upload limit.", rid, close=True
+                    )
+        finally:
+            self._audit(scope, rid, status_holder["status"], started)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # Never inflate: a 10 MB gzip body can expand to 10 GB.
+            return 415, "encoding_not_supported", "Compressed request bodies are not accepted."
+        length = _header(scope, b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return 400, "bad_request", "Invalid Content-Length header."
+            if declared > self.max_body_bytes:
+                return 413, "body_too_large", "The request body exceeds the upload limit."
+        return None
+
+    def _counting_receive(self, receive: Receive) -> Receive:
+        total = 0
+
+        async def counted() -> Message:
+            nonlocal total
+            message = await receive()
+            if message["type"] == "http.request":
+                total += len(message.get("body", b""))
+                if total > self.max_body_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        return counted
+
+    @staticmethod
+    async def _send_problem(send: Send, status: int, code: str, detail: str, rid: str, close: bool) -> None:
+        body = problem_bytes(status, code, detail, rid)
+        headers = [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _audit(scope: Scope, rid: str, status: int, started: float) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        client = scope.get("client") or ("", 0)
+        record = {
+            "ts_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": rid,
+            "src_ip": client[0],
+            "action": f"{scope.get('method', '')} {scope.get('path', '')}",
+            "upload_sha256": state.get("upload_sha256"),
+            "model_versions": state.get("model_versions"),
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
+        }
+        audit_log.info(json.dumps(record))

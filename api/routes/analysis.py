@@ -1,0 +1,65 @@
+"""POST /classify and POST /segment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import AnalysisDep, RegistryDep
+from api.problems import problem_responses
+from api.schemas.analysis import ClassifyResponse, SegmentResponse, StructureOut
+from api.schemas.convert import b64, image_out, model_info, timings_out
+from api.upload import UploadDep, upload_request_body
+
+router = APIRouter(tags=["analysis"])
+ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+
+
+@router.post(
+    "/classify",
+    operation_id="classify",
+    summary="Finding / no-finding classification of one radiograph",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def classify(upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep) -> ClassifyResponse:
+    out = await analysis.classify(upload.data)
+    c = out.classification
+    return ClassifyResponse(
+        probability_finding=round(c.probability_finding, 6),
+        decision=c.decision,
+        threshold=c.threshold,
+        calibrated=c.temperature != 1.0,
+        temperature=c.temperature,
+        model=model_info(registry.classifier),
+        image=image_out(out.image),
+        timings=timings_out(out.timings),
+    )
+
+
+@router.post(
+    "/segment",
+    operation_id="segment",
+    summary="Anatomy segmentation: lungs, heart/mediastinum, derived spine and abdomen",
+    response_model=SegmentResponse,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def segment(upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep) -> SegmentResponse:
+    out = await analysis.segment(upload.data)
+    structures = [
+        StructureOut(
+            name=s.name,  # type: ignore[arg-type]
+            mask_png=b64(s.mask_png),
+            area_fraction=s.area_fraction,
+            provenance=s.provenance,  # type: ignore[arg-type]
+        )
+        for s in out.structures
+    ]
+    return SegmentResponse(
+        structures=structures,
+        overlay_png=b64(out.overlay_png),
+        model=model_info(registry.segmenter),
+        image=image_out(out.image),
+        timings=timings_out(out.timings),
+    )

@@ -1,0 +1,51 @@
+"""Health and version."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ReadinessDep, RegistryDep
+from api.problems import problem_responses
+from api.schemas.convert import model_info
+from api.schemas.health import Liveness, Readiness, VersionInfo
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live", operation_id="health_live", response_model=Liveness)
+async def live() -> Liveness:
+    return Liveness()
+
+
+@router.get(
+    "/health/ready",
+    operation_id="health_ready",
+    response_model=Readiness,
+    responses={503: {"description": "Not ready", "model": Readiness}},
+)
+async def ready(readiness: ReadinessDep) -> JSONResponse:
+    body = Readiness(
+        status="ready" if readiness.ready else "not_ready", components=readiness.snapshot()
+    )
+    status = 200 if readiness.ready else 503
+    headers = None if readiness.ready else {"Retry-After": "5"}
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+@router.get(
+    "/version", operation_id="version", response_model=VersionInfo, responses=problem_responses(500)
+)
+async def get_version(registry: RegistryDep) -> VersionInfo:
+    try:
+        pkg_version = version("cxr-xai")
+    except PackageNotFoundError:
+        pkg_version = "0+unknown"
+    return VersionInfo(
+        package="cxr-xai",
+        version=pkg_version,
+        models=[model_info(m) for m in registry.models()],
+        providers=list(registry.classifier.providers),
+    )

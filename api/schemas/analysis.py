@@ -1,0 +1,47 @@
+"""Schemas for /classify and /segment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo, TimingsOut
+
+
+class ClassifyResponse(BaseModel):
+    probability_finding: float = Field(
+        ge=0.0, le=1.0, description="Calibrated probability that a finding is present."
+    )
+    decision: Literal["finding", "no_finding"] = Field(
+        description="Decision at the model's operating threshold."
+    )
+    threshold: float = Field(description="Operating threshold on probability_finding.")
+    calibrated: bool = Field(description="True when the model ships a fitted temperature.")
+    temperature: float = Field(description="Temperature applied to the logit before the sigmoid.")
+    model: ModelInfo
+    image: ImageInfoOut
+    timings: TimingsOut
+    disclaimer: str = DISCLAIMER
+
+
+class StructureOut(BaseModel):
+    name: Literal["right_lung", "left_lung", "heart_mediastinum", "spine", "abdomen"] = Field(
+        description="Structure name; right/left are the patient's sides."
+    )
+    mask_png: str = Field(
+        description="Base64 PNG mask (0 outside, 255/1 inside), same size as the upload."
+    )
+    area_fraction: float = Field(ge=0.0, le=1.0, description="Mask area / image area.")
+    provenance: Literal["predicted", "derived"] = Field(
+        description="predicted by the segmenter, or derived geometrically from predicted structures."
+    )
+
+
+class SegmentResponse(BaseModel):
+    structures: list[StructureOut]
+    overlay_png: str = Field(description="Base64 RGB PNG of all structures over the radiograph.")
+    model: ModelInfo
+    image: ImageInfoOut
+    timings: TimingsOut
+    disclaimer: str = DISCLAIMER

@@ -1,0 +1,42 @@
+"""Schemas shared by several routes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DISCLAIMER = (
+    "Decision support only, not a diagnosis. Results must be reviewed by a qualified physician."
+)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="URI identifying the problem type.")
+    title: str = Field(description="Short summary of the problem type.")
+    status: int = Field(description="HTTP status code.")
+    code: str = Field(description="Stable machine-readable error code, e.g. corrupt_image.")
+    detail: str = Field(description="Generic explanation; never echoes submitted data.")
+    request_id: str = Field(description="Identifier of this request (also in X-Request-ID).")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+class ImageInfoOut(BaseModel):
+    width: int = Field(description="Width of the uploaded image in pixels.")
+    height: int = Field(description="Height of the uploaded image in pixels.")
+    format: str = Field(description="Detected container format: png, jpeg, webp or dicom.")
+    bits_stored: int = Field(description="Bit depth of the stored samples.")
+    photometric: str = Field(description="Photometric interpretation before conversion.")
+
+
+class TimingsOut(BaseModel):
+    decode_ms: float
+    inference_ms: float
+    total_ms: float

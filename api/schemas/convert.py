@@ -1,0 +1,32 @@
+"""Conversions from service outcomes to response schemas."""
+
+from __future__ import annotations
+
+import base64
+
+from api.schemas.common import ImageInfoOut, ModelInfo, TimingsOut
+from inference.sessions import VerifiedModel
+from service.usecases import ImageInfo, Timings
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def model_info(model: VerifiedModel) -> ModelInfo:
+    m = model.manifest
+    return ModelInfo(name=m.name, version=m.version, sha256=m.sha256)
+
+
+def image_out(info: ImageInfo) -> ImageInfoOut:
+    return ImageInfoOut(
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        bits_stored=info.bits_stored,
+        photometric=info.photometric,
+    )
+
+
+def timings_out(t: Timings) -> TimingsOut:
+    return TimingsOut(decode_ms=t.decode_ms, inference_ms=t.inference_ms, total_ms=t.total_ms)

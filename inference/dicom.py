@@ -1,0 +1,216 @@
+"""DICOM decoding for CR/DX radiographs.
+
+Only the tags the pipeline needs are touched. The dataset is never stringified, logged or walked
+(``str(ds)`` on hostile nesting can take minutes and gigabytes, and tags carry patient data);
+sequences we do not read stay as raw bytes. Geometry is validated from the header before pixel
+data is decoded, so a bogus Rows/Columns never reaches an allocation.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import UID
+
+from inference.errors import (
+    CorruptImage,
+    IntakeError,
+    MalformedDicom,
+    MultiFrameNotSupported,
+    NoPixelData,
+    PixelBudgetExceeded,
+    UnsupportedSopClass,
+    UnsupportedTransferSyntax,
+)
+from inference.pixels import FloatImage, stretch_to_unit
+
+# Image storage classes a chest radiograph arrives in. Secondary Capture is allowed because
+# many gateways re-wrap radiographs, but the Modality must still say CR or DX.
+_IMAGE_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
+        "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+        "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+    }
+)
+_MODALITIES = frozenset({"CR", "DX"})
+_PARSE_ERRORS = (
+    InvalidDicomError,
+    RecursionError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    TypeError,
+    OSError,
+    EOFError,
+    struct.error,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    UnicodeDecodeError,
+)
+
+
+@dataclass(frozen=True)
+class DecodedDicom:
+    pixels: FloatImage
+    bits_stored: int
+    photometric: str
+
+
+def _read_dataset(data: bytes) -> pydicom.Dataset:
+    try:
+        # force=False: a stream without the DICM marker is refused instead of guessed at.
+        return pydicom.dcmread(io.BytesIO(data), force=False)
+    except _PARSE_ERRORS as exc:
+        raise MalformedDicom() from exc
+
+
+def _get(ds: pydicom.Dataset, keyword: str, default: Any = None) -> Any:
+    """Read one top-level element; any failure to convert it means a malformed file."""
+    try:
+        return ds.get(keyword, default)
+    except _PARSE_ERRORS as exc:
+        raise MalformedDicom() from exc
+
+
+def _int_tag(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
+    value = _get(ds, keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise MalformedDicom()
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise MalformedDicom() from exc
+
+
+def _first_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if len(value) == 0:
+            return None
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise MalformedDicom() from exc
+    if not math.isfinite(number):
+        raise MalformedDicom()
+    return number
+
+
+def _check_identity(ds: pydicom.Dataset) -> None:
+    sop_class = str(_get(ds, "SOPClassUID", "") or "")
+    modality = str(_get(ds, "Modality", "") or "").upper()
+    if sop_class and sop_class not in _IMAGE_SOP_CLASSES:
+        raise UnsupportedSopClass()
+    if modality not in _MODALITIES:
+        raise UnsupportedSopClass()
+    if "PixelData" not in ds:
+        raise NoPixelData()
+
+
+def _check_geometry(ds: pydicom.Dataset, max_pixels: int, max_side: int) -> tuple[int, int, int]:
+    rows = _int_tag(ds, "Rows")
+    cols = _int_tag(ds, "Columns")
+    frames = _int_tag(ds, "NumberOfFrames", 1)
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise MalformedDicom()
+    if frames > 1:
+        raise MultiFrameNotSupported()
+    if rows > max_side or cols > max_side or rows * cols > max_pixels:
+        raise PixelBudgetExceeded()
+    bits_allocated = _int_tag(ds, "BitsAllocated")
+    bits_stored = _int_tag(ds, "BitsStored", bits_allocated)
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
+    photometric = str(_get(ds, "PhotometricInterpretation", "") or "").strip().upper()
+    if bits_allocated not in (8, 16) or not 1 <= bits_stored <= bits_allocated:
+        raise MalformedDicom()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise MalformedDicom()
+    return rows, cols, bits_allocated
+
+
+def _check_transfer_syntax(ds: pydicom.Dataset, rows: int, cols: int, bits_allocated: int) -> None:
+    meta = getattr(ds, "file_meta", None)
+    ts_value = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts_value is None:
+        raise MalformedDicom()
+    ts = UID(str(ts_value))
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise UnsupportedTransferSyntax() from exc
+    if not decoder.is_available:
+        raise UnsupportedTransferSyntax()
+    if not ts.is_compressed:
+        raw = _get(ds, "PixelData")
+        expected = rows * cols * bits_allocated // 8
+        # One trailing pad byte keeps the value length even (PS3.5 7.1.1).
+        if raw is None or len(raw) not in (expected, expected + (expected % 2)):
+            raise MalformedDicom()
+
+
+def _window(ds: pydicom.Dataset, values: npt.NDArray[np.float64]) -> FloatImage:
+    """Apply the VOI transform (LUT, then window) and return [0, 1]."""
+    if "VOILUTSequence" in ds:
+        try:
+            return stretch_to_unit(apply_voi_lut(values, ds, prefer_lut=True), 0.0, 100.0)
+        except _PARSE_ERRORS as exc:
+            raise MalformedDicom() from exc
+    center = _first_float(_get(ds, "WindowCenter"))
+    width = _first_float(_get(ds, "WindowWidth"))
+    if center is None or width is None:
+        return stretch_to_unit(values)
+    if not 1.0 <= width <= 2.0**20 or abs(center) > 2.0**24:
+        raise MalformedDicom()
+    function = str(_get(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function == "SIGMOID":
+        out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    else:
+        # PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
+        out = (values - (center - 0.5)) / (width - 1.0) + 0.5
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
+    """Decode a single-frame CR/DX DICOM into grayscale [0, 1] (MONOCHROME2 convention)."""
+    ds = _read_dataset(data)
+    _check_identity(ds)
+    rows, cols, bits_allocated = _check_geometry(ds, max_pixels, max_side)
+    _check_transfer_syntax(ds, rows, cols, bits_allocated)
+    try:
+        raw = ds.pixel_array
+    except IntakeError:
+        raise
+    except (*_PARSE_ERRORS, RuntimeError, MemoryError) as exc:
+        raise CorruptImage() from exc
+    if raw.shape != (rows, cols):
+        raise MalformedDicom()
+    slope = _first_float(_get(ds, "RescaleSlope"))
+    if slope is not None and slope == 0.0:
+        raise MalformedDicom()
+    try:
+        values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    except _PARSE_ERRORS as exc:
+        raise MalformedDicom() from exc
+    pixels = _window(ds, values)
+    photometric = str(_get(ds, "PhotometricInterpretation")).strip().upper()
+    if photometric == "MONOCHROME1":
+        pixels = (1.0 - pixels).astype(np.float32)
+    return DecodedDicom(
+        pixels=pixels, bits_stored=_int_tag(ds, "BitsStored", bits_allocated), photometric=photometric
+    )

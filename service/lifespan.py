@@ -1,0 +1,60 @@
+"""Lifespan: load every model once, expose typed state to requests.
+
+Models load before the server accepts traffic; a model that fails verification raises here, so
+the process exits non-zero and never reports ready (see Starlette's "Lifespan State").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypedDict
+
+from anyio import to_thread
+
+from inference.intake import Limits
+from service.gate import WorkGate
+from service.readiness import Readiness
+from service.registry import ModelRegistry, load_registry
+from service.settings import Settings
+from service.usecases import AnalysisService
+
+log = logging.getLogger("cxr.service")
+
+
+class AppState(TypedDict):
+    settings: Settings
+    registry: ModelRegistry
+    analysis: AnalysisService
+    readiness: Readiness
+    model_versions: dict[str, str]
+
+
+def build_state(settings: Settings, registry: ModelRegistry) -> AppState:
+    c = settings.concurrency
+    gate = WorkGate("inference", c.inference_slots, c.max_queue, c.retry_after_s)
+    limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    readiness = Readiness()
+    readiness.set("models", True)
+    return AppState(
+        settings=settings,
+        registry=registry,
+        analysis=AnalysisService(registry, gate, limits),
+        readiness=readiness,
+        model_versions=registry.versions(),
+    )
+
+
+def make_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextManager[AppState]]:
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[AppState]:
+        registry = await to_thread.run_sync(load_registry, settings)
+        state = build_state(settings, registry)
+        log.info("models ready: %s", ", ".join(sorted(state["model_versions"])))
+        try:
+            yield state
+        finally:
+            state["readiness"].draining = True
+
+    return lifespan

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.factories import SHARED
+from tests.tiny_models import write_tiny_weights
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_weights: Path) -> Settings:
+    return Settings(weights_dir=tiny_weights, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def client(tiny_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(tiny_settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED / "classification.csv").is_file():
+        pytest.skip("../shared/data/cxr is not present")
+    return SHARED
