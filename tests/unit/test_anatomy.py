@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+
+from inference.anatomy import build_anatomy, derive_abdomen, derive_spine, largest_components, masks_from_logits
+
+
+def _lungs(h: int = 200, w: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    right = np.zeros((h, w), bool)
+    left = np.zeros((h, w), bool)
+    heart = np.zeros((h, w), bool)
+    right[30:150, 20:90] = True  # image left = patient's right
+    left[30:140, 110:180] = True
+    heart[100:150, 80:130] = True
+    return right, left, heart
+
+
+def test_spine_is_a_midline_band_between_the_lungs() -> None:
+    right, left, _ = _lungs()
+    spine = derive_spine(right, left)
+    cols = np.flatnonzero(spine.any(axis=0))
+    rows = np.flatnonzero(spine.any(axis=1))
+    assert 90 <= cols[0] and cols[-1] <= 110 and abs((cols[0] + cols[-1]) / 2 - 100) <= 1
+    assert rows[0] == 30 and rows[-1] == 149
+    assert not (spine & (right | left)).any()
+
+
+def test_abdomen_lies_below_the_lung_bases_and_outside_the_heart() -> None:
+    right, left, heart = _lungs()
+    abdomen = derive_abdomen(right, left, heart)
+    assert abdomen[160:, 20:180].all()
+    assert not abdomen[:150, 20:90].any()  # above the right base
+    assert not (abdomen & heart).any()
+    assert not abdomen[:, :20].any() and not abdomen[:, 181:].any()
+
+
+def test_derived_structures_empty_without_lungs() -> None:
+    empty = np.zeros((50, 50), bool)
+    assert not derive_spine(empty, empty).any()
+    assert not derive_abdomen(empty, empty, empty).any()
+    anatomy = build_anatomy({"right_lung": empty, "left_lung": empty, "heart_mediastinum": empty})
+    assert [s.provenance for s in anatomy.structures] == ["predicted"] * 3 + ["derived"] * 2
+
+
+def test_largest_component_drops_speckles() -> None:
+    m = np.zeros((40, 40), bool)
+    m[5:20, 5:20] = True
+    m[30, 30] = True
+    assert largest_components(m).sum() == 225
+
+
+def test_masks_resized_to_original_size() -> None:
+    logits = np.full((3, 16, 16), -10.0, np.float32)
+    logits[0, 4:12, 2:7] = 10.0
+    masks = masks_from_logits(logits, 100, 80)
+    assert all(m.shape == (100, 80) for m in masks)
+    assert masks[0].any() and not masks[2].any()
