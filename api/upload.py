@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 MAX_FILES_PARSED = 8  # more than this is a framing problem (400 from Starlette)
 MAX_FIELDS = 8
 MAX_FIELD_BYTES = 64 * 1024
+MAX_STUDY_IMAGES = 6
 
 
 class UploadProblem(Exception):
@@ -33,31 +34,48 @@ class Upload:
     sha256: str
 
 
-async def read_upload(request: Request) -> Upload:
-    """Return the bytes of the single multipart field ``file``."""
+async def _read_files(request: Request, field: str, max_count: int) -> list[Upload]:
+    """Bytes of every file in multipart ``field`` (1..max_count), other file fields refused."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise UploadProblem(
-            422, "missing_file", "Send the radiograph as the multipart/form-data field 'file'."
+            422, "missing_file", f"Send the radiograph as the multipart/form-data field '{field}'."
         )
     async with request.form(
         max_files=MAX_FILES_PARSED, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES
     ) as form:
-        files = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
-        named = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
-        if len(files) > 1:
-            raise UploadProblem(422, "too_many_files", "Send exactly one file per request.")
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        named = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
         if not named:
-            raise UploadProblem(422, "missing_file", "The multipart field 'file' is missing.")
-        data = await named[0].read()
-    if not data:
+            raise UploadProblem(422, "missing_file", f"The multipart field '{field}' is missing.")
+        if len(files) > max_count or len(files) != len(named):
+            raise UploadProblem(
+                422, "too_many_files", f"Send at most {max_count} file(s) in the field '{field}'."
+            )
+        blobs = [await f.read() for f in named]
+    if not all(blobs):
         raise UploadProblem(422, "empty_upload", "The uploaded file is empty.")
-    digest = hashlib.sha256(data).hexdigest()
-    request.state.upload_sha256 = digest  # for the audit record, never the filename
-    return Upload(data=data, sha256=digest)
+    uploads = [Upload(data=b, sha256=hashlib.sha256(b).hexdigest()) for b in blobs]
+    # For the audit record: content hashes, never filenames.
+    request.state.upload_sha256 = ",".join(u.sha256 for u in uploads)
+    return uploads
+
+
+async def read_upload(request: Request) -> Upload:
+    """Return the bytes of the single multipart field ``file``."""
+    return (await _read_files(request, "file", 1))[0]
+
+
+async def read_study(request: Request) -> list[Upload]:
+    """Return the bytes of 1..MAX_STUDY_IMAGES files sent in the multipart field ``files``."""
+    return await _read_files(request, "files", MAX_STUDY_IMAGES)
 
 
 UploadDep = Annotated[Upload, Depends(read_upload)]
+StudyDep = Annotated[list[Upload], Depends(read_study)]
+
+
+_FORMATS = " PNG (8/16-bit), JPEG, WEBP or DICOM (CR/DX), detected from the bytes."
 
 
 def upload_request_body(description: str = "The radiograph.") -> dict[str, Any]:
@@ -74,13 +92,24 @@ def upload_request_body(description: str = "The radiograph.") -> dict[str, Any]:
                             "file": {
                                 "type": "string",
                                 "format": "binary",
-                                "description": description
-                                + " PNG (8/16-bit), JPEG, WEBP or DICOM (CR/DX), detected from"
-                                " the bytes.",
+                                "description": description + _FORMATS,
                             }
                         },
                     }
                 }
             },
         }
+    }
+
+
+def study_request_body() -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a study: 1..MAX_STUDY_IMAGES images in the field ``files``."""
+    item = {"type": "string", "format": "binary", "description": "One view." + _FORMATS}
+    schema = {
+        "type": "object",
+        "required": ["files"],
+        "properties": {"files": {"type": "array", "items": item, "maxItems": MAX_STUDY_IMAGES}},
+    }
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from inference.anatomy import Anatomy, segment
-from inference.classify import Classification, postprocess, run_classifier
+from inference.classify import Classification, decide, postprocess, run_classifier
 from inference.intake import Limits, Radiograph, decode_upload
 from inference.render import anatomy_overlay, mask_png
 from service.gate import WorkGate
@@ -38,6 +38,16 @@ class ClassifyOutcome:
     classification: Classification
     image: ImageInfo
     timings: Timings
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """Per-view results plus the study decision: a finding in any view is a finding."""
+
+    views: tuple[ClassifyOutcome, ...]
+    probability_finding: float
+    decision: str
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,27 @@ class AnalysisService:
         radiograph, result, timings = timed_pipeline(data, self.limits, work)
         return ClassifyOutcome(result, image_info(radiograph), timings)
 
+    def _study_sync(self, blobs: list[bytes]) -> StudyOutcome:
+        decoded = []
+        for data in blobs:
+            t0 = time.perf_counter()
+            decoded.append((decode_upload(data, self.limits), _ms(t0)))
+        t1 = time.perf_counter()
+        # One batched forward pass for all views.
+        outputs = run_classifier(self.registry.classifier, [r.pixels for r, _ in decoded])
+        per_view_ms = round(_ms(t1) / len(decoded), 2)
+        views = tuple(
+            ClassifyOutcome(
+                postprocess(out, self.registry.classifier),
+                image_info(r),
+                Timings(decode_ms, per_view_ms, round(decode_ms + per_view_ms, 2)),
+            )
+            for (r, decode_ms), out in zip(decoded, outputs, strict=True)
+        )
+        top = max(v.classification.probability_finding for v in views)
+        threshold = self.registry.classifier.manifest.threshold
+        return StudyOutcome(views, top, decide(top, threshold), threshold)
+
     def _segment_sync(self, data: bytes) -> SegmentOutcome:
         def work(r: Radiograph) -> Anatomy:
             return segment(self.registry.segmenter, r.pixels)
@@ -106,6 +137,9 @@ class AnalysisService:
 
     async def classify(self, data: bytes) -> ClassifyOutcome:
         return await self.gate.run(lambda: self._classify_sync(data))
+
+    async def classify_study(self, blobs: list[bytes]) -> StudyOutcome:
+        return await self.gate.run(lambda: self._study_sync(blobs))
 
     async def segment(self, data: bytes) -> SegmentOutcome:
         return await self.gate.run(lambda: self._segment_sync(data))

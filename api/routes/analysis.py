@@ -6,9 +6,15 @@ from fastapi import APIRouter
 
 from api.deps import AnalysisDep, RegistryDep
 from api.problems import problem_responses
-from api.schemas.analysis import ClassifyResponse, SegmentResponse, StructureOut
+from api.schemas.analysis import (
+    ClassifyResponse,
+    SegmentResponse,
+    StructureOut,
+    StudyResponse,
+    StudyViewOut,
+)
 from api.schemas.convert import b64, image_out, model_info, timings_out
-from api.upload import UploadDep, upload_request_body
+from api.upload import StudyDep, UploadDep, study_request_body, upload_request_body
 
 router = APIRouter(tags=["analysis"])
 ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
@@ -34,6 +40,35 @@ async def classify(upload: UploadDep, analysis: AnalysisDep, registry: RegistryD
         model=model_info(registry.classifier),
         image=image_out(out.image),
         timings=timings_out(out.timings),
+    )
+
+
+@router.post(
+    "/classify/study",
+    operation_id="classify_study",
+    summary="Classify a study of several views in one request (batched)",
+    response_model=StudyResponse,
+    responses=ERRORS,
+    openapi_extra=study_request_body(),
+)
+async def classify_study(uploads: StudyDep, analysis: AnalysisDep, registry: RegistryDep) -> StudyResponse:
+    out = await analysis.classify_study([u.data for u in uploads])
+    views = [
+        StudyViewOut(
+            index=i,
+            probability_finding=round(v.classification.probability_finding, 6),
+            decision=v.classification.decision,
+            image=image_out(v.image),
+            timings=timings_out(v.timings),
+        )
+        for i, v in enumerate(out.views)
+    ]
+    return StudyResponse(
+        probability_finding=round(out.probability_finding, 6),
+        decision=out.decision,  # type: ignore[arg-type]
+        threshold=out.threshold,
+        views=views,
+        model=model_info(registry.classifier),
     )
 
 

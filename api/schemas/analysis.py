@@ -25,6 +25,28 @@ class ClassifyResponse(BaseModel):
     disclaimer: str = DISCLAIMER
 
 
+class StudyViewOut(BaseModel):
+    index: int = Field(description="Position of the view in the request's 'files' field.")
+    probability_finding: float = Field(ge=0.0, le=1.0)
+    decision: Literal["finding", "no_finding"]
+    image: ImageInfoOut
+    timings: TimingsOut
+
+
+class StudyResponse(BaseModel):
+    probability_finding: float = Field(
+        ge=0.0, le=1.0, description="Study probability: the highest calibrated probability of its views."
+    )
+    decision: Literal["finding", "no_finding"] = Field(
+        description="finding when any view reaches the operating threshold."
+    )
+    threshold: float
+    aggregation: Literal["max"] = "max"
+    views: list[StudyViewOut]
+    model: ModelInfo
+    disclaimer: str = DISCLAIMER
+
+
 class StructureOut(BaseModel):
     name: Literal["right_lung", "left_lung", "heart_mediastinum", "spine", "abdomen"] = Field(
         description="Structure name; right/left are the patient's sides."

@@ -102,3 +102,28 @@ def test_startup_refuses_broken_models(tiny_weights: Path, tmp_path: Path, how: 
     settings = Settings(weights_dir=_break(tiny_weights, tmp_path, how), _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(ModelError), TestClient(create_app(settings)):
         pass
+
+
+def test_study_classifies_every_view_in_one_batch(client: TestClient, shared_data: Path) -> None:
+    views = [
+        ("files", ("a.jpg", real_image_path().read_bytes(), "image/jpeg")),
+        ("files", ("b.dcm", radiograph_dicom(bits=16), "application/dicom")),
+        ("files", ("c.png", png_bytes(gray_u8(real_image_path("images/jsrt/JPCLN002.jpg"))), "image/png")),
+    ]
+    r = client.post("/classify/study", files=views)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [v["index"] for v in body["views"]] == [0, 1, 2]
+    probs = [v["probability_finding"] for v in body["views"]]
+    assert body["probability_finding"] == max(probs)
+    assert probs[0] == pytest.approx(probs[1], abs=1e-4)  # same picture, JPEG and DICOM
+    single = _post(client, "/classify", real_image_path().read_bytes())
+    assert probs[0] == pytest.approx(single["probability_finding"], abs=1e-5)
+
+
+def test_study_limits(client: TestClient) -> None:
+    one = ("files", ("a.png", png_bytes(np.zeros((64, 64), np.uint8)), "image/png"))
+    r = client.post("/classify/study", files=[one] * 7)
+    assert r.status_code == 422 and r.json()["code"] == "too_many_files"
+    r = client.post("/classify/study", files=[("file", one[1])])
+    assert r.status_code == 422 and r.json()["code"] == "missing_file"
