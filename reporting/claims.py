@@ -1,0 +1,203 @@
+"""Claim extraction from one sentence of report text (English or Russian).
+
+Rule-based on purpose: the grounding check must be auditable and deterministic, and every
+rule errs on the side of flagging (a wrongly removed sentence costs some prose; a wrongly
+kept one would put an unsupported claim in front of a clinician).
+
+What is extracted from a sentence:
+
+- zone mentions: each is a set of zone ids of which at least one must be supported
+  ("right mid zone" -> {right_mid}; "left lung" -> all left zones; "bilateral" -> one set
+  per side; "basilar" without a side -> {right_lower, left_lower});
+- polarity: whether it states an abnormality, or states normality / absence of disease;
+- out-of-scope terms: pathologies and structures the descriptors say nothing about
+  (effusion, heart, fracture, named diagnoses...);
+- decimal numbers and percentages, which must match an evidence value, and bare integers
+  (follow-up intervals, sizes, counts), which no evidence supports.
+
+Negation is clause-scoped (NegEx-like): a cue anywhere in the same clause negates a term.
+That also covers Russian post-positioned negation ("инфильтрации не выявлено").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from reporting.evidence import ZONE_IDS, ZoneId
+
+_CLAUSE = re.compile(r"[,;:()]|\b(?:but|however|whereas|although|однако|но|а)\b", re.I)
+_WORD = re.compile(r"[a-zа-яё]+", re.I)
+_DECIMAL = re.compile(r"(?<![\d.,])(\d+[.,]\d+)(?![\d])")
+_PERCENT = re.compile(r"(\d+(?:[.,]\d+)?)\s*%")
+_INTEGER = re.compile(r"(?<![\d.,])\d+(?![\d.,]*\d)(?!\s*%)")
+
+SIDES: dict[str, tuple[str, ...]] = {"right": ("right", "прав"), "left": ("left", "лев")}
+LEVELS: dict[str, tuple[str, ...]] = {
+    "upper": ("upper", "apical", "apex", "apices", "верхн", "верхушк"),
+    "mid": ("mid", "middle", "perihilar", "hilar", "lingula", "lingular", "средн", "прикорнев"),
+    "lower": ("lower", "base", "bases", "basal", "basilar", "нижн", "базальн"),
+}
+_BOTH_SIDES = ("bilateral", "bilaterally", "both", "двусторон", "обоих", "обеих", "оба", "обе")
+_BIBASAL = ("bibasilar", "bibasal")
+_SIDE_NOUNS = ("lung", "lungs", "hemithorax", "side", "лёгк", "легк", "гемиторакс", "сторон")
+_LOBE_ABBREV: dict[str, tuple[ZoneId, ...]] = {
+    "rul": ("right_upper",),
+    "rml": ("right_mid",),
+    "rll": ("right_lower",),
+    "lul": ("left_upper", "left_mid"),
+    "lll": ("left_lower",),
+}
+
+NEGATION = (
+    "no", "not", "cannot", "never", "without", "absent", "negative", "free", "none", "neither", "nor",
+    "не", "нет", "без", "отсутств",
+)
+NORMAL = (
+    "normal", "unremarkable", "clear", "healthy",
+    "норм", "чист", "здоров", "особенност",
+)
+ABNORMAL = (
+    "opacity", "opacities", "opacification", "consolidation", "consolidations", "infiltrate",
+    "infiltrates", "infiltration", "airspace", "abnormality", "abnormalities", "abnormal",
+    "density", "lesion", "lesions",
+    "затемнен", "инфильтр", "консолидац", "уплотнен", "патолог", "изменени",
+)
+# Generic words that, when negated, mean "nothing wrong" ("no acute disease").
+_NEGATABLE = ("disease", "process", "finding", "findings", "pathology", "change", "changes",
+              "находок", "находк", "заболеван")
+OUT_OF_SCOPE = (
+    "effusion", "effusions", "pleural", "pneumothorax", "cardiomegaly", "heart", "cardiac",
+    "cardiomediastinal", "mediastinum", "mediastinal", "nodule", "nodules", "nodular", "mass",
+    "masses", "tumor", "tumour", "cancer", "malignancy", "carcinoma", "metastases",
+    "metastasis", "fracture", "fractures", "rib", "ribs", "bone", "bony", "osseous", "edema",
+    "oedema", "atelectasis", "emphysema", "fibrosis", "granuloma", "granulomas",
+    "tuberculosis", "covid", "pneumonia", "infection", "bronchitis", "diaphragm",
+    "hemidiaphragm", "costophrenic", "trachea", "aorta", "aortic", "spine", "pacemaker",
+    "catheter", "tube", "scarring", "calcification", "calcified", "hyperinflation",
+    "interstitial", "vascular", "vasculature", "cavitation", "abscess", "lymph",
+    "lymphadenopathy", "adenopathy", "sarcoidosis", "covid",
+    "выпот", "плевр", "пневмоторакс", "кардиомегал", "сердц", "сердеч", "средостен", "узел",
+    "узл", "узелк", "очаг", "образован", "опухол", "метастаз", "перелом", "ребр",
+    "кост", "отёк", "отек", "ателектаз", "эмфизем", "фиброз", "туберкул", "пневмони",
+    "инфекц", "бронхит", "диафрагм", "синус", "трахе", "аорт", "позвон", "кальцин", "злокачеств",
+    "интерстиц", "сосуд", "абсцесс", "лимф", "ковид",
+)
+
+
+def _has(word: str, stems: tuple[str, ...]) -> bool:
+    """English stems match whole words; Cyrillic stems match word prefixes (inflection)."""
+    for stem in stems:
+        if stem.isascii():
+            if word == stem:
+                return True
+        elif word.startswith(stem):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What one sentence asserts. See the module docstring."""
+
+    zone_requirements: tuple[frozenset[ZoneId], ...]
+    states_abnormal: bool
+    states_normal: bool
+    out_of_scope: tuple[str, ...]
+    decimals: tuple[float, ...]
+    percents: tuple[float, ...]
+    integers: tuple[int, ...]
+
+
+def _zones(side: str | None, level: str | None) -> frozenset[ZoneId]:
+    sides = [side] if side else ["right", "left"]
+    levels = [level] if level else ["upper", "mid", "lower"]
+    return frozenset(z for z in ZONE_IDS if z.split("_")[0] in sides and z.split("_")[1] in levels)
+
+
+def _classify(words: list[str]) -> tuple[list[str | None], list[str | None]]:
+    sides = [next((s for s, stems in SIDES.items() if _has(w, stems)), None) for w in words]
+    levels = [next((lv for lv, stems in LEVELS.items() if _has(w, stems)), None) for w in words]
+    return sides, levels
+
+
+def _nearest(items: list[str | None], i: int, window: int) -> int | None:
+    """Index of the closest non-None item within ``window`` of ``i`` (ties: the left one)."""
+    for d in range(0, window + 1):
+        for j in (i - d, i + d):
+            if 0 <= j < len(items) and items[j] is not None:
+                return j
+    return None
+
+
+def zone_requirements(clause_words: list[str]) -> list[frozenset[ZoneId]]:
+    """Zone-mention requirements in one clause (lower-case words)."""
+    words = clause_words
+    reqs: list[frozenset[ZoneId]] = []
+    sides, levels = _classify(words)
+    paired_sides: set[int] = set()
+    for i, level in enumerate(levels):
+        if level is None:
+            continue
+        j = _nearest(sides, i, 4)
+        if j is not None:
+            paired_sides.add(j)
+            reqs.append(_zones(sides[j], level))
+        elif any(_has(w, _BOTH_SIDES) for w in words):
+            reqs += [_zones("right", level), _zones("left", level)]
+        else:
+            reqs.append(_zones(None, level))
+    for i, side in enumerate(sides):
+        if side is not None and i not in paired_sides:
+            near = words[i + 1 : i + 3]
+            if any(_has(w, _SIDE_NOUNS) for w in near):
+                reqs.append(_zones(side, None))
+    for w in words:
+        if w in _BIBASAL:
+            reqs += [_zones("right", "lower"), _zones("left", "lower")]
+        elif w in _LOBE_ABBREV:
+            reqs.append(frozenset(_LOBE_ABBREV[w]))
+    if any(_has(w, _BOTH_SIDES) for w in words) and not reqs:
+        reqs += [_zones("right", None), _zones("left", None)]
+    return reqs
+
+
+_BOTH_PAIR = re.compile(
+    r"\b(?:right and left|left and right|right or left|left or right)\b"
+    r"|(?:прав\w* и лев\w*|лев\w* и прав\w*)"
+)
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", "."))
+
+
+def extract_claims(sentence: str) -> Claims:
+    """Claims made by ``sentence`` (any case, English or Russian)."""
+    # "right and left lower zones" names both sides: rewrite to the both-sides cue first.
+    text = _BOTH_PAIR.sub(" both ", sentence.replace("_", " ").lower())
+    reqs: list[frozenset[ZoneId]] = []
+    abnormal = normal = False
+    scope: list[str] = []
+    for clause in _CLAUSE.split(text):
+        words = _WORD.findall(clause or "")
+        if not words:
+            continue
+        reqs += zone_requirements(words)
+        negated = any(_has(w, NEGATION) for w in words)
+        has_abnormal = any(_has(w, ABNORMAL) for w in words)
+        has_normal = any(_has(w, NORMAL) for w in words)
+        has_generic = any(_has(w, _NEGATABLE) for w in words)
+        if negated:
+            normal |= has_abnormal or has_generic
+            abnormal |= has_normal
+        else:
+            abnormal |= has_abnormal
+            normal |= has_normal
+        scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
+    decimals = tuple(_number(m) for m in _DECIMAL.findall(text))
+    percents = tuple(_number(m) / 100.0 for m in _PERCENT.findall(text))
+    integers = tuple(int(m) for m in _INTEGER.findall(text))
+    return Claims(
+        tuple(reqs), abnormal, normal, tuple(dict.fromkeys(scope)), decimals, percents, integers
+    )

@@ -1,0 +1,84 @@
+"""A scripted, deterministic backend for tests: it records every prompt it is given.
+
+Scoring is a transparent toy model: a continuation word that also occurs in the prompt gets
+log-probability ``-0.1``, any other word ``-2.0``. That makes attributions testable: a zone
+named in the report is credited to the descriptor that put the zone's words in the prompt.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from reporting.errors import LLMTimeout, LLMUnavailable
+from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+Responder = Callable[[Sequence[Message], Mapping[str, Any] | None], str]
+
+
+class FakeBackend:
+    """Returns ``reply`` (a string or a function of the messages) for every generation.
+
+    ``fail`` makes every call raise (``"unavailable"`` or ``"timeout"``). ``prompts`` holds
+    every message list seen by generate or score, in order, for assertions.
+    """
+
+    def __init__(
+        self,
+        reply: str | Responder,
+        languages: frozenset[str] = frozenset({"en"}),
+        fail: str | None = None,
+    ) -> None:
+        self._reply = reply
+        self._languages = languages
+        self._fail = fail
+        self._lock = threading.Lock()
+        self.prompts: list[tuple[Message, ...]] = []
+        self.schemas: list[Mapping[str, Any] | None] = []
+        self.params: list[GenerationParams] = []
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            backend="fake", model="fake", model_sha256=None, languages=self._languages
+        )
+
+    def _maybe_fail(self) -> None:
+        if self._fail == "unavailable":
+            raise LLMUnavailable("fake backend is down", retry_after=7)
+        if self._fail == "timeout":
+            raise LLMTimeout("fake backend timed out", retry_after=3)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        json_schema: Mapping[str, Any] | None,
+        params: GenerationParams,
+    ) -> GenerationResult:
+        with self._lock:
+            self.prompts.append(tuple(messages))
+            self.schemas.append(json_schema)
+            self.params.append(params)
+        self._maybe_fail()
+        text = self._reply if isinstance(self._reply, str) else self._reply(messages, json_schema)
+        n = len(_WORD.findall(text))
+        return GenerationResult(text=text, tokens=n, prompt_tokens=0, seconds=0.001)
+
+    def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:
+        with self._lock:
+            self.prompts.append(tuple(messages))
+        self._maybe_fail()
+        prompt_words = {w.lower() for m in messages for w in _WORD.findall(m.content)}
+        tokens, offsets, logprobs = [], [], []
+        for match in _WORD.finditer(continuation):
+            tokens.append(match.group())
+            offsets.append(match.start())
+            logprobs.append(-0.1 if match.group().lower() in prompt_words else -2.0)
+        return TokenScores(tuple(tokens), tuple(offsets), tuple(logprobs))
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,74 @@
+"""Claim extraction on real radiology phrasing (Indiana University reports, Open-i) and
+Russian equivalents."""
+
+from __future__ import annotations
+
+import pytest
+
+from reporting.claims import extract_claims
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "The lungs are clear, and without focal airspace opacity.",
+        "No acute cardiopulmonary abnormality.",
+        "No acute disease.",
+        "Lungs are clear bilaterally.",
+        "Патологических изменений не выявлено.",
+        "Лёгкие без очаговых и инфильтративных изменений.",
+    ],
+)
+def test_normal_statements(sentence: str) -> None:
+    claims = extract_claims(sentence)
+    assert claims.states_normal
+    assert not claims.states_abnormal
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "There is patchy opacity in the right mid zone.",
+        "Consolidation in the left lower zone.",
+        "Затемнение в правой средней зоне.",
+        "The lungs are not normal.",
+    ],
+)
+def test_abnormal_statements(sentence: str) -> None:
+    assert extract_claims(sentence).states_abnormal
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        ("Opacity in the right mid zone.", [{"right_mid"}]),
+        ("Right lower lobe airspace disease.", [{"right_lower"}]),
+        ("Patchy opacity in the left lung base.", [{"left_lower"}]),
+        ("Upper zone of the left lung.", [{"left_upper"}]),
+        ("Bibasilar opacities.", [{"right_lower"}, {"left_lower"}]),
+        ("The right and left lower zones are involved.", [{"right_lower"}, {"left_lower"}]),
+        ("The left lung is clear.", [{"left_upper", "left_mid", "left_lower"}]),
+        ("Basilar opacity.", [{"right_lower", "left_lower"}]),
+        ("Инфильтрация в нижней зоне правого лёгкого.", [{"right_lower"}]),
+        ("Левая верхняя зона.", [{"left_upper"}]),
+        ("The classifier reports an abnormal finding.", []),
+    ],
+)
+def test_zone_requirements(sentence: str, expected: list[set[str]]) -> None:
+    assert [set(r) for r in extract_claims(sentence).zone_requirements] == expected
+
+
+def test_two_zones_in_one_sentence_are_paired_with_their_own_side() -> None:
+    claims = extract_claims("LIME agrees for the right mid zone and the left lower zone.")
+    assert [set(r) for r in claims.zone_requirements] == [{"right_mid"}, {"left_lower"}]
+
+
+def test_out_of_scope_and_numbers() -> None:
+    claims = extract_claims(
+        "Small left pleural effusion (probability 0.96, 42%), follow-up in 6 weeks."
+    )
+    assert "effusion" in claims.out_of_scope and "pleural" in claims.out_of_scope
+    assert claims.decimals == (0.96,)
+    assert claims.percents == (0.42,)
+    assert claims.integers == (6,)
+    assert extract_claims("Вероятность 0,42.").decimals == (0.42,)
