@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.upload import UploadProblem
 from inference.errors import (
@@ -154,6 +155,11 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, status, code, _TITLES.get(status, "Error"), headers=exc.headers)
 
 
+async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
+    # The client went away mid-upload; nobody will read this, but it is not a server error.
+    return problem(request, 400, "client_disconnected", "The client closed the request early.")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Log the type only: exception text can quote input bytes or tag values.
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
@@ -167,6 +173,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
 
 

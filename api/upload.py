@@ -7,12 +7,15 @@ itself is enforced while streaming, by :mod:`api.middleware`, before any part is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
+
+from service.errors import ServiceUnavailable
 
 MAX_FILES_PARSED = 8  # more than this is a framing problem (400 from Starlette)
 MAX_FIELDS = 8
@@ -41,6 +44,18 @@ async def _read_files(request: Request, field: str, max_count: int) -> list[Uplo
         raise UploadProblem(
             422, "missing_file", f"Send the radiograph as the multipart/form-data field '{field}'."
         )
+    try:
+        return await _parse(request, field, max_count)
+    except OSError as exc:
+        # Large parts spool to the temp dir; a full disk is a capacity problem, not a bad upload.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ServiceUnavailable(
+                "insufficient_storage", "Temporary storage is full; retry later.", 30
+            ) from exc
+        raise
+
+
+async def _parse(request: Request, field: str, max_count: int) -> list[Upload]:
     async with request.form(
         max_files=MAX_FILES_PARSED, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES
     ) as form:

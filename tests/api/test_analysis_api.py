@@ -127,3 +127,19 @@ def test_study_limits(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["code"] == "too_many_files"
     r = client.post("/classify/study", files=[("file", one[1])])
     assert r.status_code == 422 and r.json()["code"] == "missing_file"
+
+
+def test_full_temp_dir_is_503_with_retry_after(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    import starlette.formparsers
+
+    class FullDisk(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", FullDisk)
+    r = client.post("/classify", files={"file": ("a.png", b"\x89PNG" + b"0" * 100, "image/png")})
+    assert r.status_code == 503 and r.json()["code"] == "insufficient_storage"
+    assert r.headers["retry-after"] == "30"
