@@ -9,8 +9,9 @@ per-section and whole-report values; a UI can colour each report token by the pl
 raised its probability most.
 
 Exact enumeration (2^n prompts) when n <= ``exact_max_players`` and 2^n <= ``budget``;
-otherwise KernelSHAP with the efficiency constraint, ``budget`` sampled coalitions and a
-fixed seed, so results are reproducible.
+otherwise KernelSHAP with the efficiency constraint and about ``budget`` coalitions
+(complete small/large sizes first, then paired samples with a fixed seed), so results are
+reproducible.
 """
 
 from __future__ import annotations
@@ -88,30 +89,62 @@ def exact_shapley(values: dict[Mask, npt.NDArray[np.float64]], n: int) -> npt.ND
     return phi
 
 
-def kernel_masks(n: int, budget: int, seed: int) -> list[Mask]:
-    """Coalitions drawn from the Shapley kernel (size k w.p. ~ (n-1)/(k(n-k))), fixed seed."""
+def kernel_masks(n: int, budget: int, seed: int) -> tuple[list[Mask], list[float]]:
+    """Coalitions and their KernelSHAP weights (as in the reference ``shap`` implementation).
+
+    Coalition sizes are taken in pairs (k, n-k), highest Shapley-kernel weight first
+    (k = 1 first); a pair whose subsets all fit in the remaining budget is enumerated with the
+    exact kernel weight, and the rest of the budget samples the remaining sizes in
+    complementary pairs (antithetic sampling) with a fixed seed, sharing the remaining weight.
+    The empty and full coalitions are not included (they enter as the constraint).
+    """
     rng = np.random.default_rng(seed)
-    sizes = np.arange(1, n)
-    p = (n - 1) / (sizes * (n - sizes))
-    p = p / p.sum()
-    masks = []
-    for _ in range(max(0, budget - 2)):
-        k = int(rng.choice(sizes, p=p))
-        on = set(rng.choice(n, size=k, replace=False).tolist())
-        masks.append(tuple(i in on for i in range(n)))
-    return masks
+    remaining = max(0, budget - 2)
+    masks: list[Mask] = []
+    weights: list[float] = []
+    sizes = list(range(1, n // 2 + 1))
+    pair_weight = {k: (n - 1) / (k * (n - k)) * (1 if 2 * k == n else 2) for k in sizes}
+    total = sum(pair_weight.values())
+    for idx, k in enumerate(sizes):
+        pair_sizes = {k, n - k}
+        subsets = [
+            tuple(i in on for i in range(n))
+            for size in pair_sizes
+            for on in map(set, itertools.combinations(range(n), size))
+        ]
+        if len(subsets) > remaining:
+            left = sizes[idx:]
+            p = np.array([pair_weight[j] for j in left])
+            mass = float(p.sum()) / total
+            draws = max(1, remaining // 2)
+            for _ in range(draws):
+                size = int(rng.choice(left, p=p / p.sum()))
+                on = set(rng.choice(n, size=size, replace=False).tolist())
+                mask = tuple(i in on for i in range(n))
+                masks += [mask, tuple(not b for b in mask)]
+                weights += [mass / (2 * draws)] * 2
+            break
+        per = pair_weight[k] / total / len(subsets)
+        masks += subsets
+        weights += [per] * len(subsets)
+        remaining -= len(subsets)
+    return masks, weights
 
 
 def kernel_shap(
-    values: dict[Mask, npt.NDArray[np.float64]], samples: Sequence[Mask], n: int
+    values: dict[Mask, npt.NDArray[np.float64]],
+    samples: Sequence[Mask],
+    weights: Sequence[float],
+    n: int,
 ) -> npt.NDArray[np.float64]:
-    """KernelSHAP with sum(phi) = v(N) - v({}) enforced by eliminating the last player."""
+    """Weighted KernelSHAP; sum(phi) = v(N) - v({}) enforced by eliminating the last player."""
     v0 = values[(False,) * n]
     delta = values[(True,) * n] - v0
     z = np.array(samples, dtype=np.float64)  # [m, n]
     y = np.stack([values[m] for m in samples]) - v0 - z[:, -1:] * delta  # [m, T]
     x = z[:, :-1] - z[:, -1:]
-    head, *_ = np.linalg.lstsq(x, y, rcond=None)  # [n-1, T]
+    sw = np.sqrt(np.asarray(weights, dtype=np.float64))[:, None]
+    head, *_ = np.linalg.lstsq(x * sw, y * sw, rcond=None)  # [n-1, T]
     return np.vstack([head, delta - head.sum(axis=0, keepdims=True)])
 
 
@@ -134,8 +167,14 @@ class ShapleyExplainer:
         self._seed = seed
         self._clock = clock
 
-    def _messages(self, evidence: Evidence, zones: tuple[ZoneEvidence, ...],
-                  language: Language, players: tuple[str, ...], mask: Mask) -> tuple[Message, ...]:
+    def _messages(
+        self,
+        evidence: Evidence,
+        zones: tuple[ZoneEvidence, ...],
+        language: Language,
+        players: tuple[str, ...],
+        mask: Mask,
+    ) -> tuple[Message, ...]:
         keep = [p for p, on in zip(players, mask, strict=True) if on]
         return build_messages(evidence, zones, language, self._template, include=keep)
 
@@ -154,7 +193,7 @@ class ShapleyExplainer:
         text, spans = continuation_with_spans(sections)
         exact = n <= self._exact_max and 2**n <= self._budget
         masks = list(itertools.product((False, True), repeat=n)) if exact else None
-        samples = [] if exact else kernel_masks(n, self._budget, self._seed)
+        samples, weights = ([], []) if exact else kernel_masks(n, self._budget, self._seed)
         needed = masks or [(False,) * n, (True,) * n, *samples]
         values: dict[Mask, npt.NDArray[np.float64]] = {}
         first = None
@@ -168,7 +207,7 @@ class ShapleyExplainer:
             if len(scores.logprobs) != len(first.logprobs):
                 raise ValueError("continuation tokenised differently across prompts")
             values[mask] = np.asarray(scores.logprobs, dtype=np.float64)
-        phi = exact_shapley(values, n) if exact else kernel_shap(values, samples, n)
+        phi = exact_shapley(values, n) if exact else kernel_shap(values, samples, weights, n)
         assert first is not None
         ends = [*first.offsets[1:], len(text)]
         tokens = tuple(

@@ -154,7 +154,9 @@ class GroundingChecker:
         sentences = split_sentences(text)
         for sentence in sentences:
             key = " ".join(sentence.lower().split())
-            found = ("duplicate", "repeats an earlier sentence") if key in seen else None
+            found: tuple[RemovalReason, str] | None = (
+                ("duplicate", "repeats an earlier sentence") if key in seen else None
+            )
             found = found or self.violation(sentence, language)
             if found is None:
                 kept.append(sentence)

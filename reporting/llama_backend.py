@@ -110,9 +110,7 @@ class LlamaCppBackend:
     def _grammar(self, schema: Mapping[str, Any]) -> Any:
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
-            self._grammars[key] = self._llama_cpp.LlamaGrammar.from_json_schema(
-                key, verbose=False
-            )
+            self._grammars[key] = self._llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
     def generate(
@@ -167,7 +165,6 @@ class LlamaCppBackend:
             logprobs = _log_softmax_rows(rows, cont_ids)
             pieces = [llm.detokenize([t]) for t in cont_ids]
         return TokenScores(*_char_offsets(pieces, continuation), tuple(logprobs))
-
 
     def close(self) -> None:
         with self._lock:

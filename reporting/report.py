@@ -126,11 +126,13 @@ def _ground(
     raw: str,
     lang: Language,
     policy: GroundingPolicy,
-) -> tuple[Sections, dict[SectionName, Provenance], list[RemovedSentence], dict[SectionName, str], bool]:
+) -> tuple[
+    Sections, dict[SectionName, Provenance], list[RemovedSentence], dict[SectionName, str], bool
+]:
     """Filter the model output section by section; template any section that cannot stand."""
     fallback = render_template(evidence, zones, lang)
     try:
-        parsed: Sections | None = parse_sections(raw)
+        parsed = parse_sections(raw)
     except OutputFormatError as exc:
         reason = f"invalid model output: {exc}"
         prov: dict[SectionName, Provenance] = {n: "template" for n in SECTION_NAMES}
@@ -138,7 +140,9 @@ def _ground(
     checker = GroundingChecker(evidence, policy)
     seen: set[str] = set()
     texts: dict[str, str] = {}
-    prov, removed, reasons = {}, [], {}
+    prov = {}
+    removed: list[RemovedSentence] = []
+    reasons: dict[SectionName, str] = {}
     for name in SECTION_NAMES:
         check = checker.check_section(name, parsed.get(name), lang, seen)
         removed += check.removed
@@ -167,9 +171,9 @@ class ReportGenerator:
     def backend(self) -> LLMBackend:
         return self._backend
 
-    def prompt_for(self, evidence: Evidence, language: Language) -> tuple[
-        Language, tuple[ZoneEvidence, ...], tuple[Message, ...]
-    ]:
+    def prompt_for(
+        self, evidence: Evidence, language: Language
+    ) -> tuple[Language, tuple[ZoneEvidence, ...], tuple[Message, ...]]:
         """(generation language, prompt zones, messages) for a request."""
         cfg = self._config
         gen_lang: Language = language if language in self._backend.info.languages else "en"
@@ -189,6 +193,7 @@ class ReportGenerator:
         generated, gen_prov, removed, reasons, valid = _ground(
             evidence, zones, result.text, gen_lang, cfg.policy
         )
+        mode: LanguageMode
         if gen_lang == language:
             sections, prov, mode = generated, gen_prov, "native"
         else:

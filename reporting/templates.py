@@ -32,7 +32,9 @@ def fmt(value: float, language: Language) -> str:
 
 def _zone_list(zones: tuple[ZoneEvidence, ...], language: Language) -> str:
     word = "intensity" if language == "en" else "интенсивность"
-    items = [f"{ZONE_NAMES[language][z.zone_id]} ({word} {fmt(z.intensity, language)})" for z in zones]
+    items = [
+        f"{ZONE_NAMES[language][z.zone_id]} ({word} {fmt(z.intensity, language)})" for z in zones
+    ]
     if language == "en" and len(items) > 1:
         return ", ".join(items[:-1]) + " and " + items[-1]
     return ", ".join(items)
@@ -42,7 +44,9 @@ def _findings(e: Evidence, zones: tuple[ZoneEvidence, ...], lang: Language) -> s
     p, t = fmt(e.probability_finding, lang), fmt(e.threshold, lang)
     if lang == "en":
         if e.decision == "no_finding":
-            return f"The classifier reports no finding (probability of a finding {p}; threshold {t})."
+            return (
+                f"The classifier reports no finding (probability of a finding {p}; threshold {t})."
+            )
         out = [f"The classifier reports an abnormal finding (probability {p}; threshold {t})."]
         if zones:
             out.append(f"Grad-CAM highlights the {_zone_list(zones, lang)}.")
@@ -96,7 +100,9 @@ def _recommendations(e: Evidence, lang: Language) -> str:
                 "Review of the image by a radiologist is recommended, with correlation "
                 "to the clinical picture."
             )
-        return text + (" The model's confidence is moderate; interpret with caution." if moderate else "")
+        return text + (
+            " The model's confidence is moderate; interpret with caution." if moderate else ""
+        )
     if e.decision == "no_finding":
         text = (
             "Рекомендуется сопоставление с клинической картиной; при сохранении симптомов "
@@ -107,7 +113,9 @@ def _recommendations(e: Evidence, lang: Language) -> str:
             "Рекомендуется оценка изображения врачом-рентгенологом и сопоставление "
             "с клинической картиной."
         )
-    return text + (" Уверенность модели умеренная; интерпретируйте с осторожностью." if moderate else "")
+    return text + (
+        " Уверенность модели умеренная; интерпретируйте с осторожностью." if moderate else ""
+    )
 
 
 def render_template(

@@ -12,7 +12,9 @@ from reporting.schema import SECTION_NAMES
 from reporting.templates import render_template
 
 
-def _evidence(decision: str, zones: dict[str, float], weak: bool = False, lime: bool = False) -> Evidence:
+def _evidence(
+    decision: str, zones: dict[str, float], weak: bool = False, lime: bool = False
+) -> Evidence:
     p = 0.91 if decision == "finding" else 0.12
     return Evidence(
         decision=decision,  # type: ignore[arg-type]
@@ -26,14 +28,21 @@ def _evidence(decision: str, zones: dict[str, float], weak: bool = False, lime: 
     )
 
 
-ZONE_SETS = [{}, {"right_mid": 0.42}, {"left_lower": 0.6, "right_upper": 0.3, "left_mid": 0.1},
-             dict.fromkeys(ZONE_IDS, 0.5)]
+ZONE_SETS = [
+    {},
+    {"right_mid": 0.42},
+    {"left_lower": 0.6, "right_upper": 0.3, "left_mid": 0.1},
+    dict.fromkeys(ZONE_IDS, 0.5),
+]
 
 
 @pytest.mark.parametrize(
     ("decision", "zones", "weak", "lime", "lang"),
-    list(itertools.product(["finding", "no_finding"], ZONE_SETS, [False, True], [False, True],
-                           ["en", "ru"])),
+    list(
+        itertools.product(
+            ["finding", "no_finding"], ZONE_SETS, [False, True], [False, True], ["en", "ru"]
+        )
+    ),
 )
 def test_templates_pass_their_own_grounding(decision, zones, weak, lime, lang) -> None:
     ev = _evidence(decision, zones, weak, lime)
