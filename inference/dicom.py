@@ -17,9 +17,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID
+from pydicom.encaps import generate_frames
+from pydicom.uid import (
+    HTJ2K,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
 
 from inference.errors import (
     CorruptImage,
@@ -68,12 +80,67 @@ class DecodedDicom:
     photometric: str
 
 
-def _read_dataset(data: bytes) -> pydicom.Dataset:
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _check_value_lengths(ds: pydicom.Dataset) -> None:
+    """Refuse top-level elements whose declared VL runs past the end of the stream.
+
+    pydicom reads ``min(VL, bytes left)`` without complaint (hostile input H20), so a PixelData
+    VL beyond EOF or a PatientName VL=0xFFF0 that swallows every following element would pass
+    as a shorter value or a missing tag. Only the raw top-level elements are looked at (no
+    conversion, no recursion into sequences, no stringification).
+    """
+    for elem in ds.elements():
+        if not isinstance(elem, RawDataElement):
+            continue
+        if elem.length == _UNDEFINED_LENGTH or elem.value is None:
+            continue
+        if len(elem.value) != elem.length:
+            raise MalformedDicom()
+
+
+def _check_meta_length(ds: pydicom.Dataset, size: int) -> None:
+    """The file meta group must end inside the stream (128 B preamble + DICM + 12 B length element).
+
+    A file cut inside its meta header otherwise parses as a valid but empty dataset and is
+    answered 415 "not a radiograph" instead of 422 "malformed".
+    """
+    meta = getattr(ds, "file_meta", None)
+    group_length = _get(meta, "FileMetaInformationGroupLength") if meta is not None else None
+    if isinstance(group_length, int) and 144 + group_length > size:
+        raise MalformedDicom()
+
+
+def _refuse_deflated(data: bytes) -> None:
+    """Refuse the Deflated transfer syntax before ``dcmread`` sees it.
+
+    pydicom inflates a deflated dataset with an unbounded ``zlib.decompress`` (filereader,
+    pydicom 3.0.2): 10 MB of upload can ask for 10 GB. The file meta is read on its own first
+    (it is never deflated); pydicom has no public API for that on a stream, hence the private
+    ``_read_file_meta_info``.
+    """
+    fp = io.BytesIO(data)
     try:
-        # force=False: a stream without the DICM marker is refused instead of guessed at.
-        return pydicom.dcmread(io.BytesIO(data), force=False)
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+        ts = meta.get("TransferSyntaxUID")
     except _PARSE_ERRORS as exc:
         raise MalformedDicom() from exc
+    if ts is not None and str(ts) == DeflatedExplicitVRLittleEndian:
+        raise UnsupportedTransferSyntax()
+
+
+def _read_dataset(data: bytes) -> pydicom.Dataset:
+    _refuse_deflated(data)
+    try:
+        # force=False: a stream without the DICM marker is refused instead of guessed at.
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except _PARSE_ERRORS as exc:
+        raise MalformedDicom() from exc
+    _check_value_lengths(ds)
+    _check_meta_length(ds, len(data))
+    return ds
 
 
 def _get(ds: pydicom.Dataset, keyword: str, default: Any = None) -> Any:
@@ -144,7 +211,7 @@ def _check_geometry(ds: pydicom.Dataset, max_pixels: int, max_side: int) -> tupl
     return rows, cols, bits_allocated
 
 
-def _check_transfer_syntax(ds: pydicom.Dataset, rows: int, cols: int, bits_allocated: int) -> None:
+def _check_transfer_syntax(ds: pydicom.Dataset, rows: int, cols: int, bits_allocated: int) -> UID:
     meta = getattr(ds, "file_meta", None)
     ts_value = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if ts_value is None:
@@ -162,6 +229,40 @@ def _check_transfer_syntax(ds: pydicom.Dataset, rows: int, cols: int, bits_alloc
         # One trailing pad byte keeps the value length even (PS3.5 7.1.1).
         if raw is None or len(raw) not in (expected, expected + (expected % 2)):
             raise MalformedDicom()
+    return ts
+
+
+# Codestreams that must end with the EOI (JPEG, JPEG-LS) or EOC (JPEG 2000, HTJ2K) marker FFD9.
+_MARKER_TERMINATED = frozenset(
+    {
+        *JPEGTransferSyntaxes,
+        *JPEGLSTransferSyntaxes,
+        *JPEG2000TransferSyntaxes,
+        HTJ2KLossless,
+        HTJ2KLosslessRPCL,
+        HTJ2K,
+    }
+)
+
+
+def _check_codestream_end(ds: pydicom.Dataset, ts: UID) -> None:
+    """Refuse a truncated JPEG-family frame before decoding it.
+
+    libjpeg (JPEG-LS) and openjpeg decode a codestream cut in half into a partly blank image
+    without any error; Pillow's path refuses truncation (LOAD_TRUNCATED_IMAGES stays False),
+    so DICOM must too (hostile input H17b). One trailing 0x00 is the fragment's even-length pad
+    (PS3.5 A.4).
+    """
+    if ts not in _MARKER_TERMINATED:
+        return
+    try:
+        frame = next(generate_frames(_get(ds, "PixelData"), number_of_frames=1))
+    except (*_PARSE_ERRORS, StopIteration) as exc:
+        raise CorruptImage() from exc
+    if frame.endswith(b"\0"):
+        frame = frame[:-1]
+    if not frame.endswith(b"\xff\xd9"):
+        raise CorruptImage()
 
 
 def _window(ds: pydicom.Dataset, values: npt.NDArray[np.float64]) -> FloatImage:
@@ -191,7 +292,8 @@ def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
     ds = _read_dataset(data)
     _check_identity(ds)
     rows, cols, bits_allocated = _check_geometry(ds, max_pixels, max_side)
-    _check_transfer_syntax(ds, rows, cols, bits_allocated)
+    ts = _check_transfer_syntax(ds, rows, cols, bits_allocated)
+    _check_codestream_end(ds, ts)
     try:
         raw = ds.pixel_array
     except IntakeError:

@@ -41,7 +41,10 @@ def detect_format(data: bytes) -> ImageFormat:
     """Return the container format of ``data`` or raise :class:`UnsupportedFormat`."""
     if data.startswith(_PNG_MAGIC):
         return ImageFormat.PNG
-    if data.startswith(b"\xff\xd8\xff"):
+    # The JPEG magic is the 2-byte SOI marker. Requiring the next marker's 0xFF too would send
+    # an SOI-only (truncated) file to 415 unsupported_format instead of 422 corrupt_image (H13);
+    # the header walk below rejects anything that is not a real JPEG after the SOI.
+    if data.startswith(b"\xff\xd8"):
         return ImageFormat.JPEG
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ImageFormat.WEBP
