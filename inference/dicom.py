@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataelem import RawDataElement
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.encaps import generate_frames
 from pydicom.uid import (
     HTJ2K,
     UID,

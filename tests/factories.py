@@ -134,7 +134,12 @@ def synthetic_chest(height: int = 96, width: int = 80, bits: int = 8) -> npt.NDA
 
 
 def synthetic_dicom(
-    *, height: int = 96, width: int = 80, bits: int = 12, photometric: str = "MONOCHROME2", **kw: object
+    *,
+    height: int = 96,
+    width: int = 80,
+    bits: int = 12,
+    photometric: str = "MONOCHROME2",
+    **kw: object,
 ) -> bytes:
     """A valid DX DICOM around :func:`synthetic_chest` (inverted for MONOCHROME1)."""
     arr = synthetic_chest(height, width, bits)
@@ -143,7 +148,9 @@ def synthetic_dicom(
     return dicom_bytes(dicom_dataset(arr, bits_stored=bits, photometric=photometric, **kw))  # type: ignore[arg-type]
 
 
-def compressed_dicom(transfer_syntax: UID, *, bits: int = 12, height: int = 96, width: int = 80) -> bytes:
+def compressed_dicom(
+    transfer_syntax: UID, *, bits: int = 12, height: int = 96, width: int = 80
+) -> bytes:
     """A DX DICOM compressed with pydicom's own encoders (RLE natively, J2K via pylibjpeg)."""
     arr = synthetic_chest(height, width, bits)
     ds = dicom_dataset(arr, bits_stored=bits)
@@ -245,14 +252,18 @@ def webp_vp8l_header(width: int, height: int) -> bytes:
 
 # ---- raw DICOM surgery ------------------------------------------------------------------------
 
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV"}
+_LONG_VRS = {
+    b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV"
+}
 
 
 def dicom_tag_bytes(group: int, element: int) -> bytes:
     return struct.pack("<HH", group, element)
 
 
-def dicom_element(group: int, element: int, vr: bytes, value: bytes, *, length: int | None = None) -> bytes:
+def dicom_element(
+    group: int, element: int, vr: bytes, value: bytes, *, length: int | None = None
+) -> bytes:
     """One explicit-VR little-endian element; ``length`` overrides the declared VL (to lie)."""
     vl = len(value) if length is None else length
     if vr in _LONG_VRS:
@@ -287,7 +298,8 @@ def nested_sequences_undefined(depth: int) -> bytes:
     opening = dicom_element(0x0008, 0x1140, b"SQ", b"", length=0xFFFFFFFF) + dicom_tag_bytes(
         0xFFFE, 0xE000
     ) + struct.pack("<I", 0xFFFFFFFF)
-    closing = dicom_tag_bytes(0xFFFE, 0xE00D) + b"\0\0\0\0" + dicom_tag_bytes(0xFFFE, 0xE0DD) + b"\0\0\0\0"
+    item_end = dicom_tag_bytes(0xFFFE, 0xE00D) + b"\0\0\0\0"
+    closing = item_end + dicom_tag_bytes(0xFFFE, 0xE0DD) + b"\0\0\0\0"
     return opening * depth + closing * depth
 
 
@@ -323,7 +335,9 @@ def deflated_dicom_bomb(inflated: int = 64 << 20) -> bytes:
     return data[: 144 + group_length] + _deflated_zeros(inflated, -zlib.MAX_WBITS)
 
 
-def imagecodecs_dicom(transfer_syntax: UID, *, bits: int = 12, height: int = 96, width: int = 80) -> bytes:
+def imagecodecs_dicom(
+    transfer_syntax: UID, *, bits: int = 12, height: int = 96, width: int = 80
+) -> bytes:
     """A DX DICOM whose frame is encoded by ``imagecodecs`` (JPEG-LS, HTJ2K: no pydicom encoder).
 
     Raises ImportError when imagecodecs is missing; callers skip on it.
@@ -336,4 +350,6 @@ def imagecodecs_dicom(transfer_syntax: UID, *, bits: int = 12, height: int = 96,
         stream = imagecodecs.jpegls_encode(arr)
     else:
         stream = imagecodecs.htj2k_encode(arr)  # lossless by default
-    return encapsulated_dicom([bytes(stream)], transfer_syntax, bits=bits, height=height, width=width)
+    return encapsulated_dicom(
+        [bytes(stream)], transfer_syntax, bits=bits, height=height, width=width
+    )

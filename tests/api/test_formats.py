@@ -60,8 +60,9 @@ def _pil(mode: str, fmt: str, **save: object) -> Callable[[], bytes]:
 
 
 def _dicom(bits: int, photometric: str = "MONOCHROME2", **kw: object) -> Callable[[], bytes]:
-    return lambda: f.synthetic_dicom(height=H, width=W, bits=bits, photometric=photometric,
-                                     patient_name=f.CANARY_NAME, **kw)
+    return lambda: f.synthetic_dicom(
+        height=H, width=W, bits=bits, photometric=photometric, patient_name=f.CANARY_NAME, **kw
+    )
 
 
 def _compressed(ts: UID, bits: int) -> Callable[[], bytes]:
@@ -103,24 +104,48 @@ VARIANTS: list[Variant] = [
     Variant("dicom-mono2-8", _dicom(8), "dicom", 8, group="dicom8"),
     Variant("dicom-mono1-8", _dicom(8, "MONOCHROME1"), "dicom", 8, "MONOCHROME1", group="dicom8"),
     Variant("dicom-mono2-12", _dicom(12), "dicom", 12, group="dicom12"),
-    Variant("dicom-mono1-12", _dicom(12, "MONOCHROME1"), "dicom", 12, "MONOCHROME1", group="dicom12"),
+    Variant(
+        "dicom-mono1-12", _dicom(12, "MONOCHROME1"), "dicom", 12, "MONOCHROME1", group="dicom12"
+    ),
     Variant("dicom-mono2-16", _dicom(16), "dicom", 16, group="dicom16"),
-    Variant("dicom-mono1-16", _dicom(16, "MONOCHROME1"), "dicom", 16, "MONOCHROME1", group="dicom16"),
-    Variant("dicom-implicit-vr-12", _dicom(12, transfer_syntax=ImplicitVRLittleEndian), "dicom", 12,
-            group="dicom12"),
+    Variant(
+        "dicom-mono1-16", _dicom(16, "MONOCHROME1"), "dicom", 16, "MONOCHROME1", group="dicom16"
+    ),
+    Variant(
+        "dicom-implicit-vr-12",
+        _dicom(12, transfer_syntax=ImplicitVRLittleEndian),
+        "dicom",
+        12,
+        group="dicom12",
+    ),
     Variant("dicom-windowed-12", _dicom(12, window=(2048.0, 3000.0)), "dicom", 12),
-    Variant("dicom-windowed-mono1-12", _dicom(12, "MONOCHROME1", window=(2048.0, 3000.0)), "dicom", 12,
-            "MONOCHROME1"),
-    Variant("dicom-rescaled-12", _dicom(12, slope=2.0, intercept=-1024.0), "dicom", 12, group="dicom12"),
-    Variant("dicom-rescaled-windowed-12", _dicom(12, slope=0.5, intercept=10.0, window=(1000.0, 1500.0)),
-            "dicom", 12),
+    Variant(
+        "dicom-windowed-mono1-12",
+        _dicom(12, "MONOCHROME1", window=(2048.0, 3000.0)),
+        "dicom",
+        12,
+        "MONOCHROME1",
+    ),
+    Variant(
+        "dicom-rescaled-12", _dicom(12, slope=2.0, intercept=-1024.0), "dicom", 12, group="dicom12"
+    ),
+    Variant(
+        "dicom-rescaled-windowed-12",
+        _dicom(12, slope=0.5, intercept=10.0, window=(1000.0, 1500.0)),
+        "dicom",
+        12,
+    ),
     # DICOM compressed (lossless ones must equal their uncompressed twin)
     Variant("dicom-rle-8", _compressed(RLELossless, 8), "dicom", 8, group="dicom8"),
     Variant("dicom-rle-12", _compressed(RLELossless, 12), "dicom", 12, group="dicom12"),
     Variant("dicom-rle-16", _compressed(RLELossless, 16), "dicom", 16, group="dicom16"),
     Variant("dicom-j2k-lossless-8", _compressed(JPEG2000Lossless, 8), "dicom", 8, group="dicom8"),
-    Variant("dicom-j2k-lossless-12", _compressed(JPEG2000Lossless, 12), "dicom", 12, group="dicom12"),
-    Variant("dicom-j2k-lossless-16", _compressed(JPEG2000Lossless, 16), "dicom", 16, group="dicom16"),
+    Variant(
+        "dicom-j2k-lossless-12", _compressed(JPEG2000Lossless, 12), "dicom", 12, group="dicom12"
+    ),
+    Variant(
+        "dicom-j2k-lossless-16", _compressed(JPEG2000Lossless, 16), "dicom", 16, group="dicom16"
+    ),
     Variant("dicom-jpeg-baseline-8", _jpeg_baseline_dicom, "dicom", 8),
     Variant("dicom-jpegls-8", _imagecodecs(JPEGLSLossless, 8), "dicom", 8, group="dicom8"),
     Variant("dicom-jpegls-12", _imagecodecs(JPEGLSLossless, 12), "dicom", 12, group="dicom12"),
@@ -144,8 +169,13 @@ def _png_size(b64: str) -> tuple[int, int]:
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
 def test_variant_classifies_and_segments(client: TestClient, variant: Variant) -> None:
     data = variant.build()
-    expected_image = {"width": W, "height": H, "format": variant.fmt, "bits_stored": variant.bits,
-                      "photometric": variant.photometric}
+    expected_image = {
+        "width": W,
+        "height": H,
+        "format": variant.fmt,
+        "bits_stored": variant.bits,
+        "photometric": variant.photometric,
+    }
     cls = _post(client, "/classify", data)
     assert cls["image"] == expected_image
     assert 0.0 <= float(cls["probability_finding"]) <= 1.0  # type: ignore[arg-type]
@@ -183,7 +213,9 @@ def test_sixteen_bit_png_uses_the_full_depth(client: TestClient) -> None:
 
     out = decode_upload(f.png_bytes(f.synthetic_chest(H, W, 12)))
     assert out.bits_stored == 16
-    assert float(out.pixels.max()) == pytest.approx(1.0) and float(out.pixels.min()) == pytest.approx(0.0)
+    assert float(out.pixels.max()) == pytest.approx(1.0) and float(
+        out.pixels.min()
+    ) == pytest.approx(0.0)
 
 
 def test_windowed_dicom_differs_from_unwindowed() -> None:

@@ -17,12 +17,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from httpx import Response
 from PIL import Image
+from starlette.testclient import httpx as client_httpx
+from starlette.types import ASGIApp
 
 from api.problems import INTAKE_STATUS, PROBLEM_MEDIA_TYPE
 from service.app import create_app
@@ -35,17 +37,34 @@ HOSTILE_NAME = "CANARY_Doe^John_MRN123.dcm"
 # Substrings that must never reach a response body or a log line: the canaries planted in
 # filenames and tags, and the marks of library exception text and tracebacks.
 LEAKS = (
-    "CANARY", "Doe^John", "MRN123", "passwd", "Ignore previous",
-    "Traceback", 'File "', ".py", "pydicom", "PIL", "Pillow", "zlib", "numpy", "libjpeg",
-    "openjpeg", "Error", "Exception", "Errno",
+    "CANARY",
+    "Doe^John",
+    "MRN123",
+    "passwd",
+    "Ignore previous",
+    "Traceback",
+    'File "',
+    ".py",
+    "pydicom",
+    "PIL",
+    "Pillow",
+    "zlib",
+    "numpy",
+    "libjpeg",
+    "openjpeg",
+    "Error",
+    "Exception",
+    "Errno",
 )
 MAX_REJECT_S = 2.0
 
 
-# ---- helpers ----------------------------------------------------------------------------------
+# ---- helpers -------------------------------------------------------------------------------------
 
 
-def multipart(parts: list[tuple[str, bytes | None, bytes, str]], boundary: str = "hostileXYZ") -> tuple[bytes, str]:
+def multipart(
+    parts: list[tuple[str, bytes | None, bytes, str]], boundary: str = "hostileXYZ"
+) -> tuple[bytes, str]:
     """A hand-made multipart/form-data body: (field, raw filename or None, data, content type).
 
     Built by hand so that filenames carry exact bytes (NUL, 10 KB, path separators) that an HTTP
@@ -58,16 +77,25 @@ def multipart(parts: list[tuple[str, bytes | None, bytes, str]], boundary: str =
             disposition += b'; filename="' + filename + b'"'
         out += (
             f"--{boundary}\r\n".encode()
-            + b"Content-Disposition: " + disposition + b"\r\n"
+            + b"Content-Disposition: "
+            + disposition
+            + b"\r\n"
             + f"Content-Type: {ctype}\r\n\r\n".encode()
-            + data + b"\r\n"
+            + data
+            + b"\r\n"
         )
     out += f"--{boundary}--\r\n".encode()
     return out, f"multipart/form-data; boundary={boundary}"
 
 
-def post_file(client: TestClient, route: str, data: bytes, *, filename: bytes = HOSTILE_NAME.encode(),
-              ctype: str = "image/png") -> Response:
+def post_file(
+    client: TestClient,
+    route: str,
+    data: bytes,
+    *,
+    filename: bytes = HOSTILE_NAME.encode(),
+    ctype: str = "image/png",
+) -> client_httpx.Response:
     body, content_type = multipart([("file", filename, data, ctype)])
     return client.post(route, content=body, headers={"content-type": content_type})
 
@@ -77,7 +105,7 @@ def assert_no_leak(text: str) -> None:
         assert needle.lower() not in text.lower(), f"{needle!r} leaked"
 
 
-def assert_problem(resp: Response, status: int, code: str) -> dict[str, object]:
+def assert_problem(resp: client_httpx.Response, status: int, code: str) -> dict[str, object]:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
     body = resp.json()
@@ -105,14 +133,18 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     yield caplog
     for record in caplog.records:
         assert_no_leak(record.getMessage())
-        assert not (record.name == "cxr.api" and record.levelno >= logging.ERROR), record.getMessage()
+        assert not (record.name == "cxr.api" and record.levelno >= logging.ERROR), (
+            record.getMessage()
+        )
 
 
-# ---- H7-H22 through the API ---------------------------------------------------------------------
+# ---- H7-H22 through the API ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_upload_is_a_clean_problem(client: TestClient, case: Case, logs: pytest.LogCaptureFixture) -> None:
+def test_hostile_upload_is_a_clean_problem(
+    client: TestClient, case: Case, logs: pytest.LogCaptureFixture
+) -> None:
     data = case.build()
     if not data:  # H7 empty file: refused by the upload layer, same code as the decoder's
         expected_status, expected_code = 422, "empty_upload"
@@ -125,13 +157,26 @@ def test_hostile_upload_is_a_clean_problem(client: TestClient, case: Case, logs:
     assert_alive(client)
 
 
-SEGMENT_SAMPLE = {"H9-png-65535", "H12-zTXt-bomb", "H13-jpeg-40pct", "H14-apng", "H16-window-negative",
-                  "H17b-j2k-corrupt", "H18-nested-undefined-200", "H21-encapsulated-pdf"}
+SEGMENT_SAMPLE = {
+    "H9-png-65535",
+    "H12-zTXt-bomb",
+    "H13-jpeg-40pct",
+    "H14-apng",
+    "H16-window-negative",
+    "H17b-j2k-corrupt",
+    "H18-nested-undefined-200",
+    "H21-encapsulated-pdf",
+}
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.id in SEGMENT_SAMPLE],
-                         ids=[c.id for c in CASES if c.id in SEGMENT_SAMPLE])
-def test_segment_refuses_the_same_way(client: TestClient, case: Case, logs: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.id in SEGMENT_SAMPLE],
+    ids=[c.id for c in CASES if c.id in SEGMENT_SAMPLE],
+)
+def test_segment_refuses_the_same_way(
+    client: TestClient, case: Case, logs: pytest.LogCaptureFixture
+) -> None:
     resp = post_file(client, "/segment", case.build())
     assert_problem(resp, INTAKE_STATUS[case.expected], case.expected.code)
 
@@ -158,7 +203,7 @@ def test_h20_trailing_ob_vl_at_eof(client: TestClient, logs: pytest.LogCaptureFi
     assert_no_leak(resp.text)
 
 
-# ---- H6 filenames, H7 framing, H8 type confusion, H22 ---------------------------------------------
+# ---- H6 filenames, H7 framing, H8 type confusion, H22 --------------------------------------------
 
 HOSTILE_NAMES = {
     "path-traversal": b"../../etc/passwd",
@@ -173,9 +218,14 @@ HOSTILE_NAMES = {
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
 @pytest.mark.parametrize("route", ["/classify", "/segment"])
-def test_h6_hostile_filename_is_ignored(client: TestClient, route: str, name: bytes,
-                                         logs: pytest.LogCaptureFixture, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_h6_hostile_filename_is_ignored(
+    client: TestClient,
+    route: str,
+    name: bytes,
+    logs: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     resp = post_file(client, route, f.png_bytes(f.synthetic_chest()), filename=name)
     assert resp.status_code == 200, resp.text
@@ -185,15 +235,21 @@ def test_h6_hostile_filename_is_ignored(client: TestClient, route: str, name: by
     assert audit, "the audit record must be captured (else the log leak check proves nothing)"
 
 
-def test_h6_10kb_filename_is_a_framing_error(client: TestClient, logs: pytest.LogCaptureFixture) -> None:
+def test_h6_10kb_filename_is_a_framing_error(
+    client: TestClient, logs: pytest.LogCaptureFixture
+) -> None:
     """A 10 KB filename makes the part header exceed python-multipart's 4 KiB header cap.
 
     Deviation from the H6 row (which expects 200): the parser's header-size limit is an anti-DoS
     framing limit we keep, so the answer is 400 (status policy: 400 = multipart framing), still a
     clean problem without the name. Names under the cap are processed normally (see above).
     """
-    resp = post_file(client, "/classify", f.png_bytes(f.synthetic_chest()),
-                     filename=b"CANARY" + b"A" * 10240 + b".png")
+    resp = post_file(
+        client,
+        "/classify",
+        f.png_bytes(f.synthetic_chest()),
+        filename=b"CANARY" + b"A" * 10240 + b".png",
+    )
     assert_problem(resp, 400, "bad_request")
     assert_alive(client)
 
@@ -212,16 +268,21 @@ def test_h7_missing_file_field(client: TestClient, logs: pytest.LogCaptureFixtur
 
 
 def test_h7_not_multipart(client: TestClient, logs: pytest.LogCaptureFixture) -> None:
-    resp = client.post("/classify", content=f.png_bytes(f.synthetic_chest()),
-                       headers={"content-type": "image/png"})
+    resp = client.post(
+        "/classify", content=f.png_bytes(f.synthetic_chest()), headers={"content-type": "image/png"}
+    )
     assert_problem(resp, 422, "missing_file")
     assert_problem(client.post("/classify"), 422, "missing_file")
 
 
 @pytest.mark.parametrize("second_field", ["file", "other"])
-def test_h7_two_files(client: TestClient, second_field: str, logs: pytest.LogCaptureFixture) -> None:
+def test_h7_two_files(
+    client: TestClient, second_field: str, logs: pytest.LogCaptureFixture
+) -> None:
     png = f.png_bytes(f.synthetic_chest())
-    body, ctype = multipart([("file", b"a.png", png, "image/png"), (second_field, b"b.png", png, "image/png")])
+    body, ctype = multipart(
+        [("file", b"a.png", png, "image/png"), (second_field, b"b.png", png, "image/png")]
+    )
     resp = client.post("/classify", content=body, headers={"content-type": ctype})
     assert resp.status_code in (400, 422)
     assert_problem(resp, resp.status_code, "too_many_files")
@@ -229,17 +290,39 @@ def test_h7_two_files(client: TestClient, second_field: str, logs: pytest.LogCap
 
 TYPE_CONFUSION = {
     "png-as-jpeg": (lambda: f.png_bytes(f.synthetic_chest()), "image/jpeg", b"scan.jpg", "png"),
-    "jpeg-as-png": (lambda: f.encode(Image.fromarray(f.synthetic_chest()), "JPEG"), "image/png", b"scan.png", "jpeg"),
-    "dicom-as-png": (lambda: f.synthetic_dicom(patient_name=f.CANARY_NAME), "image/png", b"scan.png", "dicom"),
+    "jpeg-as-png": (
+        lambda: f.encode(Image.fromarray(f.synthetic_chest()), "JPEG"),
+        "image/png",
+        b"scan.png",
+        "jpeg",
+    ),
+    "dicom-as-png": (
+        lambda: f.synthetic_dicom(patient_name=f.CANARY_NAME),
+        "image/png",
+        b"scan.png",
+        "dicom",
+    ),
     "dicom-as-octet": (lambda: f.synthetic_dicom(), "application/octet-stream", b"scan", "dicom"),
-    "webp-as-dicom": (lambda: f.encode(Image.fromarray(f.synthetic_chest()), "WEBP"), "application/dicom",
-                      b"scan.dcm", "webp"),
+    "webp-as-dicom": (
+        lambda: f.encode(Image.fromarray(f.synthetic_chest()), "WEBP"),
+        "application/dicom",
+        b"scan.dcm",
+        "webp",
+    ),
 }
 
 
-@pytest.mark.parametrize(("build", "ctype", "name", "fmt"), TYPE_CONFUSION.values(), ids=TYPE_CONFUSION.keys())
-def test_h8_routed_by_magic_bytes(client: TestClient, build: object, ctype: str, name: bytes, fmt: str,
-                                   logs: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("build", "ctype", "name", "fmt"), TYPE_CONFUSION.values(), ids=TYPE_CONFUSION.keys()
+)
+def test_h8_routed_by_magic_bytes(
+    client: TestClient,
+    build: object,
+    ctype: str,
+    name: bytes,
+    fmt: str,
+    logs: pytest.LogCaptureFixture,
+) -> None:
     resp = post_file(client, "/classify", build(), filename=name, ctype=ctype)  # type: ignore[operator]
     assert resp.status_code == 200, resp.text
     assert resp.json()["image"]["format"] == fmt
@@ -247,8 +330,9 @@ def test_h8_routed_by_magic_bytes(client: TestClient, build: object, ctype: str,
 
 
 @pytest.mark.parametrize("preamble", [f.PE_STUB, f.ELF_STUB], ids=["MZ-PE", "ELF"])
-def test_h22_polyglot_preamble_processed_normally(client: TestClient, preamble: bytes,
-                                                   logs: pytest.LogCaptureFixture) -> None:
+def test_h22_polyglot_preamble_processed_normally(
+    client: TestClient, preamble: bytes, logs: pytest.LogCaptureFixture
+) -> None:
     data = f.with_preamble(f.synthetic_dicom(patient_name=f.CANARY_NAME), preamble)
     resp = post_file(client, "/classify", data)
     assert resp.status_code == 200, resp.text
@@ -282,8 +366,13 @@ class AsgiResult:
     messages: list[dict[str, object]] = field(default_factory=list)
 
 
-def drive(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterator[bytes],
-          state: dict[str, object] | None = None, path: str = "/classify") -> AsgiResult:
+def drive(
+    app: ASGIApp,
+    headers: list[tuple[bytes, bytes]],
+    chunks: Iterator[bytes],
+    state: dict[str, object] | None = None,
+    path: str = "/classify",
+) -> AsgiResult:
     """Call the ASGI app directly with a hand-made ``receive`` (no client rewrites the headers)."""
     result = AsgiResult(0, {}, b"", 0)
 
@@ -299,15 +388,24 @@ def drive(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterator[byt
         result.messages.append(message)
         if message["type"] == "http.response.start":
             result.status = int(message["status"])  # type: ignore[call-overload]
-            result.headers = dict(message.get("headers", []))  # type: ignore[arg-type]
+            result.headers = dict(cast(list[tuple[bytes, bytes]], message.get("headers", [])))
         elif message["type"] == "http.response.body":
             result.body += message.get("body", b"")  # type: ignore[operator]
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000), "state": dict(state or {}),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": dict(state or {}),
     }
     asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
     return result
@@ -315,9 +413,8 @@ def drive(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterator[byt
 
 @pytest.fixture(scope="module")
 def small_cap_app(tiny_weights: Path) -> Iterator[tuple[FastAPI, dict[str, object]]]:
-    settings = Settings(  # type: ignore[call-arg]
-        weights_dir=tiny_weights, _env_file=None, limits=LimitSettings(max_upload_bytes=SMALL_CAP)
-    )
+    limits = LimitSettings(max_upload_bytes=SMALL_CAP)  # type: ignore[call-arg]
+    settings = Settings(weights_dir=tiny_weights, _env_file=None, limits=limits)  # type: ignore[call-arg]
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as tc:
         yield app, dict(tc.app_state)
@@ -336,18 +433,25 @@ def _problem_json(result: AsgiResult, status: int, code: str) -> None:
 
 def _multipart_head(boundary: str = "capXYZ") -> tuple[bytes, bytes]:
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{HOSTILE_NAME}\"\r\n"
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{HOSTILE_NAME}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     return head, f"multipart/form-data; boundary={boundary}".encode()
 
 
-def test_h1_declared_4gb_refused_before_reading(small_cap_app: tuple[FastAPI, dict[str, object]]) -> None:
+def test_h1_declared_4gb_refused_before_reading(
+    small_cap_app: tuple[FastAPI, dict[str, object]],
+) -> None:
     app, state = small_cap_app
     head, ctype = _multipart_head()
     started = time.perf_counter()
-    result = drive(app, [(b"content-type", ctype), (b"content-length", b"4294967296")],
-                   iter([b"0123456789"]), state)
+    result = drive(
+        app,
+        [(b"content-type", ctype), (b"content-length", b"4294967296")],
+        iter([b"0123456789"]),
+        state,
+    )
     assert time.perf_counter() - started < 0.5
     _problem_json(result, 413, "body_too_large")
     assert result.receive_calls == 0  # nothing read, nothing allocated
@@ -356,14 +460,23 @@ def test_h1_declared_4gb_refused_before_reading(small_cap_app: tuple[FastAPI, di
 
 def test_h1_declared_4gb_on_default_cap(client: TestClient) -> None:
     """The default 200 MB cap refuses a declared 4 GB body too (the session app, untouched)."""
-    result = drive(client.app, [(b"content-type", b"multipart/form-data; boundary=x"),  # type: ignore[arg-type]
-                                (b"content-length", b"4294967296")], iter([b"0123456789"]))
+    result = drive(
+        client.app,
+        [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-length", b"4294967296"),
+        ],
+        iter([b"0123456789"]),
+    )
     _problem_json(result, 413, "body_too_large")
     assert result.receive_calls == 0
 
 
-def test_h2_chunked_upload_over_the_cap(small_cap_app: tuple[FastAPI, dict[str, object]],
-                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_h2_chunked_upload_over_the_cap(
+    small_cap_app: tuple[FastAPI, dict[str, object]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """No Content-Length, 201 MB of zeros offered in 64 KiB chunks: 413 once the cap is crossed."""
     app, state = small_cap_app
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where Starlette spools parts
@@ -378,7 +491,9 @@ def test_h2_chunked_upload_over_the_cap(small_cap_app: tuple[FastAPI, dict[str, 
             yield b"\0" * chunk
 
     started = time.perf_counter()
-    result = drive(app, [(b"content-type", ctype), (b"transfer-encoding", b"chunked")], body(), state)
+    result = drive(
+        app, [(b"content-type", ctype), (b"transfer-encoding", b"chunked")], body(), state
+    )
     assert time.perf_counter() - started < MAX_REJECT_S
     _problem_json(result, 413, "body_too_large")
     # Reading stopped as the cap was crossed, not at the end of the 201 MB.
@@ -392,22 +507,35 @@ def test_h2_chunked_upload_over_the_cap(small_cap_app: tuple[FastAPI, dict[str, 
         assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
-def test_h2_chunked_upload_under_the_cap_still_works(small_cap_app: tuple[FastAPI, dict[str, object]]) -> None:
+def test_h2_chunked_upload_under_the_cap_still_works(
+    small_cap_app: tuple[FastAPI, dict[str, object]],
+) -> None:
     """The counting receive does not break normal chunked uploads."""
     app, state = small_cap_app
     body, ctype = multipart([("file", b"a.png", f.png_bytes(f.synthetic_chest()), "image/png")])
     chunks = iter([body[i : i + 700] for i in range(0, len(body), 700)])
-    result = drive(app, [(b"content-type", ctype.encode()), (b"transfer-encoding", b"chunked")], chunks, state)
+    result = drive(
+        app, [(b"content-type", ctype.encode()), (b"transfer-encoding", b"chunked")], chunks, state
+    )
     assert result.status == 200, result.body[:300]
 
 
 @pytest.mark.parametrize("encoding", [b"gzip", b"deflate", b"br", b"GZIP", b"identity, gzip"])
-def test_h3_compressed_body_refused_unread(small_cap_app: tuple[FastAPI, dict[str, object]], encoding: bytes) -> None:
+def test_h3_compressed_body_refused_unread(
+    small_cap_app: tuple[FastAPI, dict[str, object]], encoding: bytes
+) -> None:
     app, state = small_cap_app
     bomb = gzip.compress(b"\0" * (10 << 20), compresslevel=9)  # 10 MiB -> ~10 KB
-    result = drive(app, [(b"content-type", b"multipart/form-data; boundary=x"),
-                         (b"content-encoding", encoding),
-                         (b"content-length", str(len(bomb)).encode())], iter([bomb]), state)
+    result = drive(
+        app,
+        [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-encoding", encoding),
+            (b"content-length", str(len(bomb)).encode()),
+        ],
+        iter([bomb]),
+        state,
+    )
     _problem_json(result, 415, "encoding_not_supported")
     assert result.receive_calls == 0  # never inflated, never even read
 
@@ -415,7 +543,11 @@ def test_h3_compressed_body_refused_unread(small_cap_app: tuple[FastAPI, dict[st
 def test_h1_invalid_content_length(small_cap_app: tuple[FastAPI, dict[str, object]]) -> None:
     app, state = small_cap_app
     for value in (b"-1", b"abc", b"1e9", b"99999999999999999999999999"):
-        result = drive(app, [(b"content-type", b"multipart/form-data; boundary=x"),
-                             (b"content-length", value)], iter([b"x"]), state)
+        result = drive(
+            app,
+            [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", value)],
+            iter([b"x"]),
+            state,
+        )
         assert 400 <= result.status < 500, (value, result.status)
         assert result.receive_calls == 0 or result.status != 500

@@ -12,6 +12,7 @@ import tracemalloc
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -20,9 +21,9 @@ from PIL import Image, ImageFile
 from pydicom.encaps import generate_frames
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
-    DeflatedExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
@@ -88,7 +89,7 @@ def _animated(fmt: str) -> bytes:
     return f.encode(a, fmt, save_all=True, append_images=[b], duration=100, loop=0)
 
 
-def _dcm(**kw: object) -> bytes:
+def _dcm(**kw: Any) -> bytes:
     return f.synthetic_dicom(patient_name=f.CANARY_NAME, **kw)
 
 
@@ -166,8 +167,17 @@ def _dcm_sop(sop: UID, modality: str) -> bytes:
 def _dcm_pdf() -> bytes:
     arr = f.synthetic_chest(8, 8, 8)
     ds = f.dicom_dataset(arr, bits_stored=8, patient_name=f.CANARY_NAME, modality="DOC")
-    for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
-                    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData"):
+    for keyword in (
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PixelData",
+    ):
         delattr(ds, keyword)
     ds.SOPClassUID = ENCAPSULATED_PDF
     ds.file_meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF
@@ -177,11 +187,15 @@ def _dcm_pdf() -> bytes:
 
 
 def _dcm_nested_undefined() -> bytes:
-    return f.insert_before(_dcm(height=32, width=32), 0x0010, 0x0010, f.nested_sequences_undefined(200))
+    return f.insert_before(
+        _dcm(height=32, width=32), 0x0010, 0x0010, f.nested_sequences_undefined(200)
+    )
 
 
 def _dcm_nested_defined() -> bytes:
-    return f.insert_before(_dcm(height=32, width=32), 0x0010, 0x0010, f.nested_sequences_defined(1000))
+    return f.insert_before(
+        _dcm(height=32, width=32), 0x0010, 0x0010, f.nested_sequences_defined(1000)
+    )
 
 
 def _dcm_pixel_vl_beyond_eof() -> bytes:
@@ -195,7 +209,9 @@ def _dcm_patient_name_vl() -> bytes:
 
 def _dcm_trailing_ob_vl() -> bytes:
     # (FFFC,FFFC) Data Set Trailing Padding, declared 4 GiB - 16 at EOF, 8 real bytes.
-    return _dcm(height=32, width=32) + f.dicom_element(0xFFFC, 0xFFFC, b"OB", b"\0" * 8, length=0xFFFFFFF0)
+    return _dcm(height=32, width=32) + f.dicom_element(
+        0xFFFC, 0xFFFC, b"OB", b"\0" * 8, length=0xFFFFFFF0
+    )
 
 
 def _dcm_no_magic() -> bytes:
@@ -213,7 +229,12 @@ def _dcm_corrupt(ts: UID) -> Callable[[], bytes]:
             garbage = b"\xff\xd8\xff\xdb" + garbage
         elif ts == RLELossless:
             # RLE header: one segment at offset 64 whose literal run stops far short of the frame.
-            garbage = (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + b"\0" * 56 + b"\x05\x01\x02"
+            garbage = (
+                (1).to_bytes(4, "little")
+                + (64).to_bytes(4, "little")
+                + b"\0" * 56
+                + b"\x05\x01\x02"
+            )
         return f.encapsulated_dicom([garbage], ts, bits=8, patient_name=f.CANARY_NAME)
 
     return build
@@ -231,7 +252,9 @@ def _dcm_truncated_codestream(ts: UID) -> Callable[[], bytes]:
             stream = bytes(imagecodecs.jpegls_encode(arr))
         else:
             full = f.compressed_dicom(ts, bits=8)
-            stream = next(generate_frames(pydicom.dcmread(io.BytesIO(full)).PixelData, number_of_frames=1))
+            stream = next(
+                generate_frames(pydicom.dcmread(io.BytesIO(full)).PixelData, number_of_frames=1)
+            )
         return f.encapsulated_dicom([stream[: len(stream) // 2]], ts, bits=8)
 
     return build
@@ -263,16 +286,40 @@ CASES: list[Case] = [
     Case("H8-tiff", lambda: _small("TIFF"), UnsupportedFormat),
     Case("H8-bmp", lambda: _small("BMP"), UnsupportedFormat),
     Case("H8-fits", lambda: _FITS, UnsupportedFormat),
-    Case("H8-svg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', UnsupportedFormat),
+    Case(
+        "H8-svg",
+        lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        UnsupportedFormat,
+    ),
     Case("H8-psd", lambda: b"8BPS\x00\x01" + b"\0" * 64, UnsupportedFormat),
     Case("H8-pdf", lambda: b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF\n", UnsupportedFormat),
     Case("H8-jpeg2000-raw", lambda: _small("JPEG2000"), UnsupportedFormat),
     Case("H8-random", lambda: bytes(range(256)) * 4, UnsupportedFormat),
     # H9-H11: pixel budget from headers
-    Case("H9-png-65535", lambda: f.png_header_only(65535, 65535), PixelBudgetExceeded, HEADER_REJECT_S),
-    Case("H10-png-10000", lambda: f.png_header_only(10000, 10000), PixelBudgetExceeded, HEADER_REJECT_S),
-    Case("H11-png-zero-8000", lambda: f.png_zero_bomb(8000, 8000), PixelBudgetExceeded, HEADER_REJECT_S),
-    Case("H11-png-wide-strip", lambda: f.png_header_only(20000, 4), PixelBudgetExceeded, HEADER_REJECT_S),
+    Case(
+        "H9-png-65535",
+        lambda: f.png_header_only(65535, 65535),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
+    Case(
+        "H10-png-10000",
+        lambda: f.png_header_only(10000, 10000),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
+    Case(
+        "H11-png-zero-8000",
+        lambda: f.png_zero_bomb(8000, 8000),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
+    Case(
+        "H11-png-wide-strip",
+        lambda: f.png_header_only(20000, 4),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
     # H12: compressed text / ICC bombs
     Case("H12-zTXt-bomb", lambda: f.png_text_bomb("zTXt"), CorruptImage),
     Case("H12-iTXt-bomb", lambda: f.png_text_bomb("iTXt"), CorruptImage),
@@ -291,8 +338,18 @@ CASES: list[Case] = [
     # H14: animation and oversized canvases
     Case("H14-apng", lambda: _animated("PNG"), MultiFrameNotSupported),
     Case("H14-webp-animated", lambda: _animated("WEBP"), MultiFrameNotSupported),
-    Case("H14-webp-canvas-16383", lambda: f.webp_vp8x_canvas(16383, 16383), PixelBudgetExceeded, HEADER_REJECT_S),
-    Case("H14-webp-vp8l-16384", lambda: f.webp_vp8l_header(16384, 16384), PixelBudgetExceeded, HEADER_REJECT_S),
+    Case(
+        "H14-webp-canvas-16383",
+        lambda: f.webp_vp8x_canvas(16383, 16383),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
+    Case(
+        "H14-webp-vp8l-16384",
+        lambda: f.webp_vp8l_header(16384, 16384),
+        PixelBudgetExceeded,
+        HEADER_REJECT_S,
+    ),
     # H15
     Case("H15-dicom-65535", _dcm_huge_rows, PixelBudgetExceeded, HEADER_REJECT_S),
     # H16
@@ -300,17 +357,36 @@ CASES: list[Case] = [
     Case("H16-pixeldata-long", lambda: _dcm_pixel_len(4096), MalformedDicom),
     Case("H16-bits-allocated-64", _dcm_bits64, MalformedDicom),
     Case("H16-rgb-as-monochrome2", _dcm_rgb_mono, MalformedDicom),
-    Case("H16-window-negative", lambda: _dcm_with(WindowCenter=2048, WindowWidth=-400), MalformedDicom),
-    Case("H16-window-absurd", lambda: _dcm_with(WindowCenter=2048, WindowWidth="1e30"), MalformedDicom),
-    Case("H16-window-nan", lambda: _dcm_with(WindowCenter="NaN", WindowWidth="400"), MalformedDicom),
-    Case("H16-rescale-slope-zero", lambda: _dcm_with(RescaleSlope=0, RescaleIntercept=0), MalformedDicom),
+    Case(
+        "H16-window-negative",
+        lambda: _dcm_with(WindowCenter=2048, WindowWidth=-400),
+        MalformedDicom,
+    ),
+    Case(
+        "H16-window-absurd",
+        lambda: _dcm_with(WindowCenter=2048, WindowWidth="1e30"),
+        MalformedDicom,
+    ),
+    Case(
+        "H16-window-nan", lambda: _dcm_with(WindowCenter="NaN", WindowWidth="400"), MalformedDicom
+    ),
+    Case(
+        "H16-rescale-slope-zero",
+        lambda: _dcm_with(RescaleSlope=0, RescaleIntercept=0),
+        MalformedDicom,
+    ),
     Case("H16-rows-zero", lambda: _dcm_with(Rows=0), MalformedDicom),
     Case("H16-photometric-rgb", lambda: _dcm_with(PhotometricInterpretation="RGB"), MalformedDicom),
     # H17 (a) no decoder at all for the syntax; (b) corrupt codestreams
     Case("H17a-jpeg-xl", _dcm_jxl, UnsupportedTransferSyntax),
-    Case("H17a-deflated", lambda: f.synthetic_dicom(transfer_syntax=DeflatedExplicitVRLittleEndian),
-         UnsupportedTransferSyntax),
-    Case("H17a-deflate-bomb-64MiB", f.deflated_dicom_bomb, UnsupportedTransferSyntax, HEADER_REJECT_S),
+    Case(
+        "H17a-deflated",
+        lambda: f.synthetic_dicom(transfer_syntax=DeflatedExplicitVRLittleEndian),
+        UnsupportedTransferSyntax,
+    ),
+    Case(
+        "H17a-deflate-bomb-64MiB", f.deflated_dicom_bomb, UnsupportedTransferSyntax, HEADER_REJECT_S
+    ),
     Case("H17b-j2k-corrupt", _dcm_corrupt(JPEG2000Lossless), CorruptImage),
     Case("H17b-jpegls-corrupt", _dcm_corrupt(JPEGLSLossless), CorruptImage),
     Case("H17b-j2k-truncated-50pct", _dcm_truncated_codestream(JPEG2000Lossless), CorruptImage),
@@ -446,7 +522,7 @@ def test_budget_follows_limits() -> None:
     assert out.pixels.shape == (200, 300)
 
 
-# ---- H14 / H22 and positive decoder cases ---------------------------------------------------------
+# ---- H14 / H22 and positive decoder cases --------------------------------------------------------
 
 
 def _check(out: Radiograph, shape: tuple[int, int], fmt: ImageFormat) -> None:
@@ -475,7 +551,9 @@ def _small_rgba(fmt: str, **save: object) -> bytes:
     return f.encode(Image.fromarray(rgba, "RGBA"), fmt, **save)
 
 
-@pytest.mark.parametrize(("build", "fmt"), [(b, m) for _, b, m in GOOD], ids=[i for i, _, _ in GOOD])
+@pytest.mark.parametrize(
+    ("build", "fmt"), [(b, m) for _, b, m in GOOD], ids=[i for i, _, _ in GOOD]
+)
 def test_variant_decodes(build: Callable[[], bytes], fmt: ImageFormat) -> None:
     _check(decode_upload(build()), (96, 80), fmt)
 
