@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.explain_usecase import ExplainService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
+from service.report_usecase import ReportService
 from service.usecases import AnalysisService
 
 
@@ -26,3 +28,17 @@ def get_readiness(request: Request) -> Readiness:
 AnalysisDep = Annotated[AnalysisService, Depends(get_analysis)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+
+
+def get_report(request: Request) -> ReportService:
+    return request.state.report  # type: ignore[no-any-return]
+
+
+ReportDep = Annotated[ReportService, Depends(get_report)]
+
+
+def get_explain(request: Request) -> ExplainService:
+    return request.state.explain  # type: ignore[no-any-return]
+
+
+ExplainDep = Annotated[ExplainService, Depends(get_explain)]

@@ -14,9 +14,11 @@ from typing import Any, TypedDict
 from anyio import to_thread
 
 from inference.intake import Limits
+from service.explain_usecase import ExplainService
 from service.gate import WorkGate
 from service.readiness import Readiness
 from service.registry import ModelRegistry, load_registry
+from service.report_usecase import LoadedBackend, ReportService, build_report_service, load_backend
 from service.settings import Settings
 from service.usecases import AnalysisService
 
@@ -27,22 +29,32 @@ class AppState(TypedDict):
     settings: Settings
     registry: ModelRegistry
     analysis: AnalysisService
+    explain: ExplainService
     readiness: Readiness
     model_versions: dict[str, str]
+    report: ReportService
 
 
-def build_state(settings: Settings, registry: ModelRegistry) -> AppState:
+def build_state(
+    settings: Settings, registry: ModelRegistry, llm: LoadedBackend = (None, "not loaded")
+) -> AppState:
     c = settings.concurrency
     gate = WorkGate("inference", c.inference_slots, c.max_queue, c.retry_after_s)
     limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    e = settings.explain
+    lime_gate = WorkGate("lime", e.lime_slots, e.lime_queue, e.retry_after_s)
     readiness = Readiness()
     readiness.set("models", True)
+    readiness.optional.add("llm")
+    readiness.set("llm", llm[0] is not None)
     return AppState(
         settings=settings,
         registry=registry,
         analysis=AnalysisService(registry, gate, limits),
+        explain=ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size),
         readiness=readiness,
         model_versions=registry.versions(),
+        report=build_report_service(registry, gate, limits, settings.report, *llm),
     )
 
 
@@ -50,11 +62,13 @@ def make_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextMan
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[AppState]:
         registry = await to_thread.run_sync(load_registry, settings)
-        state = build_state(settings, registry)
+        llm = await to_thread.run_sync(load_backend, settings.report)
+        state = build_state(settings, registry, llm)
         log.info("models ready: %s", ", ".join(sorted(state["model_versions"])))
         try:
             yield state
         finally:
             state["readiness"].draining = True
+            state["report"].close()
 
     return lifespan

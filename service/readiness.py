@@ -9,6 +9,9 @@ class Readiness:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._components: dict[str, bool] = {}
+        # Components reported in the snapshot but not required for readiness (e.g. the LLM:
+        # classification must stay available while it is down).
+        self.optional: set[str] = set()
         self.draining = False
 
     def set(self, component: str, ready: bool) -> None:
@@ -21,5 +24,5 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        snap = self.snapshot()
+        snap = {k: v for k, v in self.snapshot().items() if k not in self.optional}
         return bool(snap) and all(snap.values()) and not self.draining

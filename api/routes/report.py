@@ -1,0 +1,184 @@
+"""POST /report and POST /explain/report: grounded, reproducible radiology reports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import ReportDep
+from api.problems import problem_responses
+from api.schemas.common import ModelInfo
+from api.schemas.convert import image_out
+from api.schemas.report import (
+    AttributionsOut,
+    EvidenceOut,
+    GenerationOut,
+    GroundingOut,
+    LanguageOut,
+    ProvenanceOut,
+    RemovedSentenceOut,
+    ReportResponse,
+    ReportTimingsOut,
+    ReproducibilityOut,
+    SectionsOut,
+    TokenAttributionOut,
+    ZoneOut,
+)
+from api.upload import UploadDep, upload_request_body
+from reporting.attribution import ShapleyAttribution
+from reporting.evidence import ZONE_NAMES
+from reporting.schema import Sections
+from service.report_usecase import ReportOutcome, ReportService
+
+router = APIRouter(tags=["report"])
+ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+
+LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")]
+LimeQuery = Annotated[bool, Query(description="Include LIME in the zone descriptors.")]
+AttrQuery = Annotated[
+    bool, Query(description="Add Shapley attributions of the descriptors (slower).")
+]
+
+
+@router.post(
+    "/report",
+    operation_id="report",
+    summary="Structured radiology report grounded in the classifier and its explanations",
+    response_model=ReportResponse,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def report(
+    upload: UploadDep,
+    service: ReportDep,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    attributions: AttrQuery = False,
+) -> ReportResponse:
+    outcome = await service.report(upload.data, lang, lime, attributions)
+    return report_response(outcome, service)
+
+
+@router.post(
+    "/explain/report",
+    operation_id="explain_report",
+    summary="Report plus Shapley attributions of each descriptor and each report token",
+    response_model=ReportResponse,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def explain_report(
+    upload: UploadDep, service: ReportDep, lang: LangQuery = "en", lime: LimeQuery = True
+) -> ReportResponse:
+    outcome = await service.report(upload.data, lang, lime, attributions=True)
+    return report_response(outcome, service)
+
+
+def _sections(s: Sections) -> SectionsOut:
+    return SectionsOut(
+        findings=s.findings, interpretation=s.interpretation, recommendations=s.recommendations
+    )
+
+
+def _attributions(a: ShapleyAttribution) -> AttributionsOut:
+    return AttributionsOut(
+        players=list(a.players),
+        values=[round(v, 6) for v in a.values],
+        section_values={k: [round(x, 6) for x in v] for k, v in a.section_values.items()},
+        tokens=[
+            TokenAttributionOut(
+                text=t.text,
+                start=t.start,
+                end=t.end,
+                section=t.section,
+                values=[round(v, 6) for v in t.values],
+            )
+            for t in a.tokens
+        ],
+        text=a.text,
+        method=a.method,
+        evaluations=a.evaluations,
+        logprob_empty=round(a.logprob_empty, 6),
+        logprob_full=round(a.logprob_full, 6),
+        seconds=round(a.seconds, 3),
+    )
+
+
+def _evidence(o: ReportOutcome) -> EvidenceOut:
+    v, lang = o.vision, o.report.language
+    e = v.evidence
+    return EvidenceOut(
+        decision=e.decision,
+        probability_finding=round(e.probability_finding, 6),
+        threshold=e.threshold,
+        confidence=round(e.confidence, 6),
+        zones=[
+            ZoneOut(
+                zone_id=d.zone_id,
+                name=ZONE_NAMES[lang][d.zone_id],
+                fused=round(d.fused, 4),
+                gradcam_mean=d.gradcam_mean,
+                lime_intensity=d.lime_intensity,
+            )
+            for d in v.descriptors
+        ],
+        explanation_weak=e.explanation_weak,
+        weak_reasons=list(v.quality.reasons),
+        lime_used=v.lime_used,
+    )
+
+
+def report_response(o: ReportOutcome, service: ReportService) -> ReportResponse:
+    r, g, rep = o.report, o.report.grounding, o.report.reproducibility
+    return ReportResponse(
+        language=r.language,
+        sections=_sections(r.sections),
+        provenance=ProvenanceOut.model_validate(dict(r.provenance)),
+        text=r.render_text(),
+        html=r.render_html(),
+        generated_sections=_sections(r.generated),
+        generated_provenance=ProvenanceOut.model_validate(dict(r.generated_provenance)),
+        evidence=_evidence(o),
+        grounding=GroundingOut(
+            passed=g.passed,
+            unsupported_claims_left=g.unsupported_claims_left,
+            supported_zones=list(g.supported_zones),
+            llm_output_valid=g.llm_output_valid,
+            removed=[
+                RemovedSentenceOut(section=x.section, text=x.text, reason=x.reason, detail=x.detail)
+                for x in g.removed
+            ],
+            fallback_reasons={str(k): v for k, v in g.fallback_reasons.items()},
+        ),
+        language_info=LanguageOut(
+            requested=r.language, generation_language=r.generation_language, mode=r.language_mode
+        ),
+        disclaimer=r.disclaimer,
+        reproducibility=ReproducibilityOut(
+            models=[
+                ModelInfo(
+                    name=m.manifest.name, version=m.manifest.version, sha256=m.manifest.sha256
+                )
+                for m in service.registry.models()
+            ],
+            llm_backend=rep.backend,
+            llm_model=rep.model,
+            gguf_sha256=rep.model_sha256,
+            prompt_template_version=rep.prompt_template_version,
+            prompt_template_sha256=rep.prompt_template_sha256,
+            seed=rep.seed,
+            sampling={k: float(v) for k, v in rep.sampling.items()},
+            backend_details={k: str(v) for k, v in rep.backend_extra.items()},
+        ),
+        generation=GenerationOut(
+            completion_tokens=r.generation.tokens,
+            prompt_tokens=r.generation.prompt_tokens,
+            seconds=round(r.generation.seconds, 4),
+            tokens_per_second=round(r.generation.tokens_per_second, 2),
+            finish_reason=r.generation.finish_reason,
+        ),
+        attributions=_attributions(o.attribution) if o.attribution is not None else None,
+        image=image_out(o.vision.image),
+        timings=ReportTimingsOut(**o.timings.__dict__),
+    )

@@ -1,0 +1,141 @@
+"""Schemas of POST /report and POST /explain/report."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import ImageInfoOut, ModelInfo
+
+SectionProvenance = Literal["llm", "llm_filtered", "template"]
+
+
+class SectionsOut(BaseModel):
+    findings: str = Field(description="Radiological findings.")
+    interpretation: str = Field(description="Interpretation, consistent with the decision.")
+    recommendations: str = Field(description="Recommendations.")
+
+
+class ProvenanceOut(BaseModel):
+    """Which path produced each section: the model verbatim, the model with unsupported
+    sentences removed, or the deterministic template."""
+
+    findings: SectionProvenance
+    interpretation: SectionProvenance
+    recommendations: SectionProvenance
+
+
+class RemovedSentenceOut(BaseModel):
+    section: str
+    text: str = Field(description="The removed model sentence (plain text; escape to display).")
+    reason: str = Field(description="unsupported_zone, contradicts_decision, out_of_scope, ...")
+    detail: str
+
+
+class GroundingOut(BaseModel):
+    passed: bool = Field(description="True when no unsupported claim is left in the text.")
+    unsupported_claims_left: int = Field(description="Re-check of the final text (expect 0).")
+    supported_zones: list[str] = Field(description="Zones the text may name.")
+    llm_output_valid: bool = Field(description="The model's output parsed as the JSON schema.")
+    removed: list[RemovedSentenceOut]
+    fallback_reasons: dict[str, str] = Field(description="Why a section fell back to template.")
+
+
+class ZoneOut(BaseModel):
+    zone_id: str
+    name: str = Field(description="Zone name in the report language.")
+    fused: float = Field(description="Fused intensity in [0, 1] (the prompt's 'intensity').")
+    gradcam_mean: float | None
+    lime_intensity: float | None
+
+
+class EvidenceOut(BaseModel):
+    decision: Literal["finding", "no_finding"]
+    probability_finding: float
+    threshold: float
+    confidence: float = Field(description="Probability of the decided class.")
+    zones: list[ZoneOut] = Field(description="Zone descriptors, strongest first.")
+    explanation_weak: bool
+    weak_reasons: list[str]
+    lime_used: bool
+
+
+class LanguageOut(BaseModel):
+    requested: Literal["en", "ru"]
+    generation_language: Literal["en", "ru"]
+    mode: Literal["native", "english_generation_template_rendering"] = Field(
+        description="native: the model wrote the requested language; otherwise English "
+        "generation was grounded and the sections are rendered from the Russian templates."
+    )
+
+
+class ReproducibilityOut(BaseModel):
+    models: list[ModelInfo] = Field(description="Vision models (name, version, sha256).")
+    llm_backend: str
+    llm_model: str
+    gguf_sha256: str | None
+    prompt_template_version: str
+    prompt_template_sha256: str
+    seed: int
+    sampling: dict[str, float]
+    backend_details: dict[str, str]
+
+
+class GenerationOut(BaseModel):
+    completion_tokens: int
+    prompt_tokens: int
+    seconds: float
+    tokens_per_second: float
+    finish_reason: str
+
+
+class TokenAttributionOut(BaseModel):
+    text: str
+    start: int = Field(description="Offset in AttributionsOut.text.")
+    end: int
+    section: str | None
+    values: list[float] = Field(description="Shapley value per player, in players order.")
+
+
+class AttributionsOut(BaseModel):
+    """Shapley values (nats of log-probability) of each prompt descriptor for the report."""
+
+    players: list[str]
+    values: list[float] = Field(description="Whole-report value per player.")
+    section_values: dict[str, list[float]]
+    tokens: list[TokenAttributionOut]
+    text: str = Field(description="The scored report (JSON the model would write).")
+    method: Literal["exact", "kernel"]
+    evaluations: int
+    logprob_empty: float
+    logprob_full: float
+    seconds: float
+
+
+class ReportTimingsOut(BaseModel):
+    vision_ms: float
+    llm_ms: float
+    attribution_ms: float
+    total_ms: float
+
+
+class ReportResponse(BaseModel):
+    language: Literal["en", "ru"]
+    sections: SectionsOut = Field(description="The report in the requested language.")
+    provenance: ProvenanceOut
+    text: str = Field(description="Rendered plain text with headings and the disclaimer.")
+    html: str = Field(description="Rendered HTML fragment; all text is escaped.")
+    generated_sections: SectionsOut = Field(
+        description="The grounded model text in the generation language."
+    )
+    generated_provenance: ProvenanceOut
+    evidence: EvidenceOut
+    grounding: GroundingOut
+    language_info: LanguageOut
+    disclaimer: str
+    reproducibility: ReproducibilityOut
+    generation: GenerationOut
+    attributions: AttributionsOut | None = None
+    image: ImageInfoOut
+    timings: ReportTimingsOut
