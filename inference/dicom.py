@@ -44,6 +44,7 @@ from inference.errors import (
     UnsupportedTransferSyntax,
 )
 from inference.pixels import FloatImage, stretch_to_unit
+from inference.sniff import ImageFormat, header_size
 
 # Image storage classes a chest radiograph arrives in. Secondary Capture is allowed because
 # many gateways re-wrap radiographs, but the Modality must still say CR or DX.
@@ -245,13 +246,30 @@ _MARKER_TERMINATED = frozenset(
 )
 
 
-def _check_codestream_end(ds: pydicom.Dataset, ts: UID) -> None:
-    """Refuse a truncated JPEG-family frame before decoding it.
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 
-    libjpeg (JPEG-LS) and openjpeg decode a codestream cut in half into a partly blank image
-    without any error; Pillow's path refuses truncation (LOAD_TRUNCATED_IMAGES stays False),
-    so DICOM must too (hostile input H17b). One trailing 0x00 is the fragment's even-length pad
-    (PS3.5 A.4).
+
+def _codestream_size(frame: bytes, ts: UID) -> tuple[int, int]:
+    """(width, height) declared by a JPEG/JPEG-LS SOF or a JPEG 2000/HTJ2K SIZ marker."""
+    if ts in JPEGTransferSyntaxes or ts in JPEGLSTransferSyntaxes:
+        return header_size(frame, ImageFormat.JPEG)
+    # PS3.5 A.4.4: a bare codestream (no JP2 boxes), so SIZ follows SOC at offset 2.
+    if not frame.startswith(_J2K_SOC_SIZ) or len(frame) < 24:
+        raise CorruptImage()
+    x_siz, y_siz, x_off, y_off = struct.unpack_from(">IIII", frame, 8)
+    return x_siz - x_off, y_siz - y_off
+
+
+def _check_codestream(ds: pydicom.Dataset, ts: UID, rows: int, cols: int) -> None:
+    """Check a JPEG-family frame's own header and end before any native decoder sees it.
+
+    - Size: the decoders allocate what the codestream header declares, not Rows x Columns.
+      A 96x80 DICOM whose JPEG SOF says 60000x60000 made libjpeg take 15 s and ~3 GB (JPEG-LS:
+      50 s) before failing, so the header must match the already budget-checked geometry.
+    - End: libjpeg (JPEG-LS) and openjpeg decode a codestream cut in half into a partly blank
+      image without any error; Pillow's path refuses truncation (LOAD_TRUNCATED_IMAGES stays
+      False), so DICOM must too (hostile input H17b). One trailing 0x00 is the fragment's
+      even-length pad (PS3.5 A.4).
     """
     if ts not in _MARKER_TERMINATED:
         return
@@ -259,6 +277,8 @@ def _check_codestream_end(ds: pydicom.Dataset, ts: UID) -> None:
         frame = next(generate_frames(_get(ds, "PixelData"), number_of_frames=1))
     except (*_PARSE_ERRORS, StopIteration) as exc:
         raise CorruptImage() from exc
+    if _codestream_size(frame, ts) != (cols, rows):
+        raise CorruptImage()
     if frame.endswith(b"\0"):
         frame = frame[:-1]
     if not frame.endswith(b"\xff\xd9"):
@@ -293,7 +313,7 @@ def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
     _check_identity(ds)
     rows, cols, bits_allocated = _check_geometry(ds, max_pixels, max_side)
     ts = _check_transfer_syntax(ds, rows, cols, bits_allocated)
-    _check_codestream_end(ds, ts)
+    _check_codestream(ds, ts, rows, cols)
     try:
         raw = ds.pixel_array
     except IntakeError:

@@ -60,7 +60,11 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int(width), int(height)
 
 
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC), plus JPEG-LS SOF55 (F7): the same walk
+# reads the frame size of JPEG and JPEG-LS codestreams inside DICOM (see inference.dicom).
+_SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}
+)
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

@@ -7,6 +7,7 @@ documented :class:`~inference.errors.IntakeError` subclass (never a library exce
 from __future__ import annotations
 
 import io
+import struct
 import time
 import tracemalloc
 import warnings
@@ -50,6 +51,7 @@ from tests import factories as f
 # the test machine is a busy 2-core box, so the header bound is relaxed to 0.5 s).
 HEADER_REJECT_S = 0.5
 ANY_REJECT_S = 2.0
+MAX_TRACED_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,43 @@ def _dcm_truncated_codestream(ts: UID) -> Callable[[], bytes]:
     return build
 
 
+def _dcm_codestream_claims(ts: UID, side: int = 12_000) -> Callable[[], bytes]:
+    """A valid 96x80 codestream whose own SOF/SIZ header claims ``side`` x ``side``.
+
+    Native decoders allocate what the codestream declares, not Rows x Columns. The size is kept
+    moderate (144 MP) so that a regression fails the test instead of exhausting the machine.
+    """
+
+    def build() -> bytes:
+        arr = f.synthetic_chest(96, 80, 8)
+        if ts == JPEGBaseline8Bit:
+            s = f.encode(Image.fromarray(arr), "JPEG", quality=90)
+            i = s.find(b"\xff\xc0")
+            s = s[: i + 5] + struct.pack(">HH", side, side) + s[i + 9 :]
+        elif ts == JPEGLSLossless:
+            imagecodecs = pytest.importorskip("imagecodecs", reason="JPEG-LS encoder (dev extra)")
+            s = bytes(imagecodecs.jpegls_encode(arr))
+            i = s.find(b"\xff\xf7")
+            s = s[: i + 5] + struct.pack(">HH", side, side) + s[i + 9 :]
+        else:
+            full = f.compressed_dicom(ts, bits=8)
+            s = next(
+                generate_frames(pydicom.dcmread(io.BytesIO(full)).PixelData, number_of_frames=1)
+            )
+            s = s[:8] + struct.pack(">II", side, side) + s[16:]  # SIZ Xsiz, Ysiz
+        return f.encapsulated_dicom([s], ts, bits=8, patient_name=f.CANARY_NAME)
+
+    return build
+
+
+def _dcm_jp2_boxed() -> bytes:
+    """A JPEG 2000 frame wrapped in JP2 boxes (forbidden by PS3.5 A.4.4): refused, not guessed."""
+    full = f.compressed_dicom(JPEG2000Lossless, bits=8)
+    stream = next(generate_frames(pydicom.dcmread(io.BytesIO(full)).PixelData, number_of_frames=1))
+    jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + struct.pack(">I", 8 + len(stream)) + b"jp2c" + stream
+    return f.encapsulated_dicom([jp2], JPEG2000Lossless, bits=8)
+
+
 def _dcm_jxl() -> bytes:
     # pydicom 3.0 refuses to *write* a transfer syntax it does not know, so write MPEG2 (a UID of
     # the same length) and patch the file meta: readers see JPEG XL Lossless.
@@ -389,6 +428,10 @@ CASES: list[Case] = [
     ),
     Case("H17b-j2k-corrupt", _dcm_corrupt(JPEG2000Lossless), CorruptImage),
     Case("H17b-jpegls-corrupt", _dcm_corrupt(JPEGLSLossless), CorruptImage),
+    Case("H17b-jpeg-sof-claims-12000", _dcm_codestream_claims(JPEGBaseline8Bit), CorruptImage),
+    Case("H17b-jpegls-sof-claims-12000", _dcm_codestream_claims(JPEGLSLossless), CorruptImage),
+    Case("H17b-j2k-siz-claims-12000", _dcm_codestream_claims(JPEG2000Lossless), CorruptImage),
+    Case("H17b-j2k-jp2-boxed", _dcm_jp2_boxed, CorruptImage),
     Case("H17b-j2k-truncated-50pct", _dcm_truncated_codestream(JPEG2000Lossless), CorruptImage),
     Case("H17b-jpegls-truncated-50pct", _dcm_truncated_codestream(JPEGLSLossless), CorruptImage),
     Case("H17b-jpeg-truncated-50pct", _dcm_truncated_codestream(JPEGBaseline8Bit), CorruptImage),
@@ -418,10 +461,18 @@ def test_load_truncated_images_is_off() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_raises_documented_error(case: Case) -> None:
     data = case.build()
+    tracemalloc.start()
     started = time.perf_counter()
-    with pytest.raises(IntakeError) as info:
-        decode_upload(data)
-    elapsed = time.perf_counter() - started
+    try:
+        with pytest.raises(IntakeError) as info:
+            decode_upload(data)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Python and numpy allocations only (native decoder buffers are invisible to tracemalloc);
+    # the doc's bound is RSS delta <= 256 MB, a hostile case here needs a few MB at most.
+    assert peak < MAX_TRACED_BYTES, f"{peak / 2**20:.1f} MiB traced"
     assert type(info.value) is case.expected, f"got {type(info.value).__name__}"
     assert info.value.code == case.expected.code
     assert elapsed < case.max_s, f"{elapsed:.3f}s"
