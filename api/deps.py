@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.explain_usecase import ExplainService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.report_usecase import ReportService
@@ -34,3 +35,10 @@ def get_report(request: Request) -> ReportService:
 
 
 ReportDep = Annotated[ReportService, Depends(get_report)]
+
+
+def get_explain(request: Request) -> ExplainService:
+    return request.state.explain  # type: ignore[no-any-return]
+
+
+ExplainDep = Annotated[ExplainService, Depends(get_explain)]

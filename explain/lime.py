@@ -58,6 +58,7 @@ class LimeConfig:
     ridge_alpha: float = 1.0
     margin_fraction: float = 0.03
     top_k: int = 5
+    paired: bool = False
 
     def __post_init__(self) -> None:
         if not 10 <= self.n_samples <= MAX_SAMPLES:
@@ -164,11 +165,24 @@ def segment_means(image: FloatMap, labels: Labels, n_segments: int) -> npt.NDArr
 
 
 def sample_design(
-    n_samples: int, n_segments: int, rng: np.random.Generator
+    n_samples: int, n_segments: int, rng: np.random.Generator, paired: bool = False
 ) -> npt.NDArray[np.uint8]:
-    """uint8 [n_samples, K] of 0/1 (1 = superpixel kept); row 0 is all ones, as in lime."""
-    rows = rng.integers(0, 2, size=(n_samples, n_segments), dtype=np.uint8)
-    rows[0] = 1
+    """uint8 [n_samples, K] of 0/1 (1 = superpixel kept); row 0 is all ones, as in lime.
+
+    Rows are uniform random bits (lime's design). ``paired``: rows 2, 4, ... are the
+    complements of rows 1, 3, ... (antithetic sampling, as KernelSHAP pairs its coalitions):
+    every superpixel is then on in exactly half of each pair, which cancels the even-order
+    interactions that otherwise leak into the main-effect weights. In both designs the first
+    n rows of a longer design equal the design of n rows for the same seed.
+    """
+    if not paired:
+        rows = rng.integers(0, 2, size=(n_samples, n_segments), dtype=np.uint8)
+        rows[0] = 1
+        return rows
+    half = rng.integers(0, 2, size=(n_samples // 2, n_segments), dtype=np.uint8)
+    rows = np.ones((n_samples, n_segments), dtype=np.uint8)
+    rows[1::2] = half
+    rows[2::2] = 1 - half[: (n_samples - 1) // 2]
     return rows
 
 
@@ -299,7 +313,7 @@ def explain_lime(
     n_segments = int(labels.max()) + 1
     t_seg = time.perf_counter()
 
-    rows = sample_design(config.n_samples, n_segments, np.random.default_rng(seed))
+    rows = sample_design(config.n_samples, n_segments, np.random.default_rng(seed), config.paired)
     probs = _evaluate(work, labels, rows, predict, config.batch_size)
     response = probs if target == "finding" else 1.0 - probs
     t_pred = time.perf_counter()

@@ -162,13 +162,17 @@ def assess_quality(
     agreement_iou: float | None = None,
     deletion: DeletionResult | None = None,
     empty_map: bool = False,
+    lungs_found: bool = True,
     thresholds: QualityThresholds = QualityThresholds(),
 ) -> ExplanationQuality:
     """Combine the scores; ``weak`` is True when any available score misses its threshold.
 
-    confidence: calibrated probability in [0, 1] of the explained target.
+    confidence: calibrated probability in [0, 1] of the explained target. empty_map: the
+    explanation has no positive evidence anywhere; lungs_found: False when the segmenter found
+    no lung (zones and in-lung scores are then meaningless).
     """
     checks = [
+        ("lungs_not_found", not lungs_found),
         ("empty_map", empty_map),
         ("low_confidence", confidence < thresholds.min_confidence),
         (

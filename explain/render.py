@@ -89,9 +89,20 @@ def label_boundaries(labels: npt.NDArray[np.integer], keep: npt.NDArray[np.bool_
 
 
 def encode_png(rgb: Rgb) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes (no metadata, deterministic)."""
+    """uint8 [H, W, 3] -> PNG bytes (no metadata, deterministic).
+
+    zlib level 3: half the encode time of the default 6 for ~12 % larger files.
+    """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(
-        buffer, format="PNG", optimize=False, compress_level=6
+        buffer, format="PNG", optimize=False, compress_level=3
     )
+    return buffer.getvalue()
+
+
+def encode_gray_png(values: FloatMap) -> bytes:
+    """float [H, W] in [0, 1] -> 8-bit grayscale PNG bytes (0-255 = 0-1), deterministic."""
+    gray = np.round(np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buffer, format="PNG", optimize=False, compress_level=3)
     return buffer.getvalue()

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.middleware import RequestContextMiddleware
 from api.problems import install_problem_handlers
-from api.routes import analysis, health, report
+from api.routes import analysis, explain, health, report
 from api.schemas.common import Problem
 from service.lifespan import make_lifespan
 from service.settings import Settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_upload_bytes)
-    for module in (health, analysis, report):
+    for module in (health, analysis, report, explain):
         app.include_router(module.router)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

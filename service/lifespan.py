@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from anyio import to_thread
 
 from inference.intake import Limits
+from service.explain_usecase import ExplainService
 from service.gate import WorkGate
 from service.readiness import Readiness
 from service.registry import ModelRegistry, load_registry
@@ -28,6 +29,7 @@ class AppState(TypedDict):
     settings: Settings
     registry: ModelRegistry
     analysis: AnalysisService
+    explain: ExplainService
     readiness: Readiness
     model_versions: dict[str, str]
     report: ReportService
@@ -39,6 +41,8 @@ def build_state(
     c = settings.concurrency
     gate = WorkGate("inference", c.inference_slots, c.max_queue, c.retry_after_s)
     limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    e = settings.explain
+    lime_gate = WorkGate("lime", e.lime_slots, e.lime_queue, e.retry_after_s)
     readiness = Readiness()
     readiness.set("models", True)
     readiness.optional.add("llm")
@@ -47,6 +51,7 @@ def build_state(
         settings=settings,
         registry=registry,
         analysis=AnalysisService(registry, gate, limits),
+        explain=ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size),
         readiness=readiness,
         model_versions=registry.versions(),
         report=build_report_service(registry, gate, limits, settings.report, *llm),

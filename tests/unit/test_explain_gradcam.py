@@ -65,7 +65,12 @@ def test_explain_gradcam_restricts_to_lungs() -> None:
     png = Image.open(io.BytesIO(result.overlay_png))
     assert png.size == (W, H) and png.mode == "RGB"
     assert {d.zone_id for d in result.zones} == {
-        "right_upper", "right_mid", "right_lower", "left_upper", "left_mid", "left_lower"
+        "right_upper",
+        "right_mid",
+        "right_lower",
+        "left_upper",
+        "left_mid",
+        "left_lower",
     }
 
 

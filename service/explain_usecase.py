@@ -1,0 +1,205 @@
+"""Explanation use cases: decode -> segment + classify -> Grad-CAM / LIME -> quality scores.
+
+Blocking work runs behind work gates: Grad-CAM shares the inference gate (it costs about one
+classification); LIME has its own small gate, so a burst of LIME requests is refused with 503
++ Retry-After instead of queueing behind each other or starving /classify.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from explain import (
+    ExplanationQuality,
+    GradCamResult,
+    LimeConfig,
+    LimeResult,
+    LungMasks,
+    Target,
+    ZoneDescriptor,
+    assess_quality,
+    deletion_test,
+    explain_gradcam,
+    explain_lime,
+    explanation_agreement,
+    fused_descriptors,
+)
+from explain.render import encode_gray_png
+from inference.anatomy import segment
+from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
+from inference.errors import IntakeError
+from inference.intake import Limits, Radiograph, decode_upload
+from service.gate import WorkGate
+from service.registry import ModelRegistry
+from service.usecases import ImageInfo, image_info
+
+
+class LungsNotFound(IntakeError):
+    """The segmenter found no lung: nothing to explain inside the chest (422)."""
+
+    code = "lungs_not_found"
+    detail = "No lung was found in the image; upload a frontal (PA/AP) chest radiograph."
+
+
+@dataclass(frozen=True)
+class ExplainTimings:
+    decode_ms: float
+    inference_ms: float
+    explain_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class GradCamOutcome:
+    target: Target
+    classification: Classification
+    gradcam: GradCamResult
+    heatmap_lungs_png: bytes
+    heatmap_full_png: bytes
+    quality: ExplanationQuality
+    image: ImageInfo
+    timings: ExplainTimings
+
+
+@dataclass(frozen=True)
+class LimeOutcome:
+    target: Target
+    classification: Classification
+    lime: LimeResult
+    zones: tuple[ZoneDescriptor, ...]
+    quality: ExplanationQuality
+    image: ImageInfo
+    timings: ExplainTimings
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    radiograph: Radiograph
+    lungs: LungMasks
+    classification: Classification
+    cam: npt.NDArray[np.float32]
+    decode_ms: float
+    inference_ms: float
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 2)
+
+
+def _confidence(c: Classification, target: Target) -> float:
+    return c.probability_finding if target == "finding" else 1.0 - c.probability_finding
+
+
+class ExplainService:
+    """Grad-CAM and LIME explanations of the classifier on one uploaded radiograph."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        gate: WorkGate,
+        lime_gate: WorkGate,
+        limits: Limits,
+        lime_batch_size: int = 100,
+    ) -> None:
+        self.registry = registry
+        self.gate = gate
+        self.lime_gate = lime_gate
+        self.limits = limits
+        self.lime_batch_size = lime_batch_size
+
+    def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return predict_probabilities(self.registry.classifier, images)
+
+    def _prepare(self, data: bytes) -> _Prepared:
+        t0 = time.perf_counter()
+        radiograph = decode_upload(data, self.limits)
+        decode_ms = _ms(t0)
+        t1 = time.perf_counter()
+        anatomy = segment(self.registry.segmenter, radiograph.pixels)
+        output = run_classifier(self.registry.classifier, [radiograph.pixels])[0]
+        lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
+        return _Prepared(
+            radiograph=radiograph,
+            lungs=lungs,
+            classification=postprocess(output, self.registry.classifier),
+            cam=output.cam,
+            decode_ms=decode_ms,
+            inference_ms=_ms(t1),
+        )
+
+    def _gradcam(self, p: _Prepared, target: Target) -> GradCamResult:
+        return explain_gradcam(p.radiograph.pixels, p.cam, p.lungs, target)
+
+    def _gradcam_sync(self, data: bytes, target: Target | None) -> GradCamOutcome:
+        t0 = time.perf_counter()
+        p = self._prepare(data)
+        chosen = target or p.classification.decision
+        t1 = time.perf_counter()
+        result = self._gradcam(p, chosen)
+        deletion = None
+        if p.lungs.both.any():
+            deletion = deletion_test(
+                p.radiograph.pixels, result.heatmap, p.lungs.both, self._predict, chosen
+            )
+        quality = assess_quality(
+            _confidence(p.classification, chosen),
+            energy_in_lungs=result.energy_in_lungs,
+            deletion=deletion,
+            empty_map=result.raw_peak <= 0.0,
+            lungs_found=bool(p.lungs.both.any()),
+        )
+        lungs_png = encode_gray_png(result.restricted)
+        full_png = encode_gray_png(result.heatmap)
+        timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
+        return GradCamOutcome(
+            chosen,
+            p.classification,
+            result,
+            lungs_png,
+            full_png,
+            quality,
+            image_info(p.radiograph),
+            timings,
+        )
+
+    def _lime_sync(
+        self, data: bytes, target: Target | None, n_samples: int, seed: int
+    ) -> LimeOutcome:
+        t0 = time.perf_counter()
+        p = self._prepare(data)
+        if not p.lungs.both.any():
+            raise LungsNotFound()
+        chosen = target or p.classification.decision
+        t1 = time.perf_counter()
+        config = LimeConfig(n_samples=n_samples, batch_size=self.lime_batch_size)
+        lime = explain_lime(
+            p.radiograph.pixels, p.lungs, self._predict, chosen, seed=seed, config=config
+        )
+        gradcam = self._gradcam(p, chosen)
+        deletion = deletion_test(
+            p.radiograph.pixels, lime.signed_map, p.lungs.both, self._predict, chosen, seed=seed
+        )
+        quality = assess_quality(
+            _confidence(p.classification, chosen),
+            energy_in_lungs=gradcam.energy_in_lungs,
+            agreement_iou=explanation_agreement(gradcam, lime),
+            deletion=deletion,
+            empty_map=not bool((lime.weights > 0).any()),
+        )
+        zones = fused_descriptors(p.lungs, gradcam, lime)
+        timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
+        return LimeOutcome(
+            chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
+        )
+
+    async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
+        return await self.gate.run(lambda: self._gradcam_sync(data, target))
+
+    async def lime(
+        self, data: bytes, target: Target | None, n_samples: int, seed: int
+    ) -> LimeOutcome:
+        return await self.lime_gate.run(lambda: self._lime_sync(data, target, n_samples, seed))

@@ -1,0 +1,147 @@
+"""POST /explain/gradcam and /explain/lime with the tiny generated models."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+
+import anyio
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from inference.intake import Limits
+from service.explain_usecase import ExplainService
+from service.gate import Overloaded, WorkGate
+from service.registry import load_registry
+from service.settings import Settings
+from tests.factories import png_bytes, synthetic_chest
+
+HEIGHT, WIDTH = 120, 100
+
+
+@pytest.fixture(scope="module")
+def chest_png() -> bytes:
+    return png_bytes(synthetic_chest(HEIGHT, WIDTH))
+
+
+def _post(client: TestClient, route: str, data: bytes, **params: object) -> dict:
+    r = client.post(route, params=params, files={"file": ("x.png", data, "image/png")})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _png_size(b64: str) -> tuple[int, int]:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).size
+
+
+def test_gradcam_answers_with_maps_zones_and_quality(client: TestClient, chest_png: bytes) -> None:
+    body = _post(client, "/explain/gradcam", chest_png)
+    assert body["target"] == body["decision"]  # default: explain what the model decided
+    for key in ("overlay_png", "heatmap_lungs_png", "heatmap_full_png"):
+        assert _png_size(body[key]) == (WIDTH, HEIGHT)
+    low = body["low_res"]
+    assert max(low["height"], low["width"]) == 64
+    assert np.asarray(low["values"]).shape == (low["height"], low["width"])
+    assert np.min(low["values"]) >= 0.0 and np.max(low["values"]) <= 1.0
+    quality = body["quality"]
+    assert quality["agreement_iou"] is None and quality["deletion"] is not None
+    assert 0.0 <= quality["energy_in_lungs"] <= 1.0
+    assert quality["weak"] == bool(quality["reasons"])
+    fused = [z["fused"] for z in body["zones"]]
+    assert fused == sorted(fused, reverse=True)
+    assert all(z["text_en"].startswith(z["name_en"]) for z in body["zones"])
+
+
+def test_gradcam_target_is_echoed(client: TestClient, chest_png: bytes) -> None:
+    finding = _post(client, "/explain/gradcam", chest_png, target="finding")
+    other = _post(client, "/explain/gradcam", chest_png, target="no_finding")
+    assert finding["target"] == "finding" and other["target"] == "no_finding"
+    assert finding["quality"]["confidence"] == pytest.approx(
+        1.0 - other["quality"]["confidence"], abs=1e-3
+    )
+
+
+def test_lime_is_reproducible_by_seed(client: TestClient, chest_png: bytes) -> None:
+    first = _post(client, "/explain/lime", chest_png, n_samples=60, seed=11)
+    again = _post(client, "/explain/lime", chest_png, n_samples=60, seed=11)
+    assert first["seed"] == 11 and first["n_samples"] == 60
+    first.pop("timings"), again.pop("timings")
+    assert first == again
+    assert _png_size(first["overlay_png"]) == (WIDTH, HEIGHT)
+    assert first["n_superpixels"] >= 4
+    assert all(s["weight"] > 0 for s in first["positive"])
+    assert all(s["weight"] < 0 for s in first["negative"])
+    assert first["quality"]["agreement_iou"] is not None
+    assert any(z["lime_intensity"] is not None for z in first["zones"])
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("/explain/lime", {"n_samples": 1001}),
+        ("/explain/lime", {"n_samples": 10}),
+        ("/explain/lime", {"seed": -1}),
+        ("/explain/lime", {"target": "pneumonia"}),
+        ("/explain/gradcam", {"target": "pneumonia"}),
+    ],
+)
+def test_bad_parameters_are_problem_json(
+    client: TestClient, chest_png: bytes, route: str, params: dict
+) -> None:
+    r = client.post(route, params=params, files={"file": ("x.png", chest_png, "image/png")})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("route", ["/explain/gradcam", "/explain/lime"])
+def test_bad_images_are_problem_json(client: TestClient, route: str) -> None:
+    r = client.post(route, files={"file": ("x.png", b"not an image at all", "image/png")})
+    assert r.status_code in (415, 422)
+    assert r.headers["content-type"].startswith("application/problem+json")
+    missing = client.post(route, data={"other": "1"})
+    assert missing.status_code == 422 and missing.json()["code"] == "missing_file"
+
+
+def test_lime_without_lungs_is_422(client: TestClient) -> None:
+    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # tiny segmenter finds no lung
+    r = client.post("/explain/lime", files={"file": ("x.png", flat, "image/png")})
+    assert r.status_code == 422 and r.json()["code"] == "lungs_not_found"
+
+
+def test_busy_lime_answers_overloaded(tiny_settings: Settings, chest_png: bytes) -> None:
+    """One LIME slot and no queue: a second LIME request is refused at once, not queued."""
+    registry = load_registry(tiny_settings)
+    inference = WorkGate("inference", 2, 4, 2)
+    service = ExplainService(registry, inference, WorkGate("lime", 1, 0, 7), Limits())
+    started, release = threading.Event(), threading.Event()
+    original = service._predict
+
+    def slow_predict(images: np.ndarray) -> np.ndarray:
+        started.set()
+        release.wait(timeout=10)
+        return original(images)
+
+    service._predict = slow_predict  # type: ignore[method-assign]
+    outcome: list[BaseException] = []
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(service.lime, chest_png, None, 50, 0)
+            while not started.is_set():
+                await anyio.sleep(0.01)
+            try:
+                await service.lime(chest_png, None, 50, 1)
+            except Overloaded as exc:
+                outcome.append(exc)
+            release.set()
+
+    start = time.perf_counter()
+    anyio.run(scenario)
+    assert outcome and isinstance(outcome[0], Overloaded)
+    assert outcome[0].resource == "lime" and outcome[0].retry_after_s == 7
+    assert time.perf_counter() - start < 30
