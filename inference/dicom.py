@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.encaps import generate_frames
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
@@ -71,6 +71,9 @@ _PARSE_ERRORS = (
     OverflowError,
     NotImplementedError,
     UnicodeDecodeError,
+    # pydicom's own, raised while converting a value whose length does not fit its VR
+    # (e.g. an odd-length UL); not a ValueError subclass.
+    BytesLengthException,
 )
 
 
@@ -92,7 +95,10 @@ def _check_value_lengths(ds: pydicom.Dataset) -> None:
     as a shorter value or a missing tag. Only the raw top-level elements are looked at (no
     conversion, no recursion into sequences, no stringification).
     """
-    for elem in ds.elements():
+    for tag in list(ds.keys()):
+        # keep_deferred: ``elements()`` would convert a raw element whose value is None, and
+        # conversion of a hostile element raises (unknown VR -> NotImplementedError, ...).
+        elem = ds.get_item(tag, keep_deferred=True)
         if not isinstance(elem, RawDataElement):
             continue
         if elem.length == _UNDEFINED_LENGTH or elem.value is None:
@@ -301,6 +307,10 @@ def _window(ds: pydicom.Dataset, values: npt.NDArray[np.float64]) -> FloatImage:
     function = str(_get(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     if function == "SIGMOID":
         out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif width == 1.0:
+        # PS3.3 C.11.2.1.2.1: width 1 is a threshold at c - 0.5. The linear formula below would
+        # divide by zero and hand inf/NaN pixels to the models.
+        out = (values > center - 0.5).astype(np.float64)
     else:
         # PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
         out = (values - (center - 0.5)) / (width - 1.0) + 0.5

@@ -299,6 +299,19 @@ def _dcm_jp2_boxed() -> bytes:
     return f.encapsulated_dicom([jp2], JPEG2000Lossless, bits=8)
 
 
+def _unknown_vr(group: int, element: int, value: bytes) -> bytes:
+    """A valid file plus/with one element whose VR is not a DICOM VR (bytes 0x53 0x02)."""
+    data = _dcm()
+    try:
+        pos = f.find_element(data, group, element)
+    except KeyError:
+        return f.insert_before(
+            data, 0x0010, 0x0010, f.dicom_element(group, element, b"S\x02", value)
+        )
+    end = pos + 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    return data[:pos] + f.dicom_element(group, element, b"S\x02", value) + data[end:]
+
+
 def _dcm_jxl() -> bytes:
     # pydicom 3.0 refuses to *write* a transfer syntax it does not know, so write MPEG2 (a UID of
     # the same length) and patch the file meta: readers see JPEG XL Lossless.
@@ -443,6 +456,13 @@ CASES: list[Case] = [
     Case("H20-patientname-vl-fff0", _dcm_patient_name_vl, MalformedDicom),
     Case("H20-no-dicm-magic", _dcm_no_magic, MalformedDicom),
     Case("H20-truncated-header", lambda: _dcm()[:200], MalformedDicom),
+    # found by mutation fuzzing: pydicom's BytesLengthException escaped from the file meta
+    Case(
+        "H20-meta-group-length-vl-2",
+        lambda: f.set_element_length(_dcm(), 0x0002, 0x0000, 2),
+        MalformedDicom,
+    ),
+    Case("H20-unknown-vr-on-modality", lambda: _unknown_vr(0x0008, 0x0060, b"DX"), MalformedDicom),
     # H21
     Case("H21-encapsulated-pdf", _dcm_pdf, UnsupportedSopClass),
     Case("H21-structured-report", lambda: _dcm_sop(BASIC_TEXT_SR, "SR"), UnsupportedSopClass),
@@ -633,3 +653,30 @@ def test_preamble_content_is_ignored() -> None:
 def test_uncompressed_transfer_syntax_is_supported() -> None:
     data = f.synthetic_dicom(transfer_syntax=ExplicitVRLittleEndian)
     assert decode_upload(data).bits_stored == 12
+
+
+@pytest.mark.parametrize("center", [2000.0, 2000.5], ids=["integer-center", "half-center"])
+def test_window_width_one_is_a_threshold_not_nan(center: float) -> None:
+    """WindowWidth=1 (the smallest legal width) once divided by zero: inf/NaN pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no divide-by-zero inside the decoder
+        out = decode_upload(f.synthetic_dicom(window=(center, 1.0)))
+    assert np.isfinite(out.pixels).all()
+    assert set(np.unique(out.pixels).tolist()) <= {0.0, 1.0}
+    assert 0.0 < float(out.pixels.mean()) < 1.0
+
+
+def test_signed_pixel_representation_decodes() -> None:
+    arr = f.synthetic_chest(96, 80, 12).astype(np.int16) - 2048
+    ds = f.dicom_dataset(arr.view(np.uint16), bits_stored=12)
+    ds.PixelRepresentation = 1
+    signed = decode_upload(f.dicom_bytes(ds))
+    unsigned = decode_upload(f.synthetic_dicom())
+    np.testing.assert_allclose(signed.pixels, unsigned.pixels, atol=1e-6)
+
+
+def test_unknown_vr_on_an_unused_optional_element_is_ignored() -> None:
+    """Found by fuzzing: an empty element with an unknown VR made the VL check convert it
+    (NotImplementedError -> 500). It is optional and unused, so the image decodes."""
+    data = _unknown_vr(0x0008, 0x0070, b"")
+    assert decode_upload(data).pixels.shape == (96, 80)
