@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -551,3 +552,141 @@ def test_h1_invalid_content_length(small_cap_app: tuple[FastAPI, dict[str, objec
         )
         assert 400 <= result.status < 500, (value, result.status)
         assert result.receive_calls == 0 or result.status != 500
+
+
+# ---- H1-H3 against a real uvicorn server on 127.0.0.1 (raw sockets) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_port(tiny_weights: Path) -> Iterator[int]:
+    """uvicorn serving the app with a 1 MiB cap, in a thread, on an ephemeral loopback port."""
+    import threading
+
+    import uvicorn
+
+    limits = LimitSettings(max_upload_bytes=SMALL_CAP)  # type: ignore[call-arg]
+    settings = Settings(weights_dir=tiny_weights, _env_file=None, limits=limits)  # type: ignore[call-arg]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield int(sock.getsockname()[1])
+    server.should_exit = True
+    thread.join(10)
+
+
+def _read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes (True) or ``timeout`` passes (False)."""
+    conn.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except TimeoutError:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+def _status_and_body(raw: bytes) -> tuple[int, dict[str, object]]:
+    import json
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/problem+json" in head.lower()
+    parsed = json.loads(body)
+    assert set(parsed) == PROBLEM_KEYS
+    assert_no_leak(body.decode())
+    return status, parsed
+
+
+def _live_probe(port: int) -> float:
+    """Seconds for one GET /health/live on a fresh connection."""
+    import http.client
+
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/health/live")
+    assert conn.getresponse().status == 200
+    conn.close()
+    return time.perf_counter() - started
+
+
+def test_h1_raw_socket_4gb_declared(live_port: int) -> None:
+    head, ctype = _multipart_head()
+    request = (
+        b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + b"\r\n"
+        b"Content-Length: 4294967296\r\n\r\n0123456789"
+    )
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", live_port), timeout=5) as conn:
+        conn.sendall(request)
+        raw, closed = _read_until_closed(conn, timeout=2.0)
+    assert closed, "the server must close the connection after refusing the body"
+    assert time.perf_counter() - started < 1.0
+    status, body = _status_and_body(raw)
+    assert status == 413 and body["code"] == "body_too_large"
+    assert _live_probe(live_port) < 1.0
+
+
+def test_h3_raw_socket_gzip(live_port: int) -> None:
+    bomb = gzip.compress(b"\0" * (10 << 20), compresslevel=9)
+    request = (
+        b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: " + str(len(bomb)).encode() + b"\r\n\r\n" + bomb
+    )
+    with socket.create_connection(("127.0.0.1", live_port), timeout=5) as conn:
+        conn.sendall(request)
+        raw, closed = _read_until_closed(conn, timeout=2.0)
+    assert closed
+    status, body = _status_and_body(raw)
+    assert status == 415 and body["code"] == "encoding_not_supported"
+
+
+def test_h2_raw_socket_chunked_201mb(live_port: int) -> None:
+    """Stream up to 201 MB of zeros chunked: 413 as the 1 MiB cap is crossed, the sender is cut
+    off long before 201 MB, and /health/live answers fast on another connection meanwhile."""
+    import select
+
+    head, ctype = _multipart_head()
+    chunk = b"\0" * (64 * 1024)
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    limit = 201 * 1024 * 1024
+    sent = 0
+    probes: list[float] = []
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", live_port), timeout=5) as conn:
+        conn.sendall(
+            b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(head):x}\r\n".encode() + head + b"\r\n"
+        )
+        try:
+            while sent < limit:
+                readable, _, _ = select.select([conn], [], [], 0)
+                if readable:
+                    break
+                conn.sendall(framed)
+                sent += len(chunk)
+                if sent % (256 * 1024) == 0:
+                    probes.append(_live_probe(live_port))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection on us: fine, as long as it answered first
+        raw, _ = _read_until_closed(conn, timeout=2.0)
+    assert time.perf_counter() - started < 5.0
+    # Socket buffers absorb some bytes after the server stops reading; 201 MB never go through.
+    assert sent < 32 * 1024 * 1024, sent
+    status, body = _status_and_body(raw)
+    assert status == 413 and body["code"] == "body_too_large"
+    assert probes and max(probes) < 1.0, probes
+    assert _live_probe(live_port) < 1.0
