@@ -58,6 +58,19 @@ LEAKS = (
     "Errno",
 )
 MAX_REJECT_S = 2.0
+# Status per stable code, written out from the doc's table and status policy (not read from
+# api.problems, so that a changed mapping fails here instead of being mirrored).
+DOC_STATUS = {
+    "empty_upload": 422,
+    "unsupported_format": 415,
+    "unsupported_transfer_syntax": 415,
+    "unsupported_sop_class": 415,
+    "pixel_budget_exceeded": 422,
+    "corrupt_image": 422,
+    "multi_frame_not_supported": 422,
+    "malformed_dicom": 422,
+    "no_pixel_data": 422,
+}
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -150,7 +163,7 @@ def test_hostile_upload_is_a_clean_problem(
     if not data:  # H7 empty file: refused by the upload layer, same code as the decoder's
         expected_status, expected_code = 422, "empty_upload"
     else:
-        expected_status, expected_code = INTAKE_STATUS[case.expected], case.expected.code
+        expected_status, expected_code = DOC_STATUS[case.expected.code], case.expected.code
     started = time.perf_counter()
     resp = post_file(client, "/classify", data)
     assert time.perf_counter() - started < MAX_REJECT_S
@@ -179,7 +192,7 @@ def test_segment_refuses_the_same_way(
     client: TestClient, case: Case, logs: pytest.LogCaptureFixture
 ) -> None:
     resp = post_file(client, "/segment", case.build())
-    assert_problem(resp, INTAKE_STATUS[case.expected], case.expected.code)
+    assert_problem(resp, DOC_STATUS[case.expected.code], case.expected.code)
 
 
 def test_h19_nested_defined_sequences(client: TestClient, logs: pytest.LogCaptureFixture) -> None:
@@ -690,3 +703,8 @@ def test_h2_raw_socket_chunked_201mb(live_port: int) -> None:
     assert status == 413 and body["code"] == "body_too_large"
     assert probes and max(probes) < 1.0, probes
     assert _live_probe(live_port) < 1.0
+
+
+def test_every_intake_error_is_mapped_as_documented() -> None:
+    """api.problems' table agrees with the doc for every IntakeError subclass it knows."""
+    assert {cls.code: status for cls, status in INTAKE_STATUS.items()} == DOC_STATUS

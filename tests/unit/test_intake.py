@@ -680,3 +680,13 @@ def test_unknown_vr_on_an_unused_optional_element_is_ignored() -> None:
     (NotImplementedError -> 500). It is optional and unused, so the image decodes."""
     data = _unknown_vr(0x0008, 0x0070, b"")
     assert decode_upload(data).pixels.shape == (96, 80)
+
+
+def test_cases_cover_every_intake_error() -> None:
+    covered = {c.expected for c in CASES}
+    assert covered == set(IntakeError.__subclasses__())
+    assert {cls.code for cls in covered} == {
+        "empty_upload", "unsupported_format", "unsupported_transfer_syntax",
+        "unsupported_sop_class", "pixel_budget_exceeded", "corrupt_image",
+        "multi_frame_not_supported", "malformed_dicom", "no_pixel_data",
+    }  # fmt: skip
