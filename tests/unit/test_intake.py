@@ -684,7 +684,9 @@ def test_unknown_vr_on_an_unused_optional_element_is_ignored() -> None:
 
 def test_cases_cover_every_intake_error() -> None:
     covered = {c.expected for c in CASES}
-    assert covered == set(IntakeError.__subclasses__())
+    # Decoder errors only: other packages may subclass IntakeError for their own checks.
+    decoder_errors = {c for c in IntakeError.__subclasses__() if c.__module__ == "inference.errors"}
+    assert covered == decoder_errors
     assert {cls.code for cls in covered} == {
         "empty_upload", "unsupported_format", "unsupported_transfer_syntax",
         "unsupported_sop_class", "pixel_budget_exceeded", "corrupt_image",
