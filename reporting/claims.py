@@ -15,8 +15,9 @@ What is extracted from a sentence:
 - decimal numbers and percentages, which must match an evidence value, and bare integers
   (follow-up intervals, sizes, counts), which no evidence supports.
 
-Negation is clause-scoped (NegEx-like): a cue anywhere in the same clause negates a term.
-That also covers Russian post-positioned negation ("инфильтрации не выявлено").
+Negation (NegEx-like): an English cue up to six words before a term, or "is not seen" /
+"absent" after it, negates it; a Russian cue anywhere in the clause negates it (Russian
+negation is often post-posed: "инфильтрации не выявлено").
 """
 
 from __future__ import annotations
@@ -49,22 +50,35 @@ _LOBE_ABBREV: dict[str, tuple[ZoneId, ...]] = {
     "lll": ("left_lower",),
 }
 
-NEGATION = (
+# English negation is pre-posed ("no opacity", "without consolidation") and scoped to a few
+# words; Russian negation is often post-posed ("инфильтрации не выявлено"), so it is scoped
+# to the clause.
+NEGATION_EN = (
     "no",
     "not",
     "cannot",
     "never",
     "without",
-    "absent",
     "negative",
     "free",
     "none",
     "neither",
     "nor",
-    "не",
-    "нет",
-    "без",
-    "отсутств",
+)
+NEGATION_RU = ("не", "нет", "без", "отсутств")
+_PRE_WINDOW = 6
+# "X is not seen", "X is absent"
+_POST_NEG_EN = (
+    "seen",
+    "identified",
+    "present",
+    "evident",
+    "visible",
+    "noted",
+    "demonstrated",
+    "detected",
+    "found",
+    "appreciated",
 )
 NORMAL = (
     "normal",
@@ -306,6 +320,18 @@ def _number(text: str) -> float:
     return float(text.replace(",", "."))
 
 
+def _negated(words: list[str], i: int) -> bool:
+    """Whether words[i] is negated (see NEGATION_EN / NEGATION_RU)."""
+    if not words[i].isascii():
+        return any(_has(w, NEGATION_RU) for w in words)
+    if any(w in NEGATION_EN for w in words[max(0, i - _PRE_WINDOW) : i]):
+        return True
+    after = words[i + 1 : i + 6]
+    if "absent" in after:
+        return True
+    return any(a == "not" and b in _POST_NEG_EN for a, b in zip(after, after[1:], strict=False))
+
+
 def extract_claims(sentence: str) -> Claims:
     """Claims made by ``sentence`` (any case, English or Russian)."""
     # "right and left lower zones" names both sides: rewrite to the both-sides cue first.
@@ -318,16 +344,16 @@ def extract_claims(sentence: str) -> Claims:
         if not words:
             continue
         reqs += zone_requirements(words)
-        negated = any(_has(w, NEGATION) for w in words)
-        has_abnormal = any(_has(w, ABNORMAL) for w in words)
-        has_normal = any(_has(w, NORMAL) for w in words)
-        has_generic = any(_has(w, _NEGATABLE) for w in words)
-        if negated:
-            normal |= has_abnormal or has_generic
-            abnormal |= has_normal
-        else:
-            abnormal |= has_abnormal
-            normal |= has_normal
+        for i, w in enumerate(words):
+            neg = _negated(words, i)
+            if _has(w, ABNORMAL):
+                normal |= neg
+                abnormal |= not neg
+            elif _has(w, NORMAL):
+                abnormal |= neg
+                normal |= not neg
+            elif _has(w, _NEGATABLE) and neg:
+                normal = True
         scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
     decimals = tuple(_number(m) for m in _DECIMAL.findall(text))
     percents = tuple(_number(m) / 100.0 for m in _PERCENT.findall(text))

@@ -17,12 +17,12 @@ SectionName = Literal["findings", "interpretation", "recommendations"]
 SECTION_NAMES: tuple[SectionName, ...] = get_args(SectionName)
 MAX_SECTION_CHARS = 1200
 
+# No maxLength here: llama.cpp expands maxLength into one nested optional rule per character
+# and refuses (then crashes on) a 1200-deep grammar. Length is bounded by max_tokens during
+# generation and by MAX_SECTION_CHARS in parse_sections.
 REPORT_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {
-        name: {"type": "string", "minLength": 1, "maxLength": MAX_SECTION_CHARS}
-        for name in SECTION_NAMES
-    },
+    "properties": {name: {"type": "string", "minLength": 1} for name in SECTION_NAMES},
     "required": list(SECTION_NAMES),
     "additionalProperties": False,
 }

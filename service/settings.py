@@ -65,7 +65,13 @@ class ReportSettings(BaseModel):
         description="Languages the model writes well; others use English generation and "
         "templates in the requested language.",
     )
-    n_threads: int = Field(2, ge=1, le=64, description="CPU threads of the in-process model.")
+    n_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="CPU threads of the in-process model. llama.cpp workers busy-wait: on a "
+        "shared 2-core host 2 threads fell to 2 tokens/s (1 thread: 42); raise on dedicated cores.",
+    )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
     min_zone_intensity: float = Field(
@@ -73,7 +79,10 @@ class ReportSettings(BaseModel):
     )
     lime_samples: int = Field(300, ge=10, le=1000, description="LIME samples per report.")
     attribution_budget: int = Field(
-        64, ge=8, le=1024, description="Most prompts scored for Shapley attributions."
+        32,
+        ge=8,
+        le=1024,
+        description="Most prompts scored for Shapley attributions (exact up to 5 descriptors).",
     )
     remote_url: str | None = Field(None, description="Base URL of the remote LLM server.")
     remote_model: str = Field("local", description="Model name sent to the remote server.")

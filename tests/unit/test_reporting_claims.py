@@ -72,3 +72,19 @@ def test_out_of_scope_and_numbers() -> None:
     assert claims.percents == (0.42,)
     assert claims.integers == (6,)
     assert extract_claims("Вероятность 0,42.").decimals == (0.42,)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "abnormal", "normal"),
+    [
+        ("This finding is an abnormality and should not be overlooked.", True, False),
+        ("Consolidation is not seen.", False, True),
+        ("Opacity is absent.", False, True),
+        ("There is no evidence of consolidation.", False, True),
+        ("No focal opacity; the right mid zone shows consolidation.", True, True),
+        ("Очаговых и инфильтративных изменений не выявлено.", False, True),
+    ],
+)
+def test_negation_scope(sentence: str, abnormal: bool, normal: bool) -> None:
+    claims = extract_claims(sentence)
+    assert (claims.states_abnormal, claims.states_normal) == (abnormal, normal)
