@@ -43,7 +43,7 @@ from inference.errors import (
     UnsupportedSopClass,
     UnsupportedTransferSyntax,
 )
-from inference.pixels import FloatImage, stretch_to_unit
+from inference.pixels import FloatImage, blockwise, stretch_to_unit
 from inference.sniff import ImageFormat, header_size
 
 # Image storage classes a chest radiograph arrives in. Secondary Capture is allowed because
@@ -305,16 +305,22 @@ def _window(ds: pydicom.Dataset, values: npt.NDArray[np.float64]) -> FloatImage:
     if not 1.0 <= width <= 2.0**20 or abs(center) > 2.0**24:
         raise MalformedDicom()
     function = str(_get(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    if function == "SIGMOID":
-        out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    elif width == 1.0:
-        # PS3.3 C.11.2.1.2.1: width 1 is a threshold at c - 0.5. The linear formula below would
-        # divide by zero and hand inf/NaN pixels to the models.
-        out = (values > center - 0.5).astype(np.float64)
-    else:
-        # PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
-        out = (values - (center - 0.5)) / (width - 1.0) + 0.5
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    c, w = center, width
+
+    def window(v: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        if function == "SIGMOID":
+            out = 1.0 / (1.0 + np.exp(-4.0 * (v - c) / w))
+        elif w == 1.0:
+            # PS3.3 C.11.2.1.2.1: width 1 is a threshold at c - 0.5. The linear formula below
+            # would divide by zero and hand inf/NaN pixels to the models.
+            out = (v > c - 0.5).astype(np.float64)
+        else:
+            # PS3.3 C.11.2.1.2.1 linear window, mapped to [0, 1].
+            out = (v - (c - 0.5)) / (w - 1.0) + 0.5
+        return np.clip(out, 0.0, 1.0)
+
+    # Block-wise: the float64 temporaries of a 40 MP image would otherwise need ~1 GB.
+    return blockwise(values, window)
 
 
 def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
@@ -342,7 +348,7 @@ def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
     pixels = _window(ds, values)
     photometric = str(_get(ds, "PhotometricInterpretation")).strip().upper()
     if photometric == "MONOCHROME1":
-        pixels = (1.0 - pixels).astype(np.float32)
+        pixels = np.subtract(1.0, pixels, out=pixels)  # in place, same float32 result
     return DecodedDicom(
         pixels=pixels, bits_stored=_int_tag(ds, "BitsStored", bits_allocated), photometric=photometric
     )

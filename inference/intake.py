@@ -88,7 +88,9 @@ def _to_gray(img: Image.Image) -> tuple[FloatImage, int]:
     if mode != "L":
         # RGB/RGBA/P/CMYK/LA/1: alpha is dropped, colour becomes ITU-R 601 luma.
         img = img.convert("RGB").convert("L")
-    return np.asarray(img, dtype=np.float32) / 255.0, 8
+    gray = np.asarray(img, dtype=np.float32)
+    # In place: same float32 division as ``/ 255.0``, without a second full-size copy.
+    return np.divide(gray, 255.0, out=gray), 8
 
 
 def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
