@@ -72,12 +72,18 @@ def largest_components(mask: BoolMask, keep: int = 1) -> BoolMask:
 
 
 def masks_from_logits(logits: npt.NDArray[np.float32], height: int, width: int) -> list[BoolMask]:
-    """[K, S, S] logits -> K boolean masks at [height, width] (probabilities resized, then > 0.5)."""
+    """[K, S, S] logits -> K boolean masks at [height, width].
+
+    Clean-up (largest component, holes filled) runs at the model's resolution, where it is
+    cheap; the cleaned probability map is then resized bilinearly and thresholded at 0.5, which
+    gives smooth borders at any upload size without full-resolution morphology.
+    """
     probs = _sigmoid(logits)
     masks = []
     for channel in probs:
-        full = resize_gray(channel, width, height) > 0.5
-        masks.append(ndimage.binary_fill_holes(largest_components(full)))
+        keep = ndimage.binary_fill_holes(largest_components(channel > 0.5))
+        cleaned = np.where(keep, np.maximum(channel, 0.5 + 1e-3), np.minimum(channel, 0.5 - 1e-3))
+        masks.append(resize_gray(cleaned.astype(np.float32), width, height) > 0.5)
     return masks
 
 
@@ -104,21 +110,34 @@ def derive_spine(right: BoolMask, left: BoolMask) -> BoolMask:
     return spine
 
 
+def _base_points(lung: BoolMask, lowest_fraction: float = 0.6) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Columns and rows of a lung's lower border that belong to the diaphragm.
+
+    A column's lowest lung pixel counts only when it lies in the lower part of that lung: the
+    apex curving over the mediastinum and the cardiac notch also have "lowest pixels", high up,
+    and must not pull the diaphragm line into the chest.
+    """
+    rows, cols = _rows_cols(lung)
+    top, height = rows[0], rows[-1] - rows[0] + 1
+    lowest = lung.shape[0] - 1 - np.argmax(lung[::-1, cols], axis=0)
+    keep = lowest >= top + lowest_fraction * height
+    return cols[keep], lowest[keep]
+
+
 def derive_abdomen(right: BoolMask, left: BoolMask, heart: BoolMask) -> BoolMask:
     """Region below the diaphragm line, within the chest's lateral extent, minus the heart."""
-    lungs = right | left
-    abdomen = np.zeros_like(lungs)
+    abdomen = np.zeros_like(right)
     if not right.any() or not left.any():
         return abdomen
-    height = lungs.shape[0]
-    cols = np.flatnonzero(lungs.any(axis=0))
-    x0, x1 = cols[0], cols[-1]
-    xs = np.arange(x0, x1 + 1)
-    has = lungs[:, xs].any(axis=0)
-    # Lowest lung pixel per column; interpolate across the mediastinum where no lung is present.
-    lowest = np.where(has, height - 1 - np.argmax(lungs[::-1, xs], axis=0), 0)
-    base = np.interp(xs, xs[has], lowest[has]).astype(int)
-    rows = np.arange(height)[:, None]
+    r_cols, r_low = _base_points(right)
+    l_cols, l_low = _base_points(left)
+    cols = np.concatenate([r_cols, l_cols])
+    lows = np.concatenate([r_low, l_low])
+    order = np.argsort(cols)
+    xs = np.arange(cols.min(), cols.max() + 1)
+    # Between the two domes (under the heart) the line is interpolated linearly.
+    base = np.interp(xs, cols[order], lows[order]).astype(int)
+    rows = np.arange(abdomen.shape[0])[:, None]
     abdomen[:, xs] = rows > base[None, :]
     return abdomen & ~heart
 

@@ -50,7 +50,7 @@ _DECODE_ERRORS = (
 class Limits:
     """Decoding limits. ``max_pixels`` is width * height (frames are refused anyway)."""
 
-    max_pixels: int = 40_000_000
+    max_pixels: int = 30_000_000
     max_side: int = 16_384
 
 

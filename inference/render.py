@@ -23,30 +23,61 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 _FILL_ALPHA = 0.30
 
 
-def encode_png(arr: np.ndarray, *, optimize: bool = False) -> bytes:
+def encode_png(arr: np.ndarray, *, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", optimize=optimize, compress_level=6)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
 def mask_png(mask: BoolMask) -> bytes:
     """A 1-bit PNG (0 = outside, 1 = inside) at the mask's size; tiny even for large images."""
     buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(buf, format="PNG")
+    Image.fromarray(mask).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def _outline(mask: BoolMask, width: int) -> BoolMask:
-    return mask & ~ndimage.binary_erosion(mask, iterations=width)
+    """Border pixels of ``mask``, ``width`` pixels thick.
+
+    A 4-neighbour edge test followed by a separable maximum filter: linear in the pixel count,
+    unlike iterated binary erosion, which dominated /segment time on multi-megapixel uploads.
+    """
+    edge = np.zeros_like(mask)
+    edge[:-1] |= mask[:-1] != mask[1:]
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    if width > 1:
+        edge = ndimage.maximum_filter(edge, size=width)
+    return edge & mask
+
+
+def _bbox(mask: BoolMask, pad: int) -> tuple[slice, slice] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)),
+        slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)),
+    )
 
 
 def anatomy_overlay(image: FloatImage, anatomy: Anatomy) -> bytes:
     """RGB PNG of the radiograph with predicted structures filled and every structure outlined."""
-    base = np.repeat((np.clip(image, 0, 1) * 255.0)[..., None], 3, axis=2).astype(np.float32)
+    gray = (np.clip(image, 0, 1) * 255.0).astype(np.uint8)
+    base = np.repeat(gray[..., None], 3, axis=2)
     line = max(1, round(min(image.shape) / 256))
+    keep = round(256 * (1 - _FILL_ALPHA))
     for s in anatomy.structures:
-        colour = np.asarray(COLOURS.get(s.name, (255, 255, 255)), dtype=np.float32)
+        box = _bbox(s.mask, pad=line)
+        if box is None:
+            continue
+        mask, view = s.mask[box], base[box]  # work on the structure's bounding box only
+        colour = np.asarray(COLOURS.get(s.name, (255, 255, 255)), dtype=np.uint16)
         if s.provenance == "predicted":
-            base[s.mask] = (1 - _FILL_ALPHA) * base[s.mask] + _FILL_ALPHA * colour
-        base[_outline(s.mask, line)] = colour
-    return encode_png(base.astype(np.uint8))
+            # Integer alpha blend on the masked pixels only (uint16 to avoid overflow).
+            inside = view[mask].astype(np.uint16)
+            view[mask] = ((inside * keep + colour * (256 - keep)) >> 8).astype(np.uint8)
+        view[_outline(mask, line)] = colour.astype(np.uint8)
+    # Fast compression: the overlay is a preview, and level 6 tripled its encode time.
+    return encode_png(base, compress_level=1)

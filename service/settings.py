@@ -21,7 +21,7 @@ class LimitSettings(BaseModel):
         200 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes (413 above)."
     )
     max_pixels: int = Field(
-        40_000_000, ge=10_000, description="Pixel budget (width x height) checked from headers (422 above)."
+        30_000_000, ge=10_000, description="Pixel budget (width x height) checked from headers (422 above)."
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
 

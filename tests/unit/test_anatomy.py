@@ -55,3 +55,12 @@ def test_masks_resized_to_original_size() -> None:
     masks = masks_from_logits(logits, 100, 80)
     assert all(m.shape == (100, 80) for m in masks)
     assert masks[0].any() and not masks[2].any()
+
+
+def test_apex_and_cardiac_notch_do_not_pull_the_diaphragm_into_the_chest() -> None:
+    right, left, heart = _lungs()
+    left[30:45, 95:110] = True  # apex curving medially over the mediastinum
+    left[100:140, 110:125] = False  # cardiac notch: medial columns end high
+    abdomen = derive_abdomen(right, left, heart)
+    assert not abdomen[:140, :].any()
+    assert abdomen[170:, 95:125].all()

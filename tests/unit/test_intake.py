@@ -716,7 +716,7 @@ MEMORY_BOUNDS = [
     ("build", "ratio"), [(b, r) for _, b, r in MEMORY_BOUNDS], ids=[i for i, _, _ in MEMORY_BOUNDS]
 )
 def test_decode_peak_memory_is_bounded(build: Callable[[], bytes], ratio: float) -> None:
-    """H11 asks RSS delta <= 256 MB for an image under the 40 MP budget: the decoder's own
+    """H11 asks RSS delta <= 256 MB for an image under the pixel budget: the decoder's own
     temporaries must stay a small multiple of the float32 result (traced Python/numpy memory)."""
     data = build()
     tracemalloc.start()
