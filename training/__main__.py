@@ -1,0 +1,132 @@
+"""Command line: ``python -m training <step> [options]``.
+
+Steps: ``prepare`` (integrate, deduplicate, split, cache), ``classifier``, ``segmenter``,
+``all`` (the documented retrain: prepare + both models + export + manifests), ``figure``
+(label distribution), ``compare`` (architecture comparison), ``init-compare`` (classifier
+initialisations), ``card`` (MODEL_CARD.md from the manifests), ``refresh-sha`` (recompute
+manifest sha256 after replacing an ONNX file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_SEED = 20260228
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "step",
+        choices=[
+            "prepare",
+            "classifier",
+            "segmenter",
+            "all",
+            "figure",
+            "compare",
+            "init-compare",
+            "card",
+            "refresh-sha",
+        ],
+    )
+    p.add_argument(
+        "--data", type=Path, default=Path("../shared/data/cxr"), help="shared data folder"
+    )
+    p.add_argument(
+        "--nih", type=Path, default=None, help="optional NIH ChestX-ray14 folder (native layout)"
+    )
+    p.add_argument(
+        "--chexpert", type=Path, default=None, help="optional CheXpert-v1.0-small folder"
+    )
+    p.add_argument("--chexpert-uncertain", choices=["ignore", "ones", "zeros"], default="ignore")
+    p.add_argument(
+        "--work", type=Path, default=Path("runs"), help="scratch folder (caches, checkpoints, logs)"
+    )
+    p.add_argument(
+        "--weights", type=Path, default=Path("weights"), help="where artifacts are written"
+    )
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--epochs", type=int, default=None, help="override the step's default epochs")
+    p.add_argument(
+        "--budget-s", type=float, default=None, help="per-run time budget for compare steps"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    command = "python -m training " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    cache_dir = args.work / "cache"
+    if args.step in ("prepare", "all"):
+        from training.prepare import prepare
+        from training.sources import extra_records
+
+        prepare(
+            args.data,
+            cache_dir,
+            args.seed,
+            extra_records(args.nih, args.chexpert, args.chexpert_uncertain),
+        )
+    if args.step in ("classifier", "all"):
+        from dataclasses import replace
+
+        from training.classifier import ClassifierConfig
+        from training.models import ClassifierInit
+        from training.pipeline import run_classifier
+
+        cfg = ClassifierConfig(seed=args.seed)
+        if args.epochs:
+            cfg = replace(cfg, epochs=args.epochs)
+        run_classifier(cache_dir, args.work, args.weights, ClassifierInit.LITE0, cfg, command)
+    if args.step in ("segmenter", "all"):
+        from dataclasses import replace
+
+        from training.pipeline import run_segmenter
+        from training.segmenter import SegmenterConfig
+
+        scfg = SegmenterConfig(seed=args.seed)
+        if args.epochs:
+            scfg = replace(scfg, epochs=args.epochs)
+        run_segmenter(cache_dir, args.work, args.weights, scfg, 256, command)
+    if args.step in ("figure", "all"):
+        from training.figure import label_distribution
+
+        label_distribution(cache_dir / "images.csv", args.weights / "label_distribution.png")
+    if args.step == "init-compare":
+        from training.compare import compare_inits
+
+        compare_inits(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+    if args.step == "compare":
+        from training.compare import compare_architectures
+
+        compare_architectures(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+    if args.step in ("card", "all"):
+        from training.model_card import write_model_card
+
+        write_model_card(args.weights, args.work)
+    if args.step == "refresh-sha":
+        from training.export import refresh_sha256
+
+        for manifest in sorted(args.weights.glob("*.manifest.json")):
+            refresh_sha256(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

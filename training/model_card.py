@@ -1,0 +1,131 @@
+"""Render ``weights/MODEL_CARD.md`` from the manifests and the comparison JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GOALS = {"kermany": 0.975, "nih": 0.80}
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if isinstance(x, (int, float)):
+        return "n/a" if x != x else f"{x:.{nd}f}"
+    return str(x)
+
+
+def _cls_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| source | n (pos) | AUROC [95 % CI] | goal | sens @ thr | spec @ thr | sens/spec @ Youden | ECE before → after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for src, m in metrics.items():
+        lo, hi = m["auroc_ci95"]
+        goal = GOALS.get(src)
+        goal_txt = "" if goal is None else (f"≥ {goal} {'met' if m['auroc'] >= goal else 'MISSED'}")
+        lines.append(
+            f"| {src} | {m['n']} ({m['n_positive']}) | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | {goal_txt} | "
+            f"{_fmt(m['sensitivity'])} | {_fmt(m['specificity'])} | {_fmt(m['youden_sensitivity'])} / "
+            f"{_fmt(m['youden_specificity'])} | {_fmt(m['ece_uncalibrated'])} → {_fmt(m['ece_calibrated'])} |"
+        )
+    return lines
+
+
+def _seg_table(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    names = ["right_lung", "left_lung", "heart_mediastinum", "lungs"]
+    lines = ["| source | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for src, per in sorted(metrics.items()):
+        cells = [f"{per[n]['dice']:.3f} (n={per[n]['n']})" if n in per else "—" for n in names]
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def write_model_card(weights: Path, work: Path) -> Path:
+    """Write MODEL_CARD.md; sections whose inputs are missing say so instead of inventing numbers."""
+    cls = _load(weights / "classifier.manifest.json")
+    seg = _load(weights / "segmenter.manifest.json")
+    inits = _load(work / "compare" / "inits.json")
+    archs = _load(weights / "architecture_comparison.json") or _load(
+        work / "compare" / "architectures.json"
+    )
+    times = _load(work / "retrain_times.json")
+    template = (Path(__file__).parent / "MODEL_CARD.template.md").read_text(encoding="utf-8")
+    parts: dict[str, str] = {}
+    if cls:
+        ex = cls["extra"]
+        parts["cls_test"] = "\n".join(_cls_table(ex["metrics"]["test"]))
+        parts["cls_val"] = "\n".join(_cls_table(ex["metrics"]["validation"]))
+        parts["temperature"] = f"{cls['temperature']:.3f}"
+        parts["threshold"] = f"{cls['threshold']:.4f}"
+        parts["youden"] = f"{ex['youden_threshold']:.4f}"
+        parts["cls_arch"] = ex["architecture"]
+        parts["cls_init"] = ex["init"]
+        parts["cls_wall"] = f"{ex['training_wall_s'] / 60:.1f}"
+        parts["data_summary"] = "\n".join(
+            f"| {split} | "
+            + ", ".join(
+                f"{s}: {v['n']} ({v['positive']} pos)" for s, v in d["classification"].items()
+            )
+            + " | "
+            + ", ".join(f"{s}: {n}" for s, n in d["segmentation"].items())
+            + " |"
+            for split, d in ex["training_data"].items()
+        )
+        parts["sources"] = "\n".join(
+            f"| {s['source']} | {s['citation']} | {s['licence']} | {', '.join(s['used_for'])} |"
+            for s in ex["data_sources"]
+        )
+        parts["command"] = ex["training_command"]
+        parts["seed"] = str(ex["seed"])
+    if seg:
+        ex = seg["extra"]
+        parts["seg_test"] = "\n".join(_seg_table(ex["metrics_dice"]["test"]))
+        parts["seg_val"] = "\n".join(_seg_table(ex["metrics_dice"]["val"]))
+        parts["seg_arch"] = ex["architecture"]
+        parts["seg_size"] = str(seg["input"]["size"])
+        parts["seg_wall"] = f"{ex['training_wall_s'] / 60:.1f}"
+    parts["inits"] = (
+        "\n".join(
+            [
+                "| initialisation | validation AUROC | train images | epochs | wall (s) |",
+                "|---|---|---|---|---|",
+            ]
+            + [
+                f"| {r['init']} | {r['val_auroc']:.4f} | {r['n_train']} | {r['epochs']} | {r['wall_s']:.0f} |"
+                for r in inits
+            ]
+        )
+        if inits
+        else "_not run in this build_"
+    )
+    parts["archs"] = (
+        "\n".join(
+            [
+                "| architecture | init | params (M) | GFLOPs @224 | ORT CPU latency (ms, bs 1, 1 thread) | validation AUROC | train px | images seen in budget |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            + [
+                f"| {r['architecture']} | {r['init']} | {r['params_m']:.2f} | {r['gflops_224']:.2f} | {r['ort_latency_ms']:.1f} | "
+                f"{r['val_auroc']:.4f} | {r['train_px']} | {r['train_images_seen']} |"
+                for r in archs
+            ]
+        )
+        if archs
+        else "_not run in this build_"
+    )
+    parts["times"] = (
+        (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
+        if times
+        else "_not recorded_"
+    )
+    text = template
+    for key, value in parts.items():
+        text = text.replace("{{" + key + "}}", value)
+    out = weights / "MODEL_CARD.md"
+    out.write_text(text, encoding="utf-8")
+    return out

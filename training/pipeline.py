@@ -1,0 +1,167 @@
+"""End-to-end retraining: prepare -> classifier -> segmenter -> evaluation -> export -> card.
+
+Every step reads/writes under ``work`` (scratch, gitignored ``runs/``) and ``weights``
+(shipped artifacts). Seeds are fixed; see ``python -m training --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.classifier import ClassifierConfig, ClassifierRun, fit_classifier
+from training.dataset import cls_split, seg_split
+from training.evaluate import calibrate, per_source_metrics
+from training.export import export_classifier, export_segmenter, write_manifest
+from training.manifests import classifier_manifest, segmenter_manifest
+from training.models import ClassifierInit, build_classifier
+from training.seg_eval import evaluate_segmenter
+from training.segmenter import SegmenterConfig, build_segmenter, fit_segmenter
+
+LOG = logging.getLogger(__name__)
+VERSION = "1.0.0"
+
+
+def _json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def training_summary(table: Path) -> dict[str, Any]:
+    """Counts per split/source/label of the kept classification rows and of the mask images."""
+    summary: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        cls = cls_split(table, split)
+        seg = seg_split(table, split)
+        summary[split] = {
+            "classification": {
+                str(s): {
+                    "n": int((cls.sources == s).sum()),
+                    "positive": int(cls.labels[cls.sources == s].sum()),
+                }
+                for s in np.unique(cls.sources)
+            },
+            "segmentation": {str(s): int((seg.sources == s).sum()) for s in np.unique(seg.sources)},
+        }
+    return summary
+
+
+def run_classifier(
+    cache_dir: Path,
+    work: Path,
+    weights: Path,
+    init: ClassifierInit,
+    cfg: ClassifierConfig,
+    command: str,
+) -> dict[str, Any]:
+    """Train, calibrate, evaluate and export the classifier; returns the manifest's ``extra``."""
+    table = cache_dir / "images.csv"
+    splits = {s: cls_split(table, s) for s in ("train", "val", "test")}
+    cache = np.load(cache_dir / "cls224.npy", mmap_mode="r")
+    model = build_classifier(init)
+    run = fit_classifier(model, cfg, cache, splits, work / "classifier")
+    return finalize_classifier(model, run, table, weights, init, cfg, command, work)
+
+
+def finalize_classifier(
+    model: torch.nn.Module,
+    run: ClassifierRun,
+    table: Path,
+    weights: Path,
+    init: ClassifierInit,
+    cfg: ClassifierConfig,
+    command: str,
+    work: Path,
+) -> dict[str, Any]:
+    """Calibrate on validation, evaluate on test, export ONNX and write the manifest."""
+    splits = {s: cls_split(table, s) for s in ("val", "test")}
+    cal = calibrate(splits["val"], run.val_logits)
+    metrics = {
+        "validation": per_source_metrics(splits["val"], run.val_logits, cal, cfg.seed),
+        "test": per_source_metrics(splits["test"], run.test_logits, cal, cfg.seed),
+    }
+    export_classifier(model.eval(), weights / "classifier.onnx")
+    extra = {
+        "architecture": "efficientnet-lite0" if init is ClassifierInit.LITE0 else "efficientnet-b0",
+        "init": init.value,
+        "metrics": metrics,
+        "calibration": asdict(cal),
+        "youden_threshold": cal.youden_threshold,
+        "operating_point": "sensitivity >= 0.90 on validation (screening), on sigmoid(logit / temperature)",
+        "training_config": asdict(cfg),
+        "training_history": run.history,
+        "training_wall_s": run.wall_s,
+        "training_command": command,
+        "seed": cfg.seed,
+        "training_data": training_summary(table),
+        "preprocessing": "PIL 'L' / 255 -> inference.preprocess.to_model_input (bilinear 224x224, x3, ImageNet mean/std)",
+    }
+    write_manifest(
+        weights / "classifier.manifest.json",
+        classifier_manifest(VERSION, cal.temperature, cal.threshold, extra),
+    )
+    _json(work / "classifier_metrics.json", extra)
+    return extra
+
+
+def run_segmenter(
+    cache_dir: Path, work: Path, weights: Path, cfg: SegmenterConfig, size: int, command: str
+) -> dict[str, Any]:
+    """Train, evaluate (Dice per structure per source) and export the segmenter."""
+    table = cache_dir / "images.csv"
+    images = np.load(cache_dir / "seg256.npy", mmap_mode="r")
+    targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
+    model = build_segmenter()
+    train = seg_split(table, "train")
+    _, wall = fit_segmenter(model, cfg, images, targets, train.index, work / "segmenter", size)
+    model.eval()
+    metrics = {
+        split: evaluate_segmenter(model, cfg.cut, images, targets, seg_split(table, split), size)
+        for split in ("val", "test")
+    }
+    export_segmenter(model, size, weights / "segmenter.onnx")
+    extra = {
+        "architecture": "DeepLabV3 (ASPP) on EfficientNet-Lite0 stages 0-6, output stride 16",
+        "labels_note": "right_lung = patient's right = image left on PA/AP; heart_mediastinum is trained on "
+        "JSRT/SCR 'heart' and covidseg 'cardiomediastinum' masks",
+        "metrics_dice": metrics,
+        "aspp_channels": model.classifier[0].project[0].out_channels,
+        "training_config": asdict(cfg),
+        "training_wall_s": wall,
+        "training_command": command,
+        "seed": cfg.seed,
+        "loss": "partial-label BCE + soft Dice; unlabelled structures ignored per source; lungs-only masks supervise the union",
+    }
+    write_manifest(weights / "segmenter.manifest.json", segmenter_manifest(VERSION, size, extra))
+    _json(work / "segmenter_metrics.json", extra)
+    return extra
+
+
+def retrain(
+    data_root: Path, work: Path, weights: Path, seed: int, command: str
+) -> dict[str, float]:
+    """Full retrain from ``data_root``; returns wall seconds per step."""
+    from training.prepare import prepare
+
+    torch.set_num_threads(2)
+    times: dict[str, float] = {}
+    start = time.monotonic()
+    cache_dir = work / "cache"
+    prepare(data_root, cache_dir, seed)
+    times["prepare"] = time.monotonic() - start
+    run_classifier(
+        cache_dir, work, weights, ClassifierInit.LITE0, ClassifierConfig(seed=seed), command
+    )
+    times["classifier"] = time.monotonic() - start - sum(times.values())
+    run_segmenter(cache_dir, work, weights, SegmenterConfig(seed=seed), 256, command)
+    times["segmenter"] = time.monotonic() - start - sum(times.values())
+    times["total"] = time.monotonic() - start
+    _json(work / "retrain_times.json", times)
+    return times
