@@ -143,7 +143,13 @@ class RemoteOpenAIBackend:
         )
 
     def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:
-        """Needs a server that echoes prompt log-probabilities (``llama_cpp.server`` does)."""
+        """Needs a server that echoes prompt log-probabilities (``llama_cpp.server`` does).
+
+        The echoed ``text_offset`` values cannot be trusted against our prompt string (the
+        server renders special tokens such as ``<|im_start|>`` as empty text), so the
+        continuation's tokens are found from the end: the generated token(s) are dropped and
+        tokens are taken back until their text covers the continuation.
+        """
         prompt = CHAT_FORMATS[self._config.chat_format].render(messages)
         payload = {
             "model": self._config.model,
@@ -156,19 +162,32 @@ class RemoteOpenAIBackend:
         body = self._post("/v1/completions", payload)
         try:
             lp = body["choices"][0]["logprobs"]
-            rows = zip(lp["tokens"], lp["text_offset"], lp["token_logprobs"], strict=True)
+            tokens = [str(t) for t in lp["tokens"]]
+            logprobs = list(lp["token_logprobs"])
         except (KeyError, IndexError, TypeError) as exc:
             raise ScoringUnsupported("server returned no prompt log-probabilities") from exc
-        end = len(prompt) + len(continuation)
-        kept = [
-            (tok, off - len(prompt), float(lp_))
-            for tok, off, lp_ in rows
-            if len(prompt) <= off < end and lp_ is not None
-        ]
-        if not kept:
-            raise ScoringUnsupported("server echoed no continuation tokens")
-        toks, offs, lps = zip(*kept, strict=True)
-        return TokenScores(tuple(toks), tuple(offs), tuple(lps))
+        generated = int((body.get("usage") or {}).get("completion_tokens", 0))
+        if generated:
+            tokens, logprobs = tokens[:-generated], logprobs[:-generated]
+        return _suffix_scores(tokens, logprobs, continuation)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _suffix_scores(
+    tokens: list[str], logprobs: list[float | None], continuation: str
+) -> TokenScores:
+    """The trailing tokens whose text spells ``continuation``, with offsets into it."""
+    covered, i = 0, len(tokens)
+    while i > 0 and covered < len(continuation):
+        i -= 1
+        covered += len(tokens[i])
+    tail = tokens[i:]
+    if not "".join(tail).endswith(continuation) or any(x is None for x in logprobs[i:]):
+        raise ScoringUnsupported("echoed tokens do not reproduce the continuation")
+    offsets, pos = [], len(continuation) - covered
+    for tok in tail:
+        offsets.append(max(0, pos))
+        pos += len(tok)
+    return TokenScores(tuple(tail), tuple(offsets), tuple(float(x) for x in logprobs[i:]))  # type: ignore[arg-type]

@@ -8,7 +8,13 @@ extra is not installed; CI installs it (scripts/setup.sh -> scripts/install_llam
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
 pytest.importorskip("llama_cpp", reason="llm extra not installed (scripts/install_llama.sh)")
@@ -17,6 +23,7 @@ from reporting.attribution import ShapleyExplainer  # noqa: E402
 from reporting.evidence import Evidence, ZoneEvidence  # noqa: E402
 from reporting.gguf import embedded_gguf_path  # noqa: E402
 from reporting.llama_backend import LlamaCppBackend, embedded_config  # noqa: E402
+from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend  # noqa: E402
 from reporting.report import Report, ReportGenerator  # noqa: E402
 from reporting.schema import SECTION_NAMES  # noqa: E402
 
@@ -74,3 +81,46 @@ def test_real_scoring_and_attribution(backend, reports) -> None:
     )
     # the report names the right mid zone: its descriptor must raise the report's probability
     assert attribution.values[0] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[str]:
+    """The compose ``llm`` service's entry point, on a free local port."""
+    pytest.importorskip("sse_starlette", reason="llama-cpp-python[server] extras not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reporting.serve_llm", "--port", str(port), "--threads", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("llm server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_remote_server_matches_in_process(llm_server, reports) -> None:
+    remote = RemoteOpenAIBackend(RemoteConfig(base_url=llm_server, timeout=120))
+    report = ReportGenerator(remote).generate(EVIDENCE, "en")
+    # same GGUF, same ChatML rendering, greedy decoding: the same text as in process
+    assert report.generation.text == reports[0].generation.text
+    scores = remote.score_tokens(report.messages, report.generated.to_json())
+    assert "".join(scores.tokens) == report.generated.to_json()
+    remote.close()

@@ -133,16 +133,19 @@ def test_half_open_failure_reopens() -> None:
 
 
 def test_score_tokens_reads_echoed_logprobs() -> None:
+    # Shaped like llama_cpp.server: special tokens echo as empty text (so text_offset does not
+    # match our prompt string) and the generated token comes last.
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         assert body["echo"] is True and request.url.path == "/v1/completions"
-        n = len(body["prompt"]) - len("ab cd")
+        assert body["prompt"].endswith("ab cd")
         lp = {
-            "tokens": ["<p>", "ab", " cd", "!"],
-            "text_offset": [0, n, n + 2, n + 5],
-            "token_logprobs": [None, -0.5, -1.5, -3.0],
+            "tokens": ["", "user", "\n", "u", "", "\n", "", "assistant", "\n", "ab", " cd", "!"],
+            "text_offset": [0, 0, 4, 5, 6, 6, 7, 7, 16, 17, 19, 22],
+            "token_logprobs": [None, -1, -1, -1, -1, -1, -1, -1, -1, -0.5, -1.5, -3.0],
         }
-        return httpx.Response(200, json={"choices": [{"text": "", "logprobs": lp}]})
+        usage = {"prompt_tokens": 11, "completion_tokens": 1}
+        return httpx.Response(200, json={"choices": [{"text": "", "logprobs": lp}], "usage": usage})
 
     scores = _backend(handler).score_tokens(MESSAGES, "ab cd")
     assert scores.tokens == ("ab", " cd") and scores.offsets == (0, 2)
