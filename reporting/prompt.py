@@ -135,3 +135,23 @@ def build_messages(
         lines.append(t.confidence.format(confidence=evidence.confidence))
     lines.append(t.instruction)
     return (Message("system", t.system), Message("user", "\n".join(lines)))
+
+
+def player_texts(
+    evidence: Evidence,
+    zones: tuple[ZoneEvidence, ...],
+    language: Language,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+) -> dict[str, str]:
+    """The exact prompt text each player contributes (to locate it for highlighting)."""
+    t = template.texts[language]
+    out = {
+        zone_player(z.zone_id): t.zone_item.format(
+            zone=ZONE_NAMES[language][z.zone_id], intensity=z.intensity
+        )
+        for z in zones
+    }
+    finding = evidence.decision == "finding"
+    out[PLAYER_DECISION] = t.decision_finding if finding else t.decision_no_finding
+    out[PLAYER_CONFIDENCE] = t.confidence.format(confidence=evidence.confidence)
+    return out
