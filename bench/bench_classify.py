@@ -12,13 +12,13 @@ torch eager mode. Results are appended to ``bench/RESULTS.md`` with the machine 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inference.intake import decode_upload  # noqa: E402
+from inference.manifest import load_manifest  # noqa: E402
 from inference.preprocess import batch_inputs  # noqa: E402
 from inference.sessions import RuntimeOptions, load_verified_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cxr" / "images" / "nih" / "00000013_005.jpg"
+DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "cxr" / "images" / "nih" / "00000061_012.jpg"
 
 
 @dataclass(frozen=True)
@@ -74,28 +75,84 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not become ready")
 
 
-async def http_load(url: str, payload: bytes, clients: int, total: int) -> Result:
-    latencies: list[float] = []
-    remaining = total
+def multipart_request(port: int, payload: bytes) -> bytes:
+    """A complete HTTP/1.1 keep-alive POST /classify request, built once."""
+    boundary = b"cxrbenchboundary7d1f"
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="x"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n--" + boundary + b"--\r\n"
+    )
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary.decode()}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
+
+def _read_response(sock: socket.socket, buf: bytearray) -> int:
+    """Read one response (Content-Length framed) and return its status code."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("server closed the connection")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("server closed the connection")
+        rest += chunk
+    del buf[:]
+    buf += rest[length:]
+    return status
+
+
+def http_load(port: int, payload: bytes, clients: int, total: int) -> Result:
+    """Closed-loop load from ``clients`` keep-alive connections with a minimal raw-socket client,
+    so that the client's own cost (it shares the cores) stays far below the server's."""
+    request = multipart_request(port, payload)
+    connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+    buffers = [bytearray() for _ in range(clients)]
+
+    def one(i: int) -> None:
+        connections[i].sendall(request)
+        if _read_response(connections[i], buffers[i]) != 200:
+            raise RuntimeError("unexpected status")
+
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def worker(i: int) -> list[float]:
+        for _ in range(3):  # warm this connection
+            one(i)
+        barrier.wait()
+        latencies = []
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    return latencies
             t0 = time.perf_counter()
-            r = await client.post(url, files={"file": ("x.jpg", payload, "image/jpeg")})
+            one(i)
             latencies.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise RuntimeError(f"unexpected status {r.status_code}")
 
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        for _ in range(3):  # warm
-            await client.post(url, files={"file": ("x.jpg", payload, "image/jpeg")})
+    barrier = threading.Barrier(clients + 1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        futures = [pool.submit(worker, i) for i in range(clients)]
+        barrier.wait()
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        results = [f.result() for f in futures]
         wall = time.perf_counter() - t0
-    return summarise("service /classify (HTTP)", clients, latencies, wall)
+    for c in connections:
+        c.close()
+    return summarise("service /classify (HTTP)", clients, [x for r in results for x in r], wall)
 
 
 def closed_loop(name: str, fn: Callable[[], object], clients: int, total: int) -> Result:
@@ -130,20 +187,27 @@ def bare_ort(batch: np.ndarray, threads: int | None, clients: int, total: int) -
 
 
 def torch_eager(batch: np.ndarray, clients: int, total: int) -> Result | None:
+    """The same network and weights in torch eager mode (rebuilt from the ONNX initializers)."""
     try:
         import torch
 
-        from training.models import build_classifier
+        from training.export import ClassifierGraph, state_dict_from_onnx
+        from training.models import classifier_architecture
     except ImportError:
         return None
-    model = build_classifier().eval()  # same architecture; latency does not depend on weights
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    manifest = load_manifest(settings.weights_dir / settings.classifier_manifest)
+    arch = str(manifest.extra.get("architecture", "efficientnet-b0"))
+    model = ClassifierGraph(classifier_architecture(arch))
+    model.load_state_dict(state_dict_from_onnx(settings.weights_dir / manifest.file))
+    model.eval()
     x = torch.from_numpy(batch)
 
     def run() -> None:
         with torch.inference_mode():
             model(x)
 
-    return closed_loop(f"torch eager (threads={torch.get_num_threads()})", run, clients, total)
+    return closed_loop(f"torch eager, same weights (threads={torch.get_num_threads()})", run, clients, total)
 
 
 def write(results: list[Result], args: argparse.Namespace, out: Path) -> None:
@@ -185,9 +249,7 @@ def main() -> None:
     proc = start_server(port)
     try:
         for clients in (1, 16):
-            results.append(
-                asyncio.run(http_load(f"http://127.0.0.1:{port}/classify", payload, clients, args.requests))
-            )
+            results.append(http_load(port, payload, clients, args.requests))
     finally:
         proc.terminate()
         proc.wait(timeout=40)
