@@ -43,6 +43,7 @@ def build_state(
     limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
     e = settings.explain
     lime_gate = WorkGate("lime", e.lime_slots, e.lime_queue, e.retry_after_s)
+    explain = ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size)
     readiness = Readiness()
     readiness.set("models", True)
     readiness.optional.add("llm")
@@ -51,10 +52,10 @@ def build_state(
         settings=settings,
         registry=registry,
         analysis=AnalysisService(registry, gate, limits),
-        explain=ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size),
+        explain=explain,
         readiness=readiness,
         model_versions=registry.versions(),
-        report=build_report_service(registry, gate, limits, settings.report, *llm),
+        report=build_report_service(registry, explain, settings.report, *llm),
     )
 
 

@@ -1,8 +1,10 @@
 """POST /report: radiograph -> vision evidence -> prompt -> LLM -> grounded report.
 
-Vision (segmentation, classification, Grad-CAM, optional LIME, zone descriptors) runs behind
-the inference gate (LIME behind its own one-slot gate); the LLM runs behind a one-slot gate
-because the in-process model is not re-entrant. Only :class:`reporting.evidence.Evidence`
+Vision (segmentation, classification, Grad-CAM, optional LIME, zone descriptors and the
+"weak explanation" flag) is the explanation service's own pipeline, behind its gates, so a
+report is built from exactly what /explain/* shows; without lungs (LIME impossible) the
+report falls back to Grad-CAM descriptors. The LLM runs behind a one-slot gate because the
+in-process model is not re-entrant. Only :class:`reporting.evidence.Evidence`
 crosses into the prompt: DICOM tags, file names and request fields never reach the LLM.
 LLM errors become 503 + Retry-After; the rest of the API is unaffected when the LLM is down.
 """
@@ -14,15 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from explain.fusion import fused_descriptors
-from explain.gradcam import GradCamResult, explain_gradcam
-from explain.lime import LimeConfig, LimeResult, explain_lime
-from explain.masks import LungMasks
-from explain.quality import ExplanationQuality, assess_quality, explanation_agreement
+from explain.quality import ExplanationQuality
 from explain.zones import ZoneDescriptor
-from inference.anatomy import segment
-from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
-from inference.intake import Limits, Radiograph, decode_upload
+from inference.classify import Classification
 from reporting.attribution import ShapleyAttribution, ShapleyExplainer
 from reporting.errors import LLMError, LLMTimeout, LLMUnavailable
 from reporting.evidence import Evidence, Language, ZoneEvidence
@@ -32,10 +28,11 @@ from reporting.llm import GenerationParams, LLMBackend
 from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend
 from reporting.report import GeneratorConfig, Report, ReportGenerator
 from service.errors import ServiceUnavailable
+from service.explain_usecase import ExplainService, LungsNotFound
 from service.gate import WorkGate
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
-from service.usecases import ImageInfo, image_info
+from service.usecases import ImageInfo
 
 log = logging.getLogger("cxr.service.report")
 
@@ -72,48 +69,22 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
 
-def vision_evidence(
-    registry: ModelRegistry, radiograph: Radiograph, with_lime: bool, lime_config: LimeConfig
-) -> VisionEvidence:
-    """Segment, classify, explain (Grad-CAM, optionally LIME) and map to Evidence."""
-    pixels = radiograph.pixels
-    anatomy = segment(registry.segmenter, pixels)
-    lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
-    out = run_classifier(registry.classifier, [pixels])[0]
-    cls = postprocess(out, registry.classifier)
-    target = cls.decision
-    gc: GradCamResult = explain_gradcam(pixels, out.cam, lungs, target)
-    lime: LimeResult | None = None
-    if with_lime:
-        lime = explain_lime(
-            pixels,
-            lungs,
-            lambda batch: predict_probabilities(registry.classifier, batch),
-            target,
-            seed=0,
-            config=lime_config,
-        )
-    descriptors = fused_descriptors(lungs, gc, lime)
-    confidence = cls.probability_finding if target == "finding" else 1 - cls.probability_finding
-    quality = assess_quality(
-        confidence,
-        energy_in_lungs=gc.energy_in_lungs,
-        agreement_iou=explanation_agreement(gc, lime) if lime is not None else None,
-        empty_map=gc.raw_peak <= 0.0,
-    )
-    evidence = Evidence(
-        decision=cls.decision,
-        probability_finding=min(1.0, max(0.0, float(cls.probability_finding))),
-        threshold=float(cls.threshold),
+def to_evidence(
+    classification: Classification,
+    descriptors: tuple[ZoneDescriptor, ...],
+    quality: ExplanationQuality,
+) -> Evidence:
+    """Map the explanation stage's outputs to the report's input contract."""
+    return Evidence(
+        decision=classification.decision,
+        probability_finding=min(1.0, max(0.0, float(classification.probability_finding))),
+        threshold=float(classification.threshold),
         zones=tuple(
             ZoneEvidence(d.zone_id, min(1.0, d.fused), d.lime_intensity, min(1.0, d.fused))
             for d in descriptors
         ),
         explanation_weak=quality.weak,
         view=None,  # never taken from DICOM tags: the prompt sees model outputs only
-    )
-    return VisionEvidence(
-        evidence, cls, descriptors, quality, lime is not None, image_info(radiograph)
     )
 
 
@@ -180,23 +151,18 @@ class ReportService:
     def __init__(
         self,
         registry: ModelRegistry,
-        vision_gate: WorkGate,
-        lime_gate: WorkGate,
+        explain: ExplainService,
         llm_gate: WorkGate,
-        limits: Limits,
         backend: LLMBackend | None,
         settings: ReportSettings,
         backend_error: str | None = None,
     ) -> None:
         self.registry = registry
-        self.vision_gate = vision_gate
-        self.lime_gate = lime_gate
+        self.explain = explain
         self.llm_gate = llm_gate
-        self.limits = limits
         self.backend = backend
         self.settings = settings
         self.backend_error = backend_error
-        self.lime_config = LimeConfig(n_samples=settings.lime_samples)
         self.generator = (
             ReportGenerator(
                 backend,
@@ -221,9 +187,31 @@ class ReportService:
     def model_hashes(self) -> dict[str, str]:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
-    def _vision_sync(self, data: bytes, with_lime: bool) -> VisionEvidence:
-        radiograph = decode_upload(data, self.limits)
-        return vision_evidence(self.registry, radiograph, with_lime, self.lime_config)
+    async def _vision(self, data: bytes, with_lime: bool) -> VisionEvidence:
+        if with_lime:
+            try:
+                lime = await self.explain.lime(data, None, self.settings.lime_samples, 0)
+            except LungsNotFound:
+                log.info("no lungs found: report built from Grad-CAM alone")
+            else:
+                return VisionEvidence(
+                    to_evidence(lime.classification, lime.zones, lime.quality),
+                    lime.classification,
+                    lime.zones,
+                    lime.quality,
+                    True,
+                    lime.image,
+                )
+        gc = await self.explain.gradcam(data, None)
+        zones = gc.gradcam.zones
+        return VisionEvidence(
+            to_evidence(gc.classification, zones, gc.quality),
+            gc.classification,
+            zones,
+            gc.quality,
+            False,
+            gc.image,
+        )
 
     def _llm_sync(
         self, vision: VisionEvidence, language: Language, attributions: bool
@@ -248,8 +236,7 @@ class ReportService:
     ) -> ReportOutcome:
         self._require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        gate = self.lime_gate if with_lime else self.vision_gate
-        vision = await gate.run(lambda: self._vision_sync(data, with_lime))
+        vision = await self._vision(data, with_lime)
         vision_ms = _ms(t0)
         try:
             report, attribution, llm_ms, attr_ms = await self.llm_gate.run(
@@ -273,14 +260,10 @@ class ReportService:
 
 def build_report_service(
     registry: ModelRegistry,
-    vision_gate: WorkGate,
-    limits: Limits,
+    explain: ExplainService,
     settings: ReportSettings,
     backend: LLMBackend | None,
     backend_error: str | None = None,
 ) -> ReportService:
-    lime_gate = WorkGate("lime", 1, settings.max_queue, settings.retry_after_s)
     llm_gate = WorkGate("llm", 1, settings.max_queue, settings.retry_after_s)
-    return ReportService(
-        registry, vision_gate, lime_gate, llm_gate, limits, backend, settings, backend_error
-    )
+    return ReportService(registry, explain, llm_gate, backend, settings, backend_error)

@@ -46,7 +46,7 @@ class Swap:
         key = id(self.backend)
         if key not in self._cache:
             self._cache[key] = build_report_service(
-                base.registry, base.vision_gate, base.limits, base.settings, self.backend
+                base.registry, base.explain, base.settings, self.backend
             )
         return self._cache[key]
 
