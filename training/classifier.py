@@ -178,7 +178,7 @@ def fit_classifier(
     splits: dict[str, ClsSplit],
     out_dir: Path,
 ) -> ClassifierRun:
-    """Cache trunk views, train the tail, save ``classifier.pt`` and val/test logits in ``out_dir``."""
+    """Cache trunk views, train the tail, save ``classifier.pt`` and val/test logits."""
     torch.manual_seed(cfg.seed)
     start = time.monotonic()
     trunk = model.features[: cfg.cut]

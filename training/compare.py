@@ -101,7 +101,7 @@ def _architectures() -> dict[str, nn.Module]:
 
 
 def model_cost(model: nn.Module, size: int = 224) -> dict[str, float]:
-    """Parameters, forward FLOPs and ORT CPU latency (median of 10, batch 1, 1 thread) at ``size``."""
+    """Parameters, forward FLOPs and ORT CPU latency (median of 10, batch 1, 1 thread)."""
     model.eval()
     x = torch.zeros(1, 3, size, size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -56,7 +56,7 @@ def calibrate(val: ClsSplit, logits: npt.NDArray[np.float64]) -> Calibration:
 def per_source_metrics(
     split: ClsSplit, logits: npt.NDArray[np.float64], cal: Calibration, seed: int
 ) -> dict[str, dict[str, Any]]:
-    """AUROC (+95 % CI), sensitivity/specificity at both thresholds, ECE before/after, per source and overall."""
+    """Per source and overall: AUROC (+95 % CI), sens/spec at both thresholds, ECE before/after."""
     out: dict[str, dict[str, Any]] = {}
     groups = {"all": np.ones(len(split.labels), dtype=bool)}
     groups |= {str(s): split.sources == s for s in np.unique(split.sources)}

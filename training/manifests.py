@@ -10,13 +10,15 @@ from training.segmenter import SEG_LABELS
 DATA_SOURCES = [
     {
         "source": "kermany",
-        "citation": "Kermany et al., Cell 2018 (Guangzhou Women and Children's Medical Center, pediatric 1-5 y), train split",
+        "citation": "Kermany et al., Cell 2018 (Guangzhou Women and Children's Medical Center, "
+        "pediatric 1-5 y), train split",
         "licence": "CC BY 4.0",
         "used_for": ["classifier", "segmenter (lung masks by V7 Labs)"],
     },
     {
         "source": "nih",
-        "citation": "NIH ChestX-ray14, Wang et al. CVPR 2017 (1,000-image subset: No Finding vs Pneumonia)",
+        "citation": "NIH ChestX-ray14, Wang et al. CVPR 2017 "
+        "(1,000-image subset: No Finding vs Pneumonia)",
         "licence": "NIH Clinical Center: free use with citation",
         "used_for": ["classifier"],
     },

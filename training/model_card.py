@@ -46,7 +46,7 @@ def _load(path: Path) -> Any:
 
 
 def write_model_card(weights: Path, work: Path) -> Path:
-    """Write MODEL_CARD.md; sections whose inputs are missing say so instead of inventing numbers."""
+    """Write MODEL_CARD.md; sections whose inputs are missing say so (no invented numbers)."""
     cls = _load(weights / "classifier.manifest.json")
     seg = _load(weights / "segmenter.manifest.json")
     inits = _load(work / "compare" / "inits.json")

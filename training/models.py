@@ -77,7 +77,7 @@ def _lite0_pairs(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
 
 
 def transplant_lite0(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
-    """Copy Lite0 conv + BN tensors into ``model``'s trunk where shapes fit; returns #tensors copied.
+    """Copy Lite0 conv + BN tensors into ``model`` where shapes fit; returns #tensors copied.
 
     EfficientNet-B0 and -Lite0 share the MBConv layout (stem 32, 16 blocks, head 1280, same
     kernel sizes); Lite0 lacks squeeze-excitation and uses ReLU6. SE layers are set to
@@ -126,7 +126,8 @@ def adapt_stem(
     """Fold a change of input normalisation into the stem so pretrained features stay valid.
 
     The service feeds ``(x - m) / s`` (ImageNet mean/std, fixed by the serving contract); the
-    checkpoint was trained on ``(x - m') / s'``. Since ``(x - m') / s' = in * s / s' + (m - m') / s'``
+    checkpoint was trained on ``(x - m') / s'``. Since
+    ``(x - m') / s' = in * s / s' + (m - m') / s'``
     and the stem conv is linear without bias, its weights are scaled by ``s / s'`` and the
     constant goes into the BN running mean (exact away from the zero-padded border). Measured
     on the shared radiographs: stem activations match the BN statistics only with 0.5/0.5.
@@ -166,7 +167,7 @@ def build_classifier(init: ClassifierInit, torchvision_weights: Path | None = No
 
 
 def classifier_architecture(name: str) -> nn.Module:
-    """Untrained classifier of a manifest's ``extra.architecture`` (for loading exported weights)."""
+    """Untrained classifier of a manifest's ``extra.architecture`` (to load exported weights)."""
     model = efficientnet_b0(weights=None)
     if name == "efficientnet-lite0":
         to_lite0(model)

@@ -94,14 +94,16 @@ def finalize_classifier(
         "metrics": metrics,
         "calibration": asdict(cal),
         "youden_threshold": cal.youden_threshold,
-        "operating_point": "sensitivity >= 0.90 on validation (screening), on sigmoid(logit / temperature)",
+        "operating_point": "sensitivity >= 0.90 on validation (screening), "
+        "on sigmoid(logit / temperature)",
         "training_config": asdict(cfg),
         "training_history": run.history,
         "training_wall_s": run.wall_s,
         "training_command": command,
         "seed": cfg.seed,
         "training_data": training_summary(table),
-        "preprocessing": "PIL 'L' / 255 -> inference.preprocess.to_model_input (bilinear 224x224, x3, ImageNet mean/std)",
+        "preprocessing": "PIL 'L' / 255 -> inference.preprocess.to_model_input "
+        "(bilinear 224x224, x3, ImageNet mean/std)",
     }
     write_manifest(
         weights / "classifier.manifest.json",
@@ -129,7 +131,8 @@ def run_segmenter(
     export_segmenter(model, size, weights / "segmenter.onnx")
     extra = {
         "architecture": "DeepLabV3 (ASPP) on EfficientNet-Lite0 stages 0-6, output stride 16",
-        "labels_note": "right_lung = patient's right = image left on PA/AP; heart_mediastinum is trained on "
+        "labels_note": "right_lung = patient's right = image left on PA/AP; "
+        "heart_mediastinum is trained on "
         "JSRT/SCR 'heart' and covidseg 'cardiomediastinum' masks",
         "metrics_dice": metrics,
         "aspp_channels": model.classifier[0].project[0].out_channels,
@@ -137,7 +140,8 @@ def run_segmenter(
         "training_wall_s": wall,
         "training_command": command,
         "seed": cfg.seed,
-        "loss": "partial-label BCE + soft Dice; unlabelled structures ignored per source; lungs-only masks supervise the union",
+        "loss": "partial-label BCE + soft Dice; unlabelled structures ignored per source; "
+        "lungs-only masks supervise the union",
     }
     write_manifest(weights / "segmenter.manifest.json", segmenter_manifest(VERSION, size, extra))
     _json(work / "segmenter_metrics.json", extra)

@@ -130,7 +130,7 @@ def _body(model: DeepLabV3) -> nn.Sequential:
 def cached_trunk(
     model: DeepLabV3, cut: int, images: npt.NDArray[np.float32], index: npt.NDArray[np.int64]
 ) -> torch.Tensor:
-    """Frozen backbone activations (float16) up to stage ``cut`` for cache rows ``index`` (via ORT)."""
+    """Frozen backbone activations (float16) up to stage ``cut`` of cache rows ``index`` (ORT)."""
     run = ort_function(_body(model)[:cut], images.shape[-1])
     out = []
     for start in range(0, len(index), 32):
@@ -171,7 +171,7 @@ def fit_segmenter(
     out_dir: Path,
     size: int,
 ) -> tuple[Path, float]:
-    """Train the tail of ``model`` on cached trunk features; saves ``segmenter.pt``; returns (path, wall s)."""
+    """Train the tail on cached trunk features; saves ``segmenter.pt``; returns (path, wall s)."""
     torch.manual_seed(cfg.seed)
     start = time.monotonic()
     for p in _body(model)[: cfg.cut].parameters():
