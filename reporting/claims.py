@@ -239,6 +239,16 @@ OUT_OF_SCOPE = (
 )
 
 
+# Sources of information the report does not have: no history, no examination, no prior study.
+_STUDY = r"(?:study|studies|exam\w*|imaging|radiograph\w*|film\w*)"
+_UNSUPPORTED_SOURCES = re.compile(
+    r"\b(clinical (?:data|examination|history|findings)|physical examination"
+    r"|(?:medical|patient) history|laborator\w*|lab results"
+    rf"|prior {_STUDY}|previous {_STUDY}|compared (?:with|to)|since the (?:prior|previous)"
+    r"|unchanged|stable|анамнез\w*|предыдущ\w*|сравнени\w*)",
+)
+
+
 def _has(word: str, stems: tuple[str, ...]) -> bool:
     """English stems match whole words; Cyrillic stems match word prefixes (inflection)."""
     for stem in stems:
@@ -361,6 +371,7 @@ def extract_claims(sentence: str) -> Claims:
             elif _has(w, _NEGATABLE) and neg:
                 normal = True
         scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
+    scope += [m.group(0) for m in _UNSUPPORTED_SOURCES.finditer(text)]
     decimals = tuple(_number(m) for m in _DECIMAL.findall(text))
     percents = tuple(_number(m) / 100.0 for m in _PERCENT.findall(text))
     integers = tuple(int(m) for m in _INTEGER.findall(text))

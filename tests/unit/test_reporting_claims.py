@@ -88,3 +88,16 @@ def test_out_of_scope_and_numbers() -> None:
 def test_negation_scope(sentence: str, abnormal: bool, normal: bool) -> None:
     claims = extract_claims(sentence)
     assert (claims.states_abnormal, claims.states_normal) == (abnormal, normal)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Based on the clinical data, no findings were reported.",
+        "Unchanged compared with the prior radiograph.",
+        "The opacity is stable since the previous study.",
+        "По сравнению с предыдущим снимком без динамики.",
+    ],
+)
+def test_claims_about_sources_the_report_lacks_are_out_of_scope(sentence: str) -> None:
+    assert extract_claims(sentence).out_of_scope
