@@ -38,7 +38,7 @@ def augment_gray(batch: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def normalise(gray: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """float32 [B, H, W] in [0, 1] -> [B, C, H, W]: the torch twin of ``to_model_input``, no resize."""
+    """float32 [B, H, W] in [0, 1] -> [B, C, H, W]: torch twin of ``to_model_input``, no resize."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (gray.unsqueeze(1).expand(-1, len(mean), -1, -1) - m) / s

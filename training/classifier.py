@@ -4,8 +4,8 @@ The EfficientNet trunk up to ``cut`` (default: through stage 6, 192 channels at 
 frozen with its ImageNet statistics; its activations are computed once per view (one clean
 view for every image, ``n_aug`` augmented views for training images) and cached. Only the
 tail (stage 7, the 1280-channel head conv, the linear head) is trained. On 2 CPU cores this
-is ~20x faster than end-to-end training; ``cut=0`` trains end to end (no cache) for users with
-the compute.
+is ~20x faster than end-to-end training. Smaller ``cut`` values train more of the network
+(``cut=0``: everything, on cached normalised images) for users with the compute.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from training.augment import augment_gray, normalise
 from training.dataset import ClsSplit, source_balanced_weights
-from training.models import IMAGENET_MEAN, IMAGENET_STD
+from training.models import IMAGENET_MEAN, IMAGENET_STD, features_of, head_of
 from training.ort_trunk import ort_function
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class ClassifierConfig:
 
     cut: int = 7
     n_aug: int = 2
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -105,8 +105,8 @@ def train_tail(
     """
     from training.metrics import auroc
 
-    tail = nn.Sequential(*model.features[cfg.cut :], model.avgpool, nn.Flatten(1))
-    head = model.classifier
+    tail = nn.Sequential(*features_of(model)[cfg.cut :], nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    head = head_of(model)
     params = list(tail.parameters()) + list(head.parameters())
     weights = source_balanced_weights(train.sources, cfg.source_power)
     pos_weight = torch.tensor(class_pos_weight(train.labels, weights))
@@ -181,7 +181,7 @@ def fit_classifier(
     """Cache trunk views, train the tail, save ``classifier.pt`` and val/test logits."""
     torch.manual_seed(cfg.seed)
     start = time.monotonic()
-    trunk = model.features[: cfg.cut]
+    trunk = features_of(model)[: cfg.cut]
     for p in trunk.parameters():
         p.requires_grad_(False)
     train = splits["train"]
@@ -193,14 +193,14 @@ def fit_classifier(
     test_feats = trunk_features(trunk, cache, splits["test"].index, None)
     LOG.info("trunk cache: %d views, %.0f s", len(views), time.monotonic() - start)
     history = train_tail(model, cfg, views, train, val_feats, splits["val"])
-    tail = nn.Sequential(*model.features[cfg.cut :], model.avgpool, nn.Flatten(1))
+    tail = nn.Sequential(*features_of(model)[cfg.cut :], nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "classifier.pt"
     torch.save(model.state_dict(), state_path)
     run = ClassifierRun(
         state_path=state_path,
-        val_logits=tail_logits(tail, model.classifier, val_feats),
-        test_logits=tail_logits(tail, model.classifier, test_feats),
+        val_logits=tail_logits(tail, head_of(model), val_feats),
+        test_logits=tail_logits(tail, head_of(model), test_feats),
         history=history,
         wall_s=time.monotonic() - start,
     )

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.models import features_of, head_of
+
 OPSET = 17
 
 
@@ -26,8 +28,8 @@ class ClassifierGraph(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.features = model.features
-        linear = model.classifier[-1]
+        self.features = features_of(model)
+        linear = head_of(model)[-1]
         if not isinstance(linear, nn.Linear) or linear.out_features != 1:
             raise ValueError("classifier head must be Linear(C, 1)")
         self.head = linear

@@ -16,19 +16,29 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 
 def _cls_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    header = (
+        "| source | n (pos) | AUROC [95 % CI] | goal | sens @ thr | spec @ thr "
+        "| sens/spec @ Youden | ECE before → after |"
+    )
     lines = [
-        "| source | n (pos) | AUROC [95 % CI] | goal | sens @ thr | spec @ thr | sens/spec @ Youden | ECE before → after |",
+        header,
         "|---|---|---|---|---|---|---|---|",
     ]
     for src, m in metrics.items():
         lo, hi = m["auroc_ci95"]
         goal = GOALS.get(src)
         goal_txt = "" if goal is None else (f"≥ {goal} {'met' if m['auroc'] >= goal else 'MISSED'}")
-        lines.append(
-            f"| {src} | {m['n']} ({m['n_positive']}) | {_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}] | {goal_txt} | "
-            f"{_fmt(m['sensitivity'])} | {_fmt(m['specificity'])} | {_fmt(m['youden_sensitivity'])} / "
-            f"{_fmt(m['youden_specificity'])} | {_fmt(m['ece_uncalibrated'])} → {_fmt(m['ece_calibrated'])} |"
-        )
+        cells = [
+            src,
+            f"{m['n']} ({m['n_positive']})",
+            f"{_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}]",
+            goal_txt,
+            _fmt(m["sensitivity"]),
+            _fmt(m["specificity"]),
+            f"{_fmt(m['youden_sensitivity'])} / {_fmt(m['youden_specificity'])}",
+            f"{_fmt(m['ece_uncalibrated'])} → {_fmt(m['ece_calibrated'])}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -39,6 +49,15 @@ def _seg_table(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         cells = [f"{per[n]['dice']:.3f} (n={per[n]['n']})" if n in per else "—" for n in names]
         lines.append(f"| {src} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    """Markdown table, or a note when the comparison was not run."""
+    if not rows:
+        return "_not run in this build_"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _load(path: Path) -> Any:
@@ -89,34 +108,37 @@ def write_model_card(weights: Path, work: Path) -> Path:
         parts["seg_arch"] = ex["architecture"]
         parts["seg_size"] = str(seg["input"]["size"])
         parts["seg_wall"] = f"{ex['training_wall_s'] / 60:.1f}"
-    parts["inits"] = (
-        "\n".join(
-            [
-                "| initialisation | validation AUROC | train images | epochs | wall (s) |",
-                "|---|---|---|---|---|",
-            ]
-            + [
-                f"| {r['init']} | {r['val_auroc']:.4f} | {r['n_train']} | {r['epochs']} | {r['wall_s']:.0f} |"
-                for r in inits
-            ]
-        )
-        if inits
-        else "_not run in this build_"
+    parts["inits"] = _table(
+        ["initialisation", "validation AUROC", "train images", "epochs", "wall (s)"],
+        [
+            [r["init"], f"{r['val_auroc']:.4f}", r["n_train"], r["epochs"], f"{r['wall_s']:.0f}"]
+            for r in inits or []
+        ],
     )
-    parts["archs"] = (
-        "\n".join(
+    parts["archs"] = _table(
+        [
+            "architecture",
+            "init",
+            "params (M)",
+            "GFLOPs @224",
+            "ORT CPU latency (ms, bs 1, 1 thread)",
+            "validation AUROC",
+            "train px",
+            "images seen in budget",
+        ],
+        [
             [
-                "| architecture | init | params (M) | GFLOPs @224 | ORT CPU latency (ms, bs 1, 1 thread) | validation AUROC | train px | images seen in budget |",
-                "|---|---|---|---|---|---|---|---|",
+                r["architecture"],
+                r["init"],
+                f"{r['params_m']:.2f}",
+                f"{r['gflops_224']:.2f}",
+                f"{r['ort_latency_ms']:.1f}",
+                f"{r['val_auroc']:.4f}",
+                r["train_px"],
+                r["train_images_seen"],
             ]
-            + [
-                f"| {r['architecture']} | {r['init']} | {r['params_m']:.2f} | {r['gflops_224']:.2f} | {r['ort_latency_ms']:.1f} | "
-                f"{r['val_auroc']:.4f} | {r['train_px']} | {r['train_images_seen']} |"
-                for r in archs
-            ]
-        )
-        if archs
-        else "_not run in this build_"
+            for r in archs or []
+        ],
     )
     parts["times"] = (
         (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))

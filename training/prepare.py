@@ -163,7 +163,8 @@ def prepare(
             seg_index[i], n_seg = n_seg, n_seg + 1
         if i % 1000 == 0:
             LOG.info("decoded %d/%d images", i, len(images))
-    cls_cache.flush(), seg_cache.flush(), seg_tgt.flush()
+    for array in (cls_cache, seg_cache, seg_tgt):
+        array.flush()
     first_by_sha: dict[str, int] = {}
     dup_links = [
         (first_by_sha.setdefault(s, i), i)

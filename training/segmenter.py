@@ -36,7 +36,9 @@ from training.models import (
     LITE0_MEAN,
     LITE0_STD,
     adapt_stem,
+    features_of,
     lite0_checkpoint,
+    stem_of,
     to_lite0,
     transplant_lite0,
 )
@@ -56,10 +58,13 @@ def _dilate_stage(stage: nn.Module, dilation: int) -> None:
             module.padding = ((module.kernel_size[0] - 1) // 2 * dilation,) * 2
 
 
-def build_segmenter(pretrained: bool = True, aspp_channels: int = 64) -> DeepLabV3:
-    """DeepLabV3 on an EfficientNet-Lite0 trunk (ImageNet from the wheel), output stride 16.
+def build_segmenter(
+    pretrained: bool = True, aspp_channels: int = 64, output_stride: int = 16
+) -> DeepLabV3:
+    """DeepLabV3 on an EfficientNet-Lite0 trunk (ImageNet from the wheel), output stride 8 or 16.
 
-    The trunk is Lite0 stages 0-6 with stage 6 dilated (stride 16 instead of 32); the ASPP head
+    The trunk is Lite0 stages 0-6; stage 6 (OS16) or stages 4-6 (OS8) are dilated instead of
+    strided, the usual atrous conversion of a pretrained backbone; the ASPP head
     (rates 6/12/18, image pooling) reads its 192-channel output. ASPP is slimmed to
     ``aspp_channels`` (torchvision's default 256 costs ~6x more on CPU). Input float32
     [N, 3, S, S] (ImageNet mean/std), output {"out": [N, 3, S, S]} logits.
@@ -69,13 +74,19 @@ def build_segmenter(pretrained: bool = True, aspp_channels: int = 64) -> DeepLab
         state = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
         transplant_lite0(trunk, state)
         adapt_stem(
-            trunk.features[0][0],
-            trunk.features[0][1],
+            *stem_of(trunk),
             (IMAGENET_MEAN, IMAGENET_STD),
             (LITE0_MEAN, LITE0_STD),
         )
-    _dilate_stage(trunk.features[6], 2)
-    body = nn.Sequential(*trunk.features[:7])
+    if output_stride == 8:
+        _dilate_stage(features_of(trunk)[4], 2)
+        _dilate_stage(features_of(trunk)[5], 2)
+        _dilate_stage(features_of(trunk)[6], 4)
+    elif output_stride == 16:
+        _dilate_stage(features_of(trunk)[6], 2)
+    else:
+        raise ValueError("output_stride must be 8 or 16")
+    body = nn.Sequential(*features_of(trunk)[:7])
     backbone = IntermediateLayerGetter(body, return_layers={"6": "out"})
     head = nn.Sequential(
         ASPP(192, [6, 12, 18], aspp_channels),
