@@ -50,21 +50,23 @@ class LimeConfig:
     """LIME knobs. ``n_samples`` default comes from the stability study in bench/RESULTS.md."""
 
     n_samples: int = 300
-    n_segments: int = 40
-    compactness: float = 0.15
+    n_segments: int = 20
+    compactness: float = 0.5
     work_size: int = 224
     batch_size: int = 100
     kernel_width: float = 0.25
     ridge_alpha: float = 1.0
     margin_fraction: float = 0.03
     top_k: int = 5
-    paired: bool = False
+    keep_probability: float = 0.5
 
     def __post_init__(self) -> None:
         if not 10 <= self.n_samples <= MAX_SAMPLES:
             raise ValueError(f"n_samples must be in [10, {MAX_SAMPLES}]")
         if not 4 <= self.n_segments <= 200:
             raise ValueError("n_segments must be in [4, 200]")
+        if not 0.05 <= self.keep_probability <= 0.95:
+            raise ValueError("keep_probability must be in [0.05, 0.95]")
         if self.batch_size < 1 or self.work_size < 32 or self.top_k < 1:
             raise ValueError("batch_size, work_size and top_k must be positive")
 
@@ -133,27 +135,54 @@ class LimeResult:
 
 
 def chest_superpixels(
-    image: FloatMap, region: npt.NDArray[np.bool_], n_segments: int, compactness: float
+    image: FloatMap,
+    lungs: npt.NDArray[np.bool_],
+    margin_px: float,
+    n_segments: int,
+    compactness: float,
 ) -> Labels:
-    """SLIC superpixels inside ``region``: int32 [h, w], ids 0..K-1 consecutive, -1 outside.
+    """SLIC superpixels of the lungs, grown outward over a margin: int32 [h, w], ids 0..K-1
+    consecutive, -1 outside the chest region (lungs plus about ``margin_px`` pixels).
 
-    image: float32 [h, w] in [0, 1]. Deterministic (SLIC has no randomness).
+    image: float32 [h, w] in [0, 1]; lungs: bool [h, w]. SLIC runs inside the lungs only and
+    each margin pixel joins the nearest lung superpixel: segmenting the margin on its own made
+    long slivers along the ribs and pleura. Deterministic (SLIC has no randomness).
     """
-    if not region.any():
+    if not lungs.any():
         raise ValueError("the chest region is empty: no lung was found")
     raw = slic(
         image.astype(np.float64),
         n_segments=n_segments,
         compactness=compactness,
         sigma=1.0,
-        mask=region,
+        mask=lungs,
         channel_axis=None,
         start_label=1,
     )
     ids, inverse = np.unique(raw, return_inverse=True)
     labels = inverse.reshape(raw.shape).astype(np.int32)
     # SLIC marks pixels outside the mask with 0; keep ids consecutive from 0 inside.
-    return labels - 1 if ids[0] == 0 else labels
+    labels = labels - 1 if ids[0] == 0 else labels
+    region = chest_region(lungs, margin_px)
+    return _grow_labels(labels, region, int(np.ceil(1.2 * margin_px)) + 2)
+
+
+def _grow_labels(labels: Labels, region: npt.NDArray[np.bool_], steps: int) -> Labels:
+    """Give unlabelled ``region`` pixels the label of a labelled 4-neighbour, ``steps`` times."""
+    out = labels.copy()
+    height, width = out.shape
+    for _ in range(steps):
+        todo = region & (out < 0)
+        if not todo.any():
+            break
+        padded = np.pad(out, 1, constant_values=-1)
+        grown = out.copy()
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            neighbour = padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+            take = todo & (grown < 0) & (neighbour >= 0)
+            grown[take] = neighbour[take]
+        out = grown
+    return out
 
 
 def segment_means(image: FloatMap, labels: Labels, n_segments: int) -> npt.NDArray[np.float32]:
@@ -165,24 +194,20 @@ def segment_means(image: FloatMap, labels: Labels, n_segments: int) -> npt.NDArr
 
 
 def sample_design(
-    n_samples: int, n_segments: int, rng: np.random.Generator, paired: bool = False
+    n_samples: int, n_segments: int, rng: np.random.Generator, keep_probability: float = 0.5
 ) -> npt.NDArray[np.uint8]:
     """uint8 [n_samples, K] of 0/1 (1 = superpixel kept); row 0 is all ones, as in lime.
 
-    Rows are uniform random bits (lime's design). ``paired``: rows 2, 4, ... are the
-    complements of rows 1, 3, ... (antithetic sampling, as KernelSHAP pairs its coalitions):
-    every superpixel is then on in exactly half of each pair, which cancels the even-order
-    interactions that otherwise leak into the main-effect weights. In both designs the first
-    n rows of a longer design equal the design of n rows for the same seed.
+    keep_probability 0.5 is lime's design (uniform random bits). A higher value keeps the
+    perturbed images closer to the original, where the model is closer to linear, so the
+    local linear fit varies less from seed to seed (see the stability study). The first n
+    rows of a longer design equal the n-row design for the same seed.
     """
-    if not paired:
+    if keep_probability == 0.5:
         rows = rng.integers(0, 2, size=(n_samples, n_segments), dtype=np.uint8)
-        rows[0] = 1
-        return rows
-    half = rng.integers(0, 2, size=(n_samples // 2, n_segments), dtype=np.uint8)
-    rows = np.ones((n_samples, n_segments), dtype=np.uint8)
-    rows[1::2] = half
-    rows[2::2] = 1 - half[: (n_samples - 1) // 2]
+    else:
+        rows = (rng.random((n_samples, n_segments)) < keep_probability).astype(np.uint8)
+    rows[0] = 1
     return rows
 
 
@@ -306,14 +331,19 @@ def explain_lime(
     started = time.perf_counter()
     size = config.work_size
     work = np.clip(resize_gray(image, size, size), 0.0, 1.0)
-    region = chest_region(
-        resize_mask(lungs.both, size, size), margin_pixels((size, size), config.margin_fraction)
+    labels = chest_superpixels(
+        work,
+        resize_mask(lungs.both, size, size),
+        margin_pixels((size, size), config.margin_fraction),
+        config.n_segments,
+        config.compactness,
     )
-    labels = chest_superpixels(work, region, config.n_segments, config.compactness)
     n_segments = int(labels.max()) + 1
     t_seg = time.perf_counter()
 
-    rows = sample_design(config.n_samples, n_segments, np.random.default_rng(seed), config.paired)
+    rows = sample_design(
+        config.n_samples, n_segments, np.random.default_rng(seed), config.keep_probability
+    )
     probs = _evaluate(work, labels, rows, predict, config.batch_size)
     response = probs if target == "finding" else 1.0 - probs
     t_pred = time.perf_counter()

@@ -18,7 +18,7 @@ from explain.lime import (
     perturb,
     sample_design,
 )
-from explain.masks import LungMasks
+from explain.masks import LungMasks, chest_region
 
 H, W = 150, 180
 SPOT = (0.62, 0.25)  # relative (row, col) of a small bright spot in the right lung (image left)
@@ -92,10 +92,12 @@ def test_fit_matches_lime_base_on_the_same_samples() -> None:
 
 def test_superpixels_stay_in_the_region() -> None:
     image, lungs = synthetic_case()
-    labels = chest_superpixels(image, lungs.both, 20, 0.15)
+    labels = chest_superpixels(image, lungs.both, 4.0, 20, 0.5)
     assert labels.dtype == np.int32
-    assert np.all(labels[~lungs.both] == -1)
     assert np.all(labels[lungs.both] >= 0)
+    margin = chest_region(lungs.both, 4.0) & ~lungs.both
+    assert np.all(labels[margin] >= 0)  # the margin joins neighbouring lung superpixels
+    assert np.all(labels[~chest_region(lungs.both, 4.0)] == -1)
     assert np.unique(labels[labels >= 0]).tolist() == list(range(labels.max() + 1))
 
 
@@ -156,3 +158,12 @@ def test_predict_with_wrong_shape_is_reported() -> None:
     image, lungs = synthetic_case()
     with pytest.raises(ValueError):
         explain_lime(image, lungs, lambda b: np.zeros((b.shape[0], 2), np.float32))
+
+
+def test_design_keeps_the_requested_share_and_is_prefix_stable() -> None:
+    for keep in (0.5, 0.75):
+        rows = sample_design(9, 6, np.random.default_rng(2), keep)
+        assert rows[0].all() and rows.dtype == np.uint8
+        longer = sample_design(4001, 6, np.random.default_rng(2), keep)
+        np.testing.assert_array_equal(longer[:9], rows)
+        assert longer[1:].mean() == pytest.approx(keep, abs=0.02)
