@@ -49,7 +49,7 @@ MAX_SAMPLES = 1000
 class LimeConfig:
     """LIME knobs. ``n_samples`` default comes from the stability study in bench/RESULTS.md."""
 
-    n_samples: int = 300
+    n_samples: int = 200
     n_segments: int = 20
     compactness: float = 0.5
     work_size: int = 224

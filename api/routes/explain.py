@@ -11,10 +11,11 @@ from api.problems import problem_responses
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import GradCamResponse, LimeResponse, gradcam_response, lime_response
 from api.upload import UploadDep, upload_request_body
-from explain import MAX_SAMPLES, Target
+from explain import MAX_SAMPLES, LimeConfig, Target
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+DEFAULT_SAMPLES = LimeConfig().n_samples
 
 TargetQuery = Annotated[
     Target | None,
@@ -57,8 +58,13 @@ async def explain_lime(
     registry: RegistryDep,
     target: TargetQuery = None,
     n_samples: Annotated[
-        int, Query(ge=50, le=MAX_SAMPLES, description="Perturbed samples (stability study: 300).")
-    ] = 300,
+        int,
+        Query(
+            ge=50,
+            le=MAX_SAMPLES,
+            description="Perturbed samples; 200 from the stability study in bench/RESULTS.md.",
+        ),
+    ] = DEFAULT_SAMPLES,
     seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="Random seed, echoed.")] = 0,
 ) -> LimeResponse:
     out = await explainer.lime(upload.data, target, n_samples, seed)
