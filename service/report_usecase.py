@@ -231,13 +231,19 @@ class ReportService:
             )
         return report, attribution, llm_ms, _ms(t1) if attributions else 0.0
 
-    async def report(
-        self, data: bytes, language: Language, with_lime: bool, attributions: bool
+    def require_llm(self) -> None:
+        """Raise ServiceUnavailable (503) now when no LLM is configured or loaded."""
+        self._require_llm()
+
+    async def evidence(self, data: bytes, with_lime: bool) -> VisionEvidence:
+        """The vision half of a report: what the prompt will be built from."""
+        return await self._vision(data, with_lime)
+
+    async def write(
+        self, vision: VisionEvidence, language: Language, attributions: bool, vision_ms: float
     ) -> ReportOutcome:
-        self._require_llm()  # fail fast, before any vision work
+        """The language half: LLM, grounding, optional attributions (LLM errors -> 503)."""
         t0 = time.perf_counter()
-        vision = await self._vision(data, with_lime)
-        vision_ms = _ms(t0)
         try:
             report, attribution, llm_ms, attr_ms = await self.llm_gate.run(
                 lambda: self._llm_sync(vision, language, attributions)
@@ -249,9 +255,18 @@ class ReportService:
                 "The report language model did not answer; retry later.",
                 max(self.settings.retry_after_s, round(exc.retry_after)),
             ) from exc
+        total = round(vision_ms + _ms(t0), 2)
         return ReportOutcome(
-            report, vision, attribution, ReportTimings(vision_ms, llm_ms, attr_ms, _ms(t0))
+            report, vision, attribution, ReportTimings(vision_ms, llm_ms, attr_ms, total)
         )
+
+    async def report(
+        self, data: bytes, language: Language, with_lime: bool, attributions: bool
+    ) -> ReportOutcome:
+        self._require_llm()  # fail fast, before any vision work
+        t0 = time.perf_counter()
+        vision = await self._vision(data, with_lime)
+        return await self.write(vision, language, attributions, _ms(t0))
 
     def close(self) -> None:
         if self.backend is not None:

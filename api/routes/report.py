@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from api.deps import ReportDep
 from api.problems import problem_responses
@@ -26,10 +30,13 @@ from api.schemas.report import (
     ZoneOut,
 )
 from api.upload import UploadDep, upload_request_body
+from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
-from service.report_usecase import ReportOutcome, ReportService
+from service.errors import ServiceUnavailable
+from service.gate import Overloaded
+from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
 ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
@@ -75,6 +82,48 @@ async def explain_report(
     return report_response(outcome, service)
 
 
+@router.post(
+    "/report/stream",
+    operation_id="report_stream",
+    summary="The same report as Server-Sent Events: evidence first, then the grounded report",
+    description="Events: `evidence` (EvidenceOut, as soon as the vision stage is done), then "
+    "`report` (ReportResponse) or `error` ({code, detail, retry_after_s}). Model text is only "
+    "sent after the grounding check, never as an unchecked draft.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+    openapi_extra=upload_request_body(),
+)
+async def report_stream(
+    upload: UploadDep, service: ReportDep, lang: LangQuery = "en", lime: LimeQuery = True
+) -> StreamingResponse:
+    service.require_llm()  # a plain 503 before the stream starts
+    events = _report_events(upload.data, service, lang, lime)
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+def _sse(event: str, payload: str) -> str:
+    return f"event: {event}\ndata: {payload}\n\n"
+
+
+async def _report_events(
+    data: bytes, service: ReportService, lang: Literal["en", "ru"], lime: bool
+) -> AsyncIterator[str]:
+    t0 = time.perf_counter()
+    try:
+        vision: VisionEvidence = await service.evidence(data, lime)
+        yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
+        vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
+        outcome = await service.write(vision, lang, False, vision_ms)
+        yield _sse("report", report_response(outcome, service).model_dump_json())
+    except (ServiceUnavailable, Overloaded, IntakeError) as exc:
+        # The status line is already sent: report domain errors in-band, as the last event.
+        code = getattr(exc, "code", "overloaded")
+        detail = getattr(exc, "detail", "The service is busy; retry later.")
+        retry = getattr(exc, "retry_after_s", None)
+        payload = {"code": code, "detail": detail, "retry_after_s": retry}
+        yield _sse("error", json.dumps(payload))
+
+
 def _sections(s: Sections) -> SectionsOut:
     return SectionsOut(
         findings=s.findings, interpretation=s.interpretation, recommendations=s.recommendations
@@ -105,8 +154,7 @@ def _attributions(a: ShapleyAttribution) -> AttributionsOut:
     )
 
 
-def _evidence(o: ReportOutcome) -> EvidenceOut:
-    v, lang = o.vision, o.report.language
+def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"]) -> EvidenceOut:
     e = v.evidence
     return EvidenceOut(
         decision=e.decision,
@@ -139,7 +187,7 @@ def report_response(o: ReportOutcome, service: ReportService) -> ReportResponse:
         html=r.render_html(),
         generated_sections=_sections(r.generated),
         generated_provenance=ProvenanceOut.model_validate(dict(r.generated_provenance)),
-        evidence=_evidence(o),
+        evidence=_evidence_out(o.vision, o.report.language),
         grounding=GroundingOut(
             passed=g.passed,
             unsupported_claims_left=g.unsupported_claims_left,

@@ -198,3 +198,33 @@ def test_explain_report_returns_highlightable_attributions(app_and_swap) -> None
         assert a["text"][t["start"] : t["end"]] == t["text"]
         assert len(t["values"]) == len(a["players"])
     assert r.json()["evidence"]["lime_used"] is True
+
+
+def _events(text: str) -> list[tuple[str, Any]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_stream_sends_evidence_then_the_same_report(app_and_swap) -> None:
+    client, swap = app_and_swap
+    swap.backend = FakeBackend(_echo)
+    files = {"file": ("x.png", _png(), "image/png")}
+    r = client.post("/report/stream", params={"lime": "false"}, files=files)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = _events(r.text)
+    assert [e for e, _ in events] == ["evidence", "report"]
+    plain = _report(client, _png()).json()
+    assert events[0][1] == plain["evidence"]
+    assert events[1][1]["text"] == plain["text"]
+
+
+def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
+    client, swap = app_and_swap
+    swap.backend = FakeBackend(_echo, fail="timeout")
+    files = {"file": ("x.png", _png(), "image/png")}
+    events = _events(client.post("/report/stream", params={"lime": "false"}, files=files).text)
+    assert [e for e, _ in events] == ["evidence", "error"]
+    assert events[1][1]["code"] == "llm_timeout" and events[1][1]["retry_after_s"] >= 1
