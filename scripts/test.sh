@@ -3,5 +3,5 @@
 # Usage: scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh dev,train,llm,bench
+scripts/setup.sh dev,train,llm,llm-xai,bench
 exec .venv/bin/python -m pytest "$@"

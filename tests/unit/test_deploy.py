@@ -21,6 +21,8 @@ def test_api_service_is_hardened_and_health_checked() -> None:
     assert api["environment"]["CXR_WEIGHTS_DIR"] == "/app/weights"
     assert api["read_only"] is True
     assert api["depends_on"]["llm"]["required"] is False  # API stays up without the LLM
+    assert api["environment"]["CXR_REPORT__BACKEND"] == "remote"
+    assert api["environment"]["CXR_REPORT__REMOTE_URL"].startswith("http://llm:")
 
 
 def test_llm_runs_as_its_own_service() -> None:
