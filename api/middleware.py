@@ -69,7 +69,12 @@ class RequestContextMiddleware:
             except BodyTooLarge:
                 if status_holder["status"] == 0:
                     await self._send_problem(
-                        send_with_id, 413, "body_too_large", "The request body exceeds the upload limit.", rid, close=True
+                        send_with_id,
+                        413,
+                        "body_too_large",
+                        "The request body exceeds the upload limit.",
+                        rid,
+                        close=True,
                     )
         finally:
             self._audit(scope, rid, status_holder["status"], started)
@@ -104,7 +109,9 @@ class RequestContextMiddleware:
         return counted
 
     @staticmethod
-    async def _send_problem(send: Send, status: int, code: str, detail: str, rid: str, close: bool) -> None:
+    async def _send_problem(
+        send: Send, status: int, code: str, detail: str, rid: str, close: bool
+    ) -> None:
         body = problem_bytes(status, code, detail, rid)
         headers = [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),

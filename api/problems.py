@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -95,7 +96,7 @@ def problem(
     code: str,
     detail: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     rid = getattr(request.state, "request_id", None)
@@ -178,9 +179,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
-    "content": {
-        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
-    }
+    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 }
 
 

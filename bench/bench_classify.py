@@ -81,7 +81,11 @@ def multipart_request(port: int, payload: bytes) -> bytes:
     body = (
         b"--" + boundary + b"\r\n"
         b'Content-Disposition: form-data; name="file"; filename="x"\r\n'
-        b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n--" + boundary + b"--\r\n"
+        b"Content-Type: application/octet-stream\r\n\r\n"
+        + payload
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
     )
     head = (
         f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -101,7 +105,9 @@ def _read_response(sock: socket.socket, buf: bytearray) -> int:
     head, _, rest = bytes(buf).partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = next(
-        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
     )
     while len(rest) < length:
         chunk = sock.recv(65536)
@@ -207,7 +213,9 @@ def torch_eager(batch: np.ndarray, clients: int, total: int) -> Result | None:
         with torch.inference_mode():
             model(x)
 
-    return closed_loop(f"torch eager, same weights (threads={torch.get_num_threads()})", run, clients, total)
+    return closed_loop(
+        f"torch eager, same weights (threads={torch.get_num_threads()})", run, clients, total
+    )
 
 
 def write(results: list[Result], args: argparse.Namespace, out: Path) -> None:

@@ -110,7 +110,9 @@ def derive_spine(right: BoolMask, left: BoolMask) -> BoolMask:
     return spine
 
 
-def _base_points(lung: BoolMask, lowest_fraction: float = 0.6) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+def _base_points(
+    lung: BoolMask, lowest_fraction: float = 0.6
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Columns and rows of a lung's lower border that belong to the diaphragm.
 
     A column's lowest lung pixel counts only when it lies in the lower part of that lung: the

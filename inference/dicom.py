@@ -307,7 +307,7 @@ def _window(ds: pydicom.Dataset, values: npt.NDArray[np.float64]) -> FloatImage:
     function = str(_get(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     c, w = center, width
 
-    def window(v: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def window(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         if function == "SIGMOID":
             out = 1.0 / (1.0 + np.exp(-4.0 * (v - c) / w))
         elif w == 1.0:
@@ -350,5 +350,7 @@ def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
     if photometric == "MONOCHROME1":
         pixels = np.subtract(1.0, pixels, out=pixels)  # in place, same float32 result
     return DecodedDicom(
-        pixels=pixels, bits_stored=_int_tag(ds, "BitsStored", bits_allocated), photometric=photometric
+        pixels=pixels,
+        bits_stored=_int_tag(ds, "BitsStored", bits_allocated),
+        photometric=photometric,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,10 +16,10 @@ FloatImage = npt.NDArray[np.float32]
 BLOCK_ELEMENTS = 1 << 20
 
 
-Elementwise = Callable[[npt.NDArray[np.generic]], npt.NDArray[np.generic]]
+Elementwise = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
 
 
-def blockwise(values: npt.NDArray[np.generic], fn: Elementwise) -> FloatImage:
+def blockwise(values: npt.NDArray[Any], fn: Elementwise) -> FloatImage:
     """``fn(values).astype(float32)`` computed over flat blocks, same shape as ``values``.
 
     ``fn`` must be element-wise; the result is bit-identical to applying it to the whole array

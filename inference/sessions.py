@@ -89,7 +89,10 @@ class VerifiedModel:
         """Run the graph on a float32 [N, C, S, S] batch and return the requested output roles."""
         names = [self.manifest.outputs[r] for r in roles]
         outputs = self.session.run(names, {self.manifest.input_name: batch})
-        return {role: np.asarray(out, dtype=np.float32) for role, out in zip(roles, outputs, strict=True)}
+        return {
+            role: np.asarray(out, dtype=np.float32)
+            for role, out in zip(roles, outputs, strict=True)
+        }
 
 
 def load_verified_model(manifest_path: Path, options: RuntimeOptions) -> VerifiedModel:
@@ -110,4 +113,6 @@ def load_verified_model(manifest_path: Path, options: RuntimeOptions) -> Verifie
     except Exception as exc:  # ORT raises its own untyped errors (Fail, InvalidGraph, ...)
         raise ModelError(f"{manifest.name}: ONNX Runtime refused the graph") from exc
     _check_contract(session, manifest)
-    return VerifiedModel(manifest=manifest, session=session, providers=tuple(session.get_providers()))
+    return VerifiedModel(
+        manifest=manifest, session=session, providers=tuple(session.get_providers())
+    )

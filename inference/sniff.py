@@ -9,12 +9,12 @@ own limit).
 from __future__ import annotations
 
 import struct
-from enum import Enum
+from enum import StrEnum
 
 from inference.errors import CorruptImage, UnsupportedFormat
 
 
-class ImageFormat(str, Enum):
+class ImageFormat(StrEnum):
     PNG = "png"
     JPEG = "jpeg"
     WEBP = "webp"

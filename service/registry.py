@@ -24,7 +24,9 @@ class ModelRegistry:
         return (self.classifier, self.segmenter)
 
     def versions(self) -> dict[str, str]:
-        return {m.manifest.name: f"{m.manifest.version}+{m.manifest.sha256[:12]}" for m in self.models()}
+        return {
+            m.manifest.name: f"{m.manifest.version}+{m.manifest.sha256[:12]}" for m in self.models()
+        }
 
 
 def _check_roles(registry: ModelRegistry) -> None:
@@ -32,7 +34,7 @@ def _check_roles(registry: ModelRegistry) -> None:
         raise ModelError("classifier manifest is not of kind 'classifier'")
     if registry.segmenter.manifest.kind != "segmenter":
         raise ModelError("segmenter manifest is not of kind 'segmenter'")
-    if not SEGMENTER_LABELS <= set(registry.segmenter.manifest.labels):
+    if not set(registry.segmenter.manifest.labels) >= SEGMENTER_LABELS:
         raise ModelError("segmenter labels must include right_lung, left_lung, heart_mediastinum")
 
 
@@ -52,7 +54,9 @@ def load_registry(settings: Settings) -> ModelRegistry:
         intra_op_threads=settings.concurrency.threads_per_call(), prefer_gpu=settings.prefer_gpu
     )
     registry = ModelRegistry(
-        classifier=load_verified_model(settings.weights_dir / settings.classifier_manifest, options),
+        classifier=load_verified_model(
+            settings.weights_dir / settings.classifier_manifest, options
+        ),
         segmenter=load_verified_model(settings.weights_dir / settings.segmenter_manifest, options),
     )
     _check_roles(registry)

@@ -18,10 +18,14 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = Field(
-        200 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes (413 above)."
+        200 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted request body in bytes (413 above).",
     )
     max_pixels: int = Field(
-        30_000_000, ge=10_000, description="Pixel budget (width x height) checked from headers (422 above)."
+        30_000_000,
+        ge=10_000,
+        description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
 
@@ -43,7 +47,11 @@ class ConcurrencySettings(BaseModel):
     def threads_per_call(self) -> int:
         if self.intra_op_threads is not None:
             return self.intra_op_threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         return max(1, cores // self.inference_slots)
 
 
@@ -115,9 +123,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `python -m service` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m service` listens on.")
     weights_dir: Path = Field(DEFAULT_WEIGHTS, description="Folder with ONNX models and manifests.")
-    classifier_manifest: str = Field("classifier.manifest.json", description="Classifier manifest file.")
-    segmenter_manifest: str = Field("segmenter.manifest.json", description="Segmenter manifest file.")
-    prefer_gpu: bool = Field(True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU.")
+    classifier_manifest: str = Field(
+        "classifier.manifest.json", description="Classifier manifest file."
+    )
+    segmenter_manifest: str = Field(
+        "segmenter.manifest.json", description="Segmenter manifest file."
+    )
+    prefer_gpu: bool = Field(
+        True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
+    )
     log_level: str = Field("info", description="Log level for the service loggers.")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)

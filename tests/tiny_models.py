@@ -29,7 +29,9 @@ def classifier_model(head_bias: float = -0.2, seed: int = 0) -> onnx.ModelProto:
     feat_w = rng.normal(0, 1, (4, 3, 1, 1))
     head_w = rng.normal(0, 1, (4,))
     nodes = [
-        helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node(
+            "AveragePool", ["image"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]
+        ),
         helper.make_node("Conv", ["pooled", "feat_w"], ["pre"]),
         helper.make_node("Relu", ["pre"], ["features"]),
         helper.make_node("Conv", ["features", "cam_w"], ["cam"]),
@@ -71,7 +73,16 @@ def segmenter_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _manifest(kind: str, name: str, file: str, data: bytes, size: int, outputs: dict[str, str], labels: list[str], **kw: object) -> dict[str, object]:
+def _manifest(
+    kind: str,
+    name: str,
+    file: str,
+    data: bytes,
+    size: int,
+    outputs: dict[str, str],
+    labels: list[str],
+    **kw: object,
+) -> dict[str, object]:
     return {
         "schema_version": 1,
         "name": name,
@@ -79,7 +90,13 @@ def _manifest(kind: str, name: str, file: str, data: bytes, size: int, outputs: 
         "version": "0.0.1-test",
         "file": file,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "input": {"name": "image", "size": size, "channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "input": {
+            "name": "image",
+            "size": size,
+            "channels": 3,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        },
         "outputs": outputs,
         "labels": labels,
         **kw,
@@ -95,13 +112,24 @@ def write_tiny_weights(folder: Path, *, temperature: float = 1.5, threshold: flo
     (folder / "segmenter.onnx").write_bytes(seg)
     manifests = {
         "classifier.manifest.json": _manifest(
-            "classifier", "tiny-classifier", "classifier.onnx", cls, 224,
-            {"logit": "logit", "features": "features", "cam": "cam"}, ["finding"],
-            temperature=temperature, threshold=threshold,
+            "classifier",
+            "tiny-classifier",
+            "classifier.onnx",
+            cls,
+            224,
+            {"logit": "logit", "features": "features", "cam": "cam"},
+            ["finding"],
+            temperature=temperature,
+            threshold=threshold,
         ),
         "segmenter.manifest.json": _manifest(
-            "segmenter", "tiny-segmenter", "segmenter.onnx", seg, 64,
-            {"logits": "logits"}, ["right_lung", "left_lung", "heart_mediastinum"],
+            "segmenter",
+            "tiny-segmenter",
+            "segmenter.onnx",
+            seg,
+            64,
+            {"logits": "logits"},
+            ["right_lung", "left_lung", "heart_mediastinum"],
         ),
     }
     for name, body in manifests.items():

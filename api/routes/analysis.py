@@ -28,7 +28,9 @@ ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
     responses=ERRORS,
     openapi_extra=upload_request_body(),
 )
-async def classify(upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep) -> ClassifyResponse:
+async def classify(
+    upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep
+) -> ClassifyResponse:
     out = await analysis.classify(upload.data)
     c = out.classification
     return ClassifyResponse(
@@ -51,7 +53,9 @@ async def classify(upload: UploadDep, analysis: AnalysisDep, registry: RegistryD
     responses=ERRORS,
     openapi_extra=study_request_body(),
 )
-async def classify_study(uploads: StudyDep, analysis: AnalysisDep, registry: RegistryDep) -> StudyResponse:
+async def classify_study(
+    uploads: StudyDep, analysis: AnalysisDep, registry: RegistryDep
+) -> StudyResponse:
     out = await analysis.classify_study([u.data for u in uploads])
     views = [
         StudyViewOut(
@@ -80,7 +84,9 @@ async def classify_study(uploads: StudyDep, analysis: AnalysisDep, registry: Reg
     responses=ERRORS,
     openapi_extra=upload_request_body(),
 )
-async def segment(upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep) -> SegmentResponse:
+async def segment(
+    upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep
+) -> SegmentResponse:
     out = await analysis.segment(upload.data)
     structures = [
         StructureOut(

@@ -35,7 +35,9 @@ class StudyViewOut(BaseModel):
 
 class StudyResponse(BaseModel):
     probability_finding: float = Field(
-        ge=0.0, le=1.0, description="Study probability: the highest calibrated probability of its views."
+        ge=0.0,
+        le=1.0,
+        description="Study probability: the highest calibrated probability of its views.",
     )
     decision: Literal["finding", "no_finding"] = Field(
         description="finding when any view reaches the operating threshold."
@@ -56,7 +58,7 @@ class StructureOut(BaseModel):
     )
     area_fraction: float = Field(ge=0.0, le=1.0, description="Mask area / image area.")
     provenance: Literal["predicted", "derived"] = Field(
-        description="predicted by the segmenter, or derived geometrically from predicted structures."
+        description="predicted by the segmenter, or derived geometrically from predicted ones."
     )
 
 

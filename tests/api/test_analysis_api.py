@@ -40,7 +40,11 @@ def test_classify_returns_calibrated_decision(client: TestClient, shared_data: P
     expected = "finding" if body["probability_finding"] >= 0.4 else "no_finding"
     assert body["decision"] == expected
     assert body["image"] == {
-        "width": 512, "height": 512, "format": "jpeg", "bits_stored": 8, "photometric": "MONOCHROME2"
+        "width": 512,
+        "height": 512,
+        "format": "jpeg",
+        "bits_stored": 8,
+        "photometric": "MONOCHROME2",
     }
     assert "not a diagnosis" in body["disclaimer"]
     assert "x-request-id" in {k.lower() for k in client.post("/classify").headers}
@@ -108,7 +112,10 @@ def test_study_classifies_every_view_in_one_batch(client: TestClient, shared_dat
     views = [
         ("files", ("a.jpg", real_image_path().read_bytes(), "image/jpeg")),
         ("files", ("b.dcm", radiograph_dicom(bits=16), "application/dicom")),
-        ("files", ("c.png", png_bytes(gray_u8(real_image_path("images/jsrt/JPCLN002.jpg"))), "image/png")),
+        (
+            "files",
+            ("c.png", png_bytes(gray_u8(real_image_path("images/jsrt/JPCLN002.jpg"))), "image/png"),
+        ),
     ]
     r = client.post("/classify/study", files=views)
     assert r.status_code == 200, r.text
@@ -129,7 +136,9 @@ def test_study_limits(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["code"] == "missing_file"
 
 
-def test_full_temp_dir_is_503_with_retry_after(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_temp_dir_is_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
     import tempfile
 

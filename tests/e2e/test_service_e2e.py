@@ -80,5 +80,7 @@ def test_dicom_and_jpeg_agree(real_client: TestClient) -> None:
     path = SHARED / "images/jsrt/JPCLN001.jpg"
     jpeg = _post(real_client, "/classify", path.read_bytes())
     for photometric in ("MONOCHROME1", "MONOCHROME2"):
-        dcm = _post(real_client, "/classify", radiograph_dicom(path, bits=12, photometric=photometric))
+        dcm = _post(
+            real_client, "/classify", radiograph_dicom(path, bits=12, photometric=photometric)
+        )
         assert dcm["probability_finding"] == pytest.approx(jpeg["probability_finding"], abs=0.02)

@@ -39,7 +39,9 @@ def test_valid_manifest_parses(good: dict[str, Any]) -> None:
         (("extra",), "x"),
     ],
 )
-def test_contract_violations_are_refused(good: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def test_contract_violations_are_refused(
+    good: dict[str, Any], path: tuple[str, ...], value: Any
+) -> None:
     bad = copy.deepcopy(good)
     target = bad
     for key in path[:-1]:
