@@ -93,8 +93,7 @@ def standin_classifier(images: list[np.ndarray], seed: int = 0) -> CamClassifier
     from training.models import ClassifierInit, build_classifier
 
     torch.manual_seed(seed)
-    net = build_classifier(ClassifierInit.LITE0).eval()
-    model = CamClassifier(net.features, net.classifier[1]).eval()
+    model = _twin(build_classifier(ClassifierInit.LITE0))
     x = torch.from_numpy(np.stack([to_model_input(img, SPEC) for img in images]))
     with torch.no_grad():
         logits = model(x)[:, 0]
@@ -110,7 +109,15 @@ def trained_classifier(checkpoint: Path, init: str) -> CamClassifier:
 
     net = build_classifier(ClassifierInit(init))
     net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    return CamClassifier(net.features, net.classifier[1]).eval()
+    return _twin(net)
+
+
+def _twin(net: nn.Module) -> CamClassifier:
+    """torchvision-style EfficientNet (``features``, ``classifier.1``) -> CamClassifier, eval."""
+    head = net.get_submodule("classifier.1")
+    if not isinstance(head, nn.Linear):
+        raise TypeError("classifier.1 must be the linear head")
+    return CamClassifier(net.get_submodule("features"), head).eval()
 
 
 def export_onnx(model: CamClassifier, path: Path) -> None:
@@ -284,7 +291,8 @@ def _gradcam_case(bench: Bench, case: Case, repeats: int) -> dict:
     cam_out = bench.session.run(["cam"], {"image": x})[0][0, 0]
 
     def reference() -> np.ndarray:
-        with GradCAM(model=bench.model, target_layers=[bench.model.features[-1]]) as cam:
+        last_block = list(bench.model.features.children())[-1]
+        with GradCAM(model=bench.model, target_layers=[last_block]) as cam:
             return cam(input_tensor=tensor, targets=[ClassifierOutputTarget(0)])[0]
 
     def fast() -> np.ndarray:
