@@ -125,7 +125,7 @@ class SegmenterConfig:
     """Hyper-parameters of one segmenter run."""
 
     cut: int = 7
-    epochs: int = 4
+    epochs: int = 10
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
