@@ -45,6 +45,7 @@ from explain.lime import (
     chest_superpixels,
     fit_weighted_ridge,
     kernel_weights,
+    orthogonal_design,
     sample_design,
 )
 from explain.masks import margin_pixels, resize_map, resize_mask
@@ -262,10 +263,19 @@ def stability(
         k = int(labels.max()) + 1
         per_n: dict[int, list[np.ndarray]] = {n: [] for n in counts}
         for seed in range(seeds):
+            if config.design == "orthogonal":  # not prefix-stable: one design per count
+                for n in counts:
+                    rows = orthogonal_design(n, k, np.random.default_rng(seed))
+                    probs = _evaluate(
+                        work, labels, rows, bench.predict, config.batch_size, config.fill
+                    )
+                    fit = fit_weighted_ridge(rows, probs, kernel_weights(rows, config.kernel_width))
+                    per_n[n].append(top5_area(labels, dict(enumerate(fit.coef))))
+                continue
             rows = sample_design(
                 max(counts), k, np.random.default_rng(seed), config.keep_probability
             )
-            probs = _evaluate(work, labels, rows, bench.predict, config.batch_size)
+            probs = _evaluate(work, labels, rows, bench.predict, config.batch_size, config.fill)
             for n in counts:
                 fit = fit_weighted_ridge(
                     rows[:n], probs[:n], kernel_weights(rows[:n], config.kernel_width)
@@ -371,6 +381,8 @@ def compare_lime(bench: Bench, cases: list[Case], seeds: int, config: LimeConfig
         "n_segments": config.n_segments,
         "keep_probability": config.keep_probability,
         "compactness": config.compactness,
+        "design": config.design,
+        "fill": config.fill,
     }
     return {"ours": ours, "per_image": out}
 
@@ -391,6 +403,8 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=LimeConfig().n_segments)
     parser.add_argument("--keep", type=float, default=LimeConfig().keep_probability)
     parser.add_argument("--compactness", type=float, default=LimeConfig().compactness)
+    parser.add_argument("--design", choices=["uniform", "orthogonal"], default=LimeConfig().design)
+    parser.add_argument("--fill", choices=["segment_mean", "chest_mean"], default=LimeConfig().fill)
     parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args()
 
@@ -407,12 +421,18 @@ def main() -> None:
     if args.command == "stability":
         counts = [int(v) for v in args.counts.split(",")]
         config = LimeConfig(
-            n_segments=args.segments, keep_probability=args.keep, compactness=args.compactness
+            n_segments=args.segments,
+            keep_probability=args.keep,
+            compactness=args.compactness,
+            design=args.design,
+            fill=args.fill,
         )
         result["config"] = {
             "n_segments": args.segments,
             "keep_probability": args.keep,
             "compactness": args.compactness,
+            "design": args.design,
+            "fill": args.fill,
         }
         result["stability"] = stability(bench, cases, counts, args.seeds, config)
         for n, v in result["stability"].items():
@@ -425,6 +445,8 @@ def main() -> None:
                 n_segments=args.segments,
                 keep_probability=args.keep,
                 compactness=args.compactness,
+                design=args.design,
+                fill=args.fill,
             )
             result["lime"] = compare_lime(bench, cases, args.seeds, config)
     path = Path("runs") / f"bench_explain_{args.command}{args.tag}.json"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,8 @@ class LimeConfig:
     margin_fraction: float = 0.03
     top_k: int = 5
     keep_probability: float = 0.5
+    design: Literal["uniform", "orthogonal"] = "uniform"
+    fill: Literal["segment_mean", "chest_mean"] = "segment_mean"
 
     def __post_init__(self) -> None:
         if not 10 <= self.n_samples <= MAX_SAMPLES:
@@ -211,6 +214,29 @@ def sample_design(
     return rows
 
 
+def orthogonal_design(
+    n_samples: int, n_segments: int, rng: np.random.Generator
+) -> npt.NDArray[np.uint8]:
+    """uint8 [n_samples, K]: row 0 all ones, then rows of a randomised Sylvester-Hadamard design.
+
+    Every row after the first keeps each superpixel with probability 1/2, as in lime, but the
+    columns are (nearly, when fewer rows than the Hadamard order are used) orthogonal, so one
+    superpixel's estimated weight does not pick up chance correlation with the others'. The
+    seed picks the Hadamard columns, their signs and the row order.
+    """
+    order = 1
+    while order < max(n_samples - 1, n_segments + 1):
+        order *= 2
+    hadamard = np.ones((1, 1), dtype=np.int8)
+    while hadamard.shape[0] < order:
+        hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+    columns = rng.choice(np.arange(1, order), size=n_segments, replace=False)
+    signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=n_segments)
+    rows = rng.permutation(order)[: n_samples - 1]
+    body = (hadamard[np.ix_(rows, columns)] * signs) > 0
+    return np.vstack([np.ones((1, n_segments), dtype=np.uint8), body.astype(np.uint8)])
+
+
 def perturb(
     image: FloatMap, labels: Labels, fill: npt.NDArray[np.float32], rows: npt.NDArray[np.uint8]
 ) -> npt.NDArray[np.float32]:
@@ -260,10 +286,29 @@ def fit_weighted_ridge(
     return LinearFit(coef=coef, intercept=intercept, score=score, local_pred=float(pred[0]))
 
 
+def hide_values(
+    image: FloatMap, labels: Labels, n_segments: int, fill: str
+) -> npt.NDArray[np.float32]:
+    """Value each superpixel takes when switched off, float32 [K].
+
+    "segment_mean": its own mean (lime's ``hide_color=None``); "chest_mean": one grey, the mean
+    of the whole chest region (lime's ``hide_color=<value>``), which also removes the local
+    brightness of an opacity, not only its texture.
+    """
+    if fill == "segment_mean":
+        return segment_means(image, labels, n_segments)
+    return np.full(n_segments, image[labels >= 0].mean(), dtype=np.float32)
+
+
 def _evaluate(
-    image: FloatMap, labels: Labels, rows: npt.NDArray[np.uint8], predict: Predict, batch_size: int
+    image: FloatMap,
+    labels: Labels,
+    rows: npt.NDArray[np.uint8],
+    predict: Predict,
+    batch_size: int,
+    fill_mode: str = "segment_mean",
 ) -> npt.NDArray[np.float64]:
-    fill = segment_means(image, labels, rows.shape[1])
+    fill = hide_values(image, labels, rows.shape[1], fill_mode)
     out = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], batch_size):
         chunk = rows[start : start + batch_size]
@@ -341,10 +386,13 @@ def explain_lime(
     n_segments = int(labels.max()) + 1
     t_seg = time.perf_counter()
 
-    rows = sample_design(
-        config.n_samples, n_segments, np.random.default_rng(seed), config.keep_probability
-    )
-    probs = _evaluate(work, labels, rows, predict, config.batch_size)
+    if config.design == "orthogonal":
+        rows = orthogonal_design(config.n_samples, n_segments, np.random.default_rng(seed))
+    else:
+        rows = sample_design(
+            config.n_samples, n_segments, np.random.default_rng(seed), config.keep_probability
+        )
+    probs = _evaluate(work, labels, rows, predict, config.batch_size, config.fill)
     response = probs if target == "finding" else 1.0 - probs
     t_pred = time.perf_counter()
 

@@ -14,7 +14,9 @@ from explain.lime import (
     chest_superpixels,
     explain_lime,
     fit_weighted_ridge,
+    hide_values,
     kernel_weights,
+    orthogonal_design,
     perturb,
     sample_design,
 )
@@ -167,3 +169,19 @@ def test_design_keeps_the_requested_share_and_is_prefix_stable() -> None:
         longer = sample_design(4001, 6, np.random.default_rng(2), keep)
         np.testing.assert_array_equal(longer[:9], rows)
         assert longer[1:].mean() == pytest.approx(keep, abs=0.02)
+
+
+def test_orthogonal_design_is_balanced_and_seeded() -> None:
+    rows = orthogonal_design(129, 12, np.random.default_rng(4))
+    assert rows.shape == (129, 12) and rows[0].all()
+    signs = rows[1:].astype(np.float64) * 2 - 1  # 128 rows = one full Hadamard order
+    np.testing.assert_allclose(signs.T @ signs, 128 * np.eye(12))  # orthogonal, balanced
+    np.testing.assert_array_equal(rows, orthogonal_design(129, 12, np.random.default_rng(4)))
+    assert not np.array_equal(rows, orthogonal_design(129, 12, np.random.default_rng(5)))
+
+
+def test_hide_values_segment_or_chest_mean() -> None:
+    image = np.array([[0.0, 0.2, 0.4, 0.9]], dtype=np.float32)
+    labels = np.array([[0, 0, 1, -1]], dtype=np.int32)
+    np.testing.assert_allclose(hide_values(image, labels, 2, "segment_mean"), [0.1, 0.4])
+    np.testing.assert_allclose(hide_values(image, labels, 2, "chest_mean"), [0.2, 0.2])
