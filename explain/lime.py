@@ -8,11 +8,13 @@ the cosine distance of its vector to the all-ones vector; a weighted Ridge(alpha
 P(target) on the vectors gives one weight per superpixel. tests/unit/test_explain_lime.py
 checks the fit against ``lime_base`` on the same samples.
 
-Differences, all for speed and relevance: superpixels are SLIC regions inside the lungs
-plus a margin (pixels outside are never perturbed, so no weight is spent on the frame,
-labels or shoulders); work happens at the model's input size; the perturbed images go to
-``predict`` in large batches; the random vectors come from ``numpy.random.default_rng(seed)``
-so a seed reproduces the output exactly.
+Differences, all for speed, stability and relevance (measured in bench/RESULTS.md):
+15 SLIC superpixels inside the lungs, grown over a margin (pixels outside are never
+perturbed, so no weight is spent on the frame, labels or shoulders); an "off" superpixel
+takes the chest region's mean grey (lime's ``hide_color=<value>`` instead of its default
+per-superpixel mean, which leaves an opacity's brightness in place); work happens at the
+model's input size; the perturbed images go to ``predict`` in large batches; the random
+vectors come from ``numpy.random.default_rng(seed)`` so a seed reproduces the output exactly.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class LimeConfig:
     """LIME knobs. ``n_samples`` default comes from the stability study in bench/RESULTS.md."""
 
     n_samples: int = 200
-    n_segments: int = 20
+    n_segments: int = 15
     compactness: float = 0.5
     work_size: int = 224
     batch_size: int = 100
@@ -61,7 +63,7 @@ class LimeConfig:
     top_k: int = 5
     keep_probability: float = 0.5
     design: Literal["uniform", "orthogonal"] = "uniform"
-    fill: Literal["segment_mean", "chest_mean"] = "segment_mean"
+    fill: Literal["segment_mean", "chest_mean"] = "chest_mean"
 
     def __post_init__(self) -> None:
         if not 10 <= self.n_samples <= MAX_SAMPLES:
