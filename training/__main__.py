@@ -109,13 +109,31 @@ def main(argv: list[str] | None = None) -> int:
 
         label_distribution(cache_dir / "images.csv", args.weights / "label_distribution.png")
     if args.step == "init-compare":
+        import json
+
         from training.compare import compare_inits
 
-        compare_inits(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+        rows = compare_inits(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+        out = args.weights / "init_comparison.json"
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     if args.step == "compare":
-        from training.compare import compare_architectures
+        import json
 
-        compare_architectures(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+        from training.compare import (
+            architecture_by_name,
+            compare_architectures,
+            ort_latencies,
+            shipped_row,
+        )
+
+        rows = compare_architectures(cache_dir, args.work, args.seed, args.budget_s or 240.0)
+        rows.append(shipped_row(args.weights))
+        # re-measure every latency in one interleaved session, the shipped model included
+        nets = {r["architecture"]: architecture_by_name(r["architecture"]) for r in rows}
+        for row, latency in zip(rows, ort_latencies(nets).values(), strict=True):
+            row["ort_latency_ms"] = latency
+        out = args.weights / "architecture_comparison.json"
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     if args.step in ("card", "all"):
         from training.model_card import write_model_card
 

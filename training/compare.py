@@ -64,7 +64,9 @@ def compare_inits(
     val = cls_split(table, "val")
     # fit_classifier also scores a "test" split; a handful of validation rows keeps that cheap
     # (the test split is not looked at while choosing the initialisation).
-    probe = ClsSplit(val.index[:8], val.labels[:8], val.sources[:8], val.images[:8], val.findings[:8])
+    probe = ClsSplit(
+        val.index[:8], val.labels[:8], val.sources[:8], val.images[:8], val.findings[:8]
+    )
     splits = {"train": _subset(cls_split(table, "train"), n_train, seed), "val": val, "test": probe}
     rows = []
     for init in (ClassifierInit.RANDOM, ClassifierInit.LITE0_TRANSPLANT, ClassifierInit.LITE0):
@@ -101,39 +103,52 @@ def _architectures() -> dict[str, nn.Module]:
 
 
 def model_cost(model: nn.Module, size: int = 224) -> dict[str, float]:
-    """Parameters, forward FLOPs and ORT CPU latency (median of 10, batch 1, 1 thread)."""
+    """Parameters and forward FLOPs at ``size`` (FLOPs = 2 x multiply-accumulates)."""
     model.eval()
     x = torch.zeros(1, 3, size, size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            input_names=["image"],
-            output_names=["logit"],
-            opset_version=17,
-            dynamo=False,
-        )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {
-            "image": np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
-        }
-        session.run(None, feed)
-        times = []
-        for _ in range(10):
-            t = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - t)
     return {
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops_224": counter.get_total_flops() / 1e9,
-        "ort_latency_ms": 1000 * float(np.median(times)),
     }
+
+
+def ort_latencies(
+    nets: dict[str, nn.Module], size: int = 224, repeats: int = 15
+) -> dict[str, float]:
+    """Median ONNX Runtime CPU latency (ms; batch 1, 1 thread) per model.
+
+    Runs are interleaved across models so that the load of a shared machine hits all of them
+    alike (measured back to back, the same network varied 3-4x here with other jobs running).
+    """
+    feed = {"image": np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)}
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, net) in enumerate(nets.items()):
+            path = Path(tmp) / f"{i}.onnx"
+            torch.onnx.export(
+                net.eval(),
+                (torch.zeros(1, 3, size, size),),
+                str(path),
+                input_names=["image"],
+                output_names=["logit"],
+                opset_version=17,
+                dynamo=False,
+            )
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            sessions[name] = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+            sessions[name].run(None, feed)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(repeats):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feed)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
 def _train_budget(
@@ -204,3 +219,34 @@ def compare_architectures(
         LOG.info("%s", row)
         _write(work / "compare" / "architectures.json", rows)
     return rows
+
+
+def shipped_row(weights: Path) -> dict[str, Any]:
+    """Cost and validation AUROC of the shipped classifier, as a comparison-table row."""
+    from training.models import classifier_architecture
+
+    manifest = json.loads((weights / "classifier.manifest.json").read_text(encoding="utf-8"))
+    extra = manifest["extra"]
+    cfg = extra["training_config"]
+    n_train = sum(v["n"] for v in extra["training_data"]["train"]["classification"].values())
+    row: dict[str, Any] = {
+        "architecture": f"{extra['architecture']} (shipped)",
+        "init": f"{extra['init']} (ImageNet), frozen trunk",
+        "train_px": 224,
+        "budget_s": extra["training_wall_s"],
+        "val_auroc": extra["metrics"]["validation"]["all"]["auroc"],
+        "train_steps": 0,
+        "train_images_seen": cfg["epochs"] * n_train,
+    }
+    net = classifier_architecture(extra["architecture"])
+    return row | model_cost(net) | {"ort_latency_ms": ort_latencies({"shipped": net})["shipped"]}
+
+
+def architecture_by_name(name: str) -> nn.Module:
+    """Untrained network of a comparison row (for latency only)."""
+    nets = _architectures()
+    if name in nets:
+        return nets[name]
+    from training.models import classifier_architecture
+
+    return classifier_architecture(name.removesuffix(" (shipped)"))

@@ -68,11 +68,15 @@ def write_model_card(weights: Path, work: Path) -> Path:
     """Write MODEL_CARD.md; sections whose inputs are missing say so (no invented numbers)."""
     cls = _load(weights / "classifier.manifest.json")
     seg = _load(weights / "segmenter.manifest.json")
-    inits = _load(work / "compare" / "inits.json")
+    inits = _load(weights / "init_comparison.json") or _load(work / "compare" / "inits.json")
     archs = _load(weights / "architecture_comparison.json") or _load(
         work / "compare" / "architectures.json"
     )
     times = _load(work / "retrain_times.json")
+    times_note = "python -m training all"
+    if times is None:
+        times = _load(weights / "step_times.json")
+        times_note = "steps run separately; see step_times.json"
     template = (Path(__file__).parent / "MODEL_CARD.template.md").read_text(encoding="utf-8")
     parts: dict[str, str] = {}
     if cls:
@@ -140,6 +144,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
             for r in archs or []
         ],
     )
+    parts["times_note"] = times_note
     parts["times"] = (
         (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
         if times

@@ -122,7 +122,7 @@ def run_segmenter(
     targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
     model = build_segmenter()
     train = seg_split(table, "train")
-    _, wall = fit_segmenter(model, cfg, images, targets, train.index, work / "segmenter", size)
+    _, wall = fit_segmenter(model, cfg, images, targets, train, work / "segmenter", size)
     model.eval()
     metrics = {
         split: evaluate_segmenter(model, cfg.cut, images, targets, seg_split(table, split), size)

@@ -30,6 +30,7 @@ from torchvision.models.segmentation import DeepLabV3
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from training.augment import normalise
+from training.dataset import SegSplit, source_balanced_weights
 from training.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -130,6 +131,7 @@ class SegmenterConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     time_budget_s: float = 1e9
+    source_power: float = 0.5
     seed: int = 20260228
 
 
@@ -178,11 +180,17 @@ def fit_segmenter(
     cfg: SegmenterConfig,
     images: npt.NDArray[np.float32],
     targets: npt.NDArray[np.uint8],
-    train_index: npt.NDArray[np.int64],
+    train: SegSplit,
     out_dir: Path,
     size: int,
 ) -> tuple[Path, float]:
-    """Train the tail on cached trunk features; saves ``segmenter.pt``; returns (path, wall s)."""
+    """Train the tail on cached trunk features; saves ``segmenter.pt``; returns (path, wall s).
+
+    Batches are drawn with source-balanced weights (``cfg.source_power``), so the ~150 JSRT
+    training images with fine SCR outlines are not drowned by ~2,400 Kermany lung masks.
+    """
+    train_index = train.index
+    weights = source_balanced_weights(train.sources, cfg.source_power)
     torch.manual_seed(cfg.seed)
     start = time.monotonic()
     for p in _body(model)[: cfg.cut].parameters():
@@ -201,7 +209,7 @@ def fit_segmenter(
         tail.train()
         losses = []
         for _ in range(steps):
-            idx = np.sort(rng.integers(0, len(train_index), cfg.batch_size))
+            idx = np.sort(rng.choice(len(train_index), cfg.batch_size, p=weights))
             tgt = torch.from_numpy(np.asarray(targets[train_index[idx]]))
             x = feats[torch.from_numpy(idx)].float()
             loss = seg_loss(tail(x), tgt)
