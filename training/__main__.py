@@ -10,10 +10,15 @@ manifest sha256 after replacing an ONNX file).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SEED = 20260228
 
@@ -63,6 +68,97 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prepare(args: argparse.Namespace, command: str) -> None:
+    from training.prepare import prepare
+    from training.sources import extra_records
+
+    extra = extra_records(args.nih, args.chexpert, args.chexpert_uncertain)
+    prepare(args.data, args.work / "cache", args.seed, extra)
+
+
+def _classifier(args: argparse.Namespace, command: str) -> None:
+    from training.classifier import ClassifierConfig
+    from training.models import ClassifierInit
+    from training.pipeline import run_classifier
+
+    cfg = ClassifierConfig(seed=args.seed)
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
+    run_classifier(args.work / "cache", args.work, args.weights, ClassifierInit.LITE0, cfg, command)
+
+
+def _segmenter(args: argparse.Namespace, command: str) -> None:
+    from training.pipeline import run_segmenter
+    from training.segmenter import SegmenterConfig
+
+    cfg = SegmenterConfig(seed=args.seed)
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
+    run_segmenter(args.work / "cache", args.work, args.weights, cfg, 256, command)
+
+
+def _figure(args: argparse.Namespace, command: str) -> None:
+    from training.figure import label_distribution
+
+    label_distribution(args.work / "cache" / "images.csv", args.weights / "label_distribution.png")
+
+
+def _init_compare(args: argparse.Namespace, command: str) -> None:
+    from training.compare import compare_inits
+
+    rows = compare_inits(args.work / "cache", args.work, args.seed, args.budget_s or 240.0)
+    _write_json(args.weights / "init_comparison.json", rows)
+
+
+def _compare(args: argparse.Namespace, command: str) -> None:
+    from training.compare import (
+        architecture_by_name,
+        compare_architectures,
+        ort_latencies,
+        shipped_row,
+    )
+
+    rows = compare_architectures(args.work / "cache", args.work, args.seed, args.budget_s or 240.0)
+    rows.append(shipped_row(args.weights))
+    # re-measure every latency in one interleaved session, the shipped model included
+    nets = {r["architecture"]: architecture_by_name(r["architecture"]) for r in rows}
+    for row, latency in zip(rows, ort_latencies(nets).values(), strict=True):
+        row["ort_latency_ms"] = latency
+    _write_json(args.weights / "architecture_comparison.json", rows)
+
+
+def _card(args: argparse.Namespace, command: str) -> None:
+    from training.model_card import write_model_card
+
+    write_model_card(args.weights, args.work)
+
+
+def _refresh_sha(args: argparse.Namespace, command: str) -> None:
+    from training.export import refresh_sha256
+
+    for manifest in sorted(args.weights.glob("*.manifest.json")):
+        refresh_sha256(manifest)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+Step = Callable[[argparse.Namespace, str], None]
+STEPS: dict[str, Step] = {
+    "prepare": _prepare,
+    "classifier": _classifier,
+    "segmenter": _segmenter,
+    "figure": _figure,
+    "init-compare": _init_compare,
+    "compare": _compare,
+    "card": _card,
+    "refresh-sha": _refresh_sha,
+}
+ALL = ("prepare", "classifier", "segmenter", "figure", "card")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -72,77 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m training " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    cache_dir = args.work / "cache"
-    if args.step in ("prepare", "all"):
-        from training.prepare import prepare
-        from training.sources import extra_records
-
-        prepare(
-            args.data,
-            cache_dir,
-            args.seed,
-            extra_records(args.nih, args.chexpert, args.chexpert_uncertain),
-        )
-    if args.step in ("classifier", "all"):
-        from dataclasses import replace
-
-        from training.classifier import ClassifierConfig
-        from training.models import ClassifierInit
-        from training.pipeline import run_classifier
-
-        cfg = ClassifierConfig(seed=args.seed)
-        if args.epochs:
-            cfg = replace(cfg, epochs=args.epochs)
-        run_classifier(cache_dir, args.work, args.weights, ClassifierInit.LITE0, cfg, command)
-    if args.step in ("segmenter", "all"):
-        from dataclasses import replace
-
-        from training.pipeline import run_segmenter
-        from training.segmenter import SegmenterConfig
-
-        scfg = SegmenterConfig(seed=args.seed)
-        if args.epochs:
-            scfg = replace(scfg, epochs=args.epochs)
-        run_segmenter(cache_dir, args.work, args.weights, scfg, 256, command)
-    if args.step in ("figure", "all"):
-        from training.figure import label_distribution
-
-        label_distribution(cache_dir / "images.csv", args.weights / "label_distribution.png")
-    if args.step == "init-compare":
-        import json
-
-        from training.compare import compare_inits
-
-        rows = compare_inits(cache_dir, args.work, args.seed, args.budget_s or 240.0)
-        out = args.weights / "init_comparison.json"
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    if args.step == "compare":
-        import json
-
-        from training.compare import (
-            architecture_by_name,
-            compare_architectures,
-            ort_latencies,
-            shipped_row,
-        )
-
-        rows = compare_architectures(cache_dir, args.work, args.seed, args.budget_s or 240.0)
-        rows.append(shipped_row(args.weights))
-        # re-measure every latency in one interleaved session, the shipped model included
-        nets = {r["architecture"]: architecture_by_name(r["architecture"]) for r in rows}
-        for row, latency in zip(rows, ort_latencies(nets).values(), strict=True):
-            row["ort_latency_ms"] = latency
-        out = args.weights / "architecture_comparison.json"
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    if args.step in ("card", "all"):
-        from training.model_card import write_model_card
-
-        write_model_card(args.weights, args.work)
-    if args.step == "refresh-sha":
-        from training.export import refresh_sha256
-
-        for manifest in sorted(args.weights.glob("*.manifest.json")):
-            refresh_sha256(manifest)
+    if args.step != "all":
+        STEPS[args.step](args, command)
+        return 0
+    times: dict[str, float] = {}
+    for name in ALL:
+        start = time.monotonic()
+        STEPS[name](args, command)
+        times[name] = time.monotonic() - start
+    times["total"] = sum(times.values())
+    _write_json(args.work / "retrain_times.json", times)
+    _card(args, command)  # again, now with the step times
     return 0
 
 

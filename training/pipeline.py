@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -146,26 +145,3 @@ def run_segmenter(
     write_manifest(weights / "segmenter.manifest.json", segmenter_manifest(VERSION, size, extra))
     _json(work / "segmenter_metrics.json", extra)
     return extra
-
-
-def retrain(
-    data_root: Path, work: Path, weights: Path, seed: int, command: str
-) -> dict[str, float]:
-    """Full retrain from ``data_root``; returns wall seconds per step."""
-    from training.prepare import prepare
-
-    torch.set_num_threads(2)
-    times: dict[str, float] = {}
-    start = time.monotonic()
-    cache_dir = work / "cache"
-    prepare(data_root, cache_dir, seed)
-    times["prepare"] = time.monotonic() - start
-    run_classifier(
-        cache_dir, work, weights, ClassifierInit.LITE0, ClassifierConfig(seed=seed), command
-    )
-    times["classifier"] = time.monotonic() - start - sum(times.values())
-    run_segmenter(cache_dir, work, weights, SegmenterConfig(seed=seed), 256, command)
-    times["segmenter"] = time.monotonic() - start - sum(times.values())
-    times["total"] = time.monotonic() - start
-    _json(work / "retrain_times.json", times)
-    return times

@@ -56,3 +56,21 @@ def test_exact_duplicate_is_dropped_and_shares_the_split(tmp_path: Path) -> None
     a, b = names.index("IM-0001-0001.jpg"), names.index("copy.jpg")
     assert extra["duplicate_of"][b] == records[a].image and extra["duplicate_of"][a] == ""
     assert extra["split"][a] == extra["split"][b] and extra["group"][a] == extra["group"][b]
+
+
+def test_cli_prepare_with_native_sources_and_figure(tmp_path: Path) -> None:
+    from training.__main__ import main
+
+    fixtures = FIXTURE.parent
+    args = ["--data", str(FIXTURE), "--work", str(tmp_path), "--weights", str(tmp_path / "w")]
+    native = [
+        "--nih",
+        str(fixtures / "nih"),
+        "--chexpert",
+        str(fixtures / "chexpert" / "CheXpert-v1.0-small"),
+    ]
+    assert main(["prepare", *args, *native]) == 0
+    records, _ = read_table(tmp_path / "cache" / "images.csv")
+    assert {r.source for r in records} == {"kermany", "nih", "chexpert"}
+    assert main(["figure", *args]) == 0
+    assert (tmp_path / "w" / "label_distribution.png").stat().st_size > 1000
