@@ -104,6 +104,13 @@ def finalize_classifier(
         "preprocessing": "PIL 'L' / 255 -> inference.preprocess.to_model_input "
         "(bilinear 224x224, x3, ImageNet mean/std)",
     }
+    comparison = weights / "init_comparison.json"
+    if comparison.exists():
+        extra["init_choice"] = {
+            "chosen": init.value,
+            "criterion": "validation AUROC under the production protocol (python -m training init-compare)",
+            "comparison": json.loads(comparison.read_text(encoding="utf-8")),
+        }
     write_manifest(
         weights / "classifier.manifest.json",
         classifier_manifest(VERSION, cal.temperature, cal.threshold, extra),
