@@ -108,7 +108,7 @@ def finalize_classifier(
     if comparison.exists():
         extra["init_choice"] = {
             "chosen": init.value,
-            "criterion": "validation AUROC under the production protocol (python -m training init-compare)",
+            "criterion": "validation AUROC, production protocol (python -m training init-compare)",
             "comparison": json.loads(comparison.read_text(encoding="utf-8")),
         }
     write_manifest(
