@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.models.segmentation import DeepLabV3
 
 from training.classifier import ClassifierConfig, ClassifierRun, fit_classifier
 from training.dataset import cls_split, seg_split
@@ -126,9 +127,26 @@ def run_segmenter(
     table = cache_dir / "images.csv"
     images = np.load(cache_dir / "seg256.npy", mmap_mode="r")
     targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
-    model = build_segmenter()
+    model = build_segmenter(aspp_channels=cfg.aspp_channels)
     train = seg_split(table, "train")
     _, wall = fit_segmenter(model, cfg, images, targets, train, work / "segmenter", size)
+    return finalize_segmenter(model, cfg, wall, cache_dir, work, weights, size, command)
+
+
+def finalize_segmenter(
+    model: DeepLabV3,
+    cfg: SegmenterConfig,
+    wall: float,
+    cache_dir: Path,
+    work: Path,
+    weights: Path,
+    size: int,
+    command: str,
+) -> dict[str, Any]:
+    """Evaluate (Dice per structure per source), export ONNX and write the manifest."""
+    table = cache_dir / "images.csv"
+    images = np.load(cache_dir / "seg256.npy", mmap_mode="r")
+    targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
     model.eval()
     metrics = {
         split: evaluate_segmenter(model, cfg.cut, images, targets, seg_split(table, split), size)
@@ -141,7 +159,7 @@ def run_segmenter(
         "heart_mediastinum is trained on "
         "JSRT/SCR 'heart' and covidseg 'cardiomediastinum' masks",
         "metrics_dice": metrics,
-        "aspp_channels": model.classifier[0].project[0].out_channels,
+        "aspp_channels": cfg.aspp_channels,
         "training_config": asdict(cfg),
         "training_wall_s": wall,
         "training_command": command,

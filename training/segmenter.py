@@ -132,6 +132,7 @@ class SegmenterConfig:
     weight_decay: float = 1e-4
     time_budget_s: float = 1e9
     source_power: float = 0.5
+    aspp_channels: int = 64
     seed: int = 20260228
 
 
