@@ -126,13 +126,13 @@ class SegmenterConfig:
     """Hyper-parameters of one segmenter run."""
 
     cut: int = 7
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     time_budget_s: float = 1e9
     source_power: float = 0.5
-    aspp_channels: int = 64
+    aspp_channels: int = 128
     seed: int = 20260228
 
 
