@@ -85,7 +85,12 @@ class ReportSettings(BaseModel):
     min_zone_intensity: float = Field(
         0.25, ge=0.0, le=1.0, description="Zones at or above this fused intensity may be named."
     )
-    lime_samples: int = Field(300, ge=10, le=1000, description="LIME samples per report.")
+    lime_samples: int = Field(
+        200,
+        ge=10,
+        le=1000,
+        description="LIME samples per report (the LIME stability study's default, bench/RESULTS.md).",
+    )
     attribution_budget: int = Field(
         32,
         ge=8,
