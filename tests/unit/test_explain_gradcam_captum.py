@@ -1,7 +1,8 @@
 """The backward-free Grad-CAM equals captum's LayerGradCam on the torch twin of the same weights.
 
 A tiny conv net with the classifier's structure (conv features -> global-average-pool ->
-linear -> one logit) is exported to ONNX with the serving contract's three outputs; the map
+linear -> one logit) is exported to ONNX through the same wrapper that exports the shipped
+classifier (``training.export.ClassifierGraph``: logit, features, cam); the map
 computed from ONNX Runtime's ``cam`` output must match captum within 1e-4 after the same
 normalisation (divide by the maximum).
 """
@@ -19,6 +20,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from explain.gradcam import gradcam_grid  # noqa: E402
+from training.export import ClassifierGraph  # noqa: E402
 
 nn = torch.nn
 
@@ -34,22 +36,12 @@ class TinyClassifier(nn.Module):
             nn.BatchNorm2d(16),
             nn.SiLU(inplace=False),
         )
-        self.head = nn.Linear(16, 1)
+        # The production head shape (dropout -> linear), so the production export wrapper
+        # (training.export.ClassifierGraph) can be used unchanged.
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
-
-class Export(nn.Module):
-    def __init__(self, model: TinyClassifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.model.features(x)
-        logit = self.model.head(feats.mean(dim=(2, 3)))
-        cam = torch.einsum("nchw,c->nhw", feats, self.model.head.weight[0]).unsqueeze(1)
-        return logit, feats, cam / (feats.shape[2] * feats.shape[3])
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
 class Negated(nn.Module):
@@ -73,7 +65,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyClassifier, obje
     model.eval()
     path = Path(tmp_path_factory.mktemp("onnx")) / "tiny.onnx"
     torch.onnx.export(
-        Export(model).eval(),
+        ClassifierGraph(model).eval(),
         (torch.zeros(1, 3, 32, 32),),
         str(path),
         input_names=["image"],
@@ -111,5 +103,5 @@ def test_cam_output_sums_to_logit(twin: tuple) -> None:
     model, session = twin
     x = np.random.default_rng(2).normal(size=(3, 3, 32, 32)).astype(np.float32)
     logit, _, cam = session.run(None, {"image": x})
-    bias = float(model.head.bias.detach())
+    bias = float(model.classifier[-1].bias.detach())
     np.testing.assert_allclose(cam.sum(axis=(1, 2, 3)) + bias, logit[:, 0], atol=1e-5)
