@@ -52,10 +52,6 @@ class Anatomy:
                 return s.mask
         raise KeyError(name)
 
-    @property
-    def lungs(self) -> BoolMask:
-        return self.mask("right_lung") | self.mask("left_lung")
-
 
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)

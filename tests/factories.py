@@ -88,7 +88,7 @@ def dicom_dataset(
     return ds
 
 
-def dicom_bytes(ds: Dataset, *, little_endian: bool = True, implicit_vr: bool = False) -> bytes:
+def dicom_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -15,12 +15,13 @@ from inference.errors import ModelError
 from inference.sessions import RuntimeOptions, choose_providers, load_verified_model
 
 
-def test_cam_sums_to_logit_minus_bias(tiny_weights: Path) -> None:
+def test_cam_plus_head_bias_equals_logit(tiny_weights: Path) -> None:
     model = load_verified_model(tiny_weights / "classifier.manifest.json", RuntimeOptions())
     img = np.random.default_rng(0).random((300, 280), dtype=np.float32)
     out = run_classifier(model, [img])[0]
     assert out.cam.shape == (7, 7)
-    assert float(out.cam.sum()) + (-0.2) == pytest.approx(out.logit, abs=1e-5)
+    head_bias = -0.2  # tests.tiny_models.classifier_model's default
+    assert float(out.cam.sum()) + head_bias == pytest.approx(out.logit, abs=1e-5)
 
 
 def test_calibrated_probability_is_stable() -> None:
