@@ -158,8 +158,15 @@ def compressed_dicom(
     return dicom_bytes(ds)
 
 
-def encapsulated_dicom(frames: list[bytes], transfer_syntax: UID, *, bits: int = 8,
-                       height: int = 96, width: int = 80, **kw: object) -> bytes:
+def encapsulated_dicom(
+    frames: list[bytes],
+    transfer_syntax: UID,
+    *,
+    bits: int = 8,
+    height: int = 96,
+    width: int = 80,
+    **kw: object,
+) -> bytes:
     """A DX DICOM whose PixelData holds ``frames`` (already-encoded codestreams) encapsulated."""
     arr = synthetic_chest(height, width, bits)
     ds = dicom_dataset(arr, bits_stored=bits, transfer_syntax=transfer_syntax, **kw)  # type: ignore[arg-type]
@@ -178,13 +185,23 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def png_raw(width: int, height: int, idat: bytes, *, extra: tuple[bytes, ...] = (),
-            bit_depth: int = 8, color_type: int = 0) -> bytes:
+def png_raw(
+    width: int,
+    height: int,
+    idat: bytes,
+    *,
+    extra: tuple[bytes, ...] = (),
+    bit_depth: int = 8,
+    color_type: int = 0,
+) -> bytes:
     """A PNG assembled from an IHDR, optional ancillary chunks, one IDAT and IEND."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + b"".join(extra)
-        + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + b"".join(extra)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -253,7 +270,19 @@ def webp_vp8l_header(width: int, height: int) -> bytes:
 # ---- raw DICOM surgery ------------------------------------------------------------------------
 
 _LONG_VRS = {
-    b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV"
+    b"OB",
+    b"OW",
+    b"OF",
+    b"OD",
+    b"OL",
+    b"OV",
+    b"SQ",
+    b"UT",
+    b"UN",
+    b"UC",
+    b"UR",
+    b"SV",
+    b"UV",
 }
 
 
@@ -295,9 +324,11 @@ def insert_before(data: bytes, group: int, element: int, blob: bytes) -> bytes:
 
 def nested_sequences_undefined(depth: int) -> bytes:
     """(0008,1140) SQ nested ``depth`` times, every sequence and item of undefined length."""
-    opening = dicom_element(0x0008, 0x1140, b"SQ", b"", length=0xFFFFFFFF) + dicom_tag_bytes(
-        0xFFFE, 0xE000
-    ) + struct.pack("<I", 0xFFFFFFFF)
+    opening = (
+        dicom_element(0x0008, 0x1140, b"SQ", b"", length=0xFFFFFFFF)
+        + dicom_tag_bytes(0xFFFE, 0xE000)
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
     item_end = dicom_tag_bytes(0xFFFE, 0xE00D) + b"\0\0\0\0"
     closing = item_end + dicom_tag_bytes(0xFFFE, 0xE0DD) + b"\0\0\0\0"
     return opening * depth + closing * depth
