@@ -3,16 +3,19 @@
 Limits are enforced on the raw byte stream, before multipart parsing spools anything to disk:
 a declared ``Content-Length`` over the cap is refused before reading, and a chunked body is
 counted as it arrives (FastAPI parses forms before dependencies run, so a check in a route would
-come too late).
+come too late). A body that arrives too slowly (slow loris) gets 408 and the connection closed;
+the body is read before a request takes an inference slot, so no slot is held meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,24 @@ class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body crosses the cap."""
 
 
+class BodyTooSlow(Exception):
+    """Raised from ``receive`` when the body misses its deadline."""
+
+
+@dataclass(frozen=True)
+class BodyDeadline:
+    """Apache ``mod_reqtimeout``-style body deadline: ``grace_s`` seconds from the start of the
+    request, extended by one second per ``min_rate_bytes_s`` bytes received. A per-read idle
+    timeout would not stop a client that sends one byte a second; this does, while a large
+    upload on a slow but honest link keeps extending its own deadline."""
+
+    grace_s: float = 20.0
+    min_rate_bytes_s: int = 64 * 1024
+
+    def remaining(self, started: float, received: int, now: float) -> float:
+        return started + self.grace_s + received / self.min_rate_bytes_s - now
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -36,9 +57,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_deadline: BodyDeadline | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_deadline = body_deadline or BodyDeadline()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,7 +87,7 @@ class RequestContextMiddleware:
             if refusal is not None:
                 await self._send_problem(send_with_id, *refusal, rid, close=True)
                 return
-            counted = self._counting_receive(receive)
+            counted = self._counting_receive(receive, started)
             try:
                 await self.app(scope, counted, send_with_id)
             except BodyTooLarge:
@@ -73,6 +97,16 @@ class RequestContextMiddleware:
                         413,
                         "body_too_large",
                         "The request body exceeds the upload limit.",
+                        rid,
+                        close=True,
+                    )
+            except BodyTooSlow:
+                if status_holder["status"] == 0:
+                    await self._send_problem(
+                        send_with_id,
+                        408,
+                        "body_timeout",
+                        "The request body did not arrive in time; send it again.",
                         rid,
                         close=True,
                     )
@@ -94,16 +128,26 @@ class RequestContextMiddleware:
                 return 413, "body_too_large", "The request body exceeds the upload limit."
         return None
 
-    def _counting_receive(self, receive: Receive) -> Receive:
+    def _counting_receive(self, receive: Receive, started: float) -> Receive:
         total = 0
+        complete = False
 
         async def counted() -> Message:
-            nonlocal total
-            message = await receive()
+            nonlocal total, complete
+            if complete:
+                # After the body only a disconnect can come; no deadline applies to waiting for it.
+                return await receive()
+            remaining = self.body_deadline.remaining(started, total, time.perf_counter())
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTooSlow() from None
             if message["type"] == "http.request":
                 total += len(message.get("body", b""))
                 if total > self.max_body_bytes:
                     raise BodyTooLarge()
+                complete = not message.get("more_body", False)
             return message
 
         return counted

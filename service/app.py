@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.middleware import RequestContextMiddleware
+from api.middleware import BodyDeadline, RequestContextMiddleware
 from api.problems import install_problem_handlers
 from api.routes import analysis, explain, health, report
 from api.schemas.common import Problem
@@ -53,7 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=make_lifespan(settings),
     )
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_upload_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.limits.max_upload_bytes,
+        body_deadline=BodyDeadline(
+            settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s
+        ),
+    )
     for module in (health, analysis, report, explain):
         app.include_router(module.router)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]

@@ -28,6 +28,18 @@ class LimitSettings(BaseModel):
         description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
+    body_timeout_s: float = Field(
+        20.0,
+        ge=0.1,
+        le=600.0,
+        description="Grace seconds for a request body; each byte received extends the deadline "
+        "by 1/body_min_rate_bytes_s (slow-loris defence: 408 and the connection closed).",
+    )
+    body_min_rate_bytes_s: int = Field(
+        64 * 1024,
+        ge=1,
+        description="Slowest upload rate accepted beyond the grace seconds (bytes per second).",
+    )
 
 
 class ConcurrencySettings(BaseModel):

@@ -17,7 +17,7 @@ from api.schemas.convert import b64, image_out, model_info, timings_out
 from api.upload import StudyDep, UploadDep, study_request_body, upload_request_body
 
 router = APIRouter(tags=["analysis"])
-ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 
 
 @router.post(

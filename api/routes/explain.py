@@ -14,7 +14,7 @@ from api.upload import UploadDep, upload_request_body
 from explain import MAX_SAMPLES, LimeConfig, Target
 
 router = APIRouter(prefix="/explain", tags=["explain"])
-ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 DEFAULT_SAMPLES = LimeConfig().n_samples
 
 TargetQuery = Annotated[

@@ -39,7 +39,7 @@ from service.gate import Overloaded
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
-ERRORS = problem_responses(400, 413, 415, 422, 500, 503)
+ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 
 LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")]
 LimeQuery = Annotated[bool, Query(description="Include LIME in the zone descriptors.")]

@@ -570,15 +570,12 @@ def test_h1_invalid_content_length(small_cap_app: tuple[FastAPI, dict[str, objec
 # ---- H1-H3 against a real uvicorn server on 127.0.0.1 (raw sockets) ------------------------------
 
 
-@pytest.fixture(scope="module")
-def live_port(tiny_weights: Path) -> Iterator[int]:
-    """uvicorn serving the app with a 1 MiB cap, in a thread, on an ephemeral loopback port."""
+def _serve(settings: Settings) -> Iterator[int]:
+    """uvicorn serving ``create_app(settings)`` in a thread on an ephemeral loopback port."""
     import threading
 
     import uvicorn
 
-    limits = LimitSettings(max_upload_bytes=SMALL_CAP)  # type: ignore[call-arg]
-    settings = Settings(weights_dir=tiny_weights, _env_file=None, limits=limits)  # type: ignore[call-arg]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -593,6 +590,14 @@ def live_port(tiny_weights: Path) -> Iterator[int]:
     yield int(sock.getsockname()[1])
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_port(tiny_weights: Path) -> Iterator[int]:
+    """uvicorn serving the app with a 1 MiB cap."""
+    limits = LimitSettings(max_upload_bytes=SMALL_CAP)  # type: ignore[call-arg]
+    settings = Settings(weights_dir=tiny_weights, _env_file=None, limits=limits)  # type: ignore[call-arg]
+    yield from _serve(settings)
 
 
 def _read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, bool]:
@@ -709,3 +714,119 @@ def test_every_intake_error_is_mapped_as_documented() -> None:
     """api.problems' table agrees with the doc for every IntakeError subclass it knows."""
     mapped = {cls.code: status for cls, status in INTAKE_STATUS.items()}
     assert {code: mapped.get(code) for code in DOC_STATUS} == DOC_STATUS
+
+
+# ---- H4 slow loris against a real uvicorn server ----------------------------------------------
+
+SLOW_GRACE_S = 1.0
+SLOW_MIN_RATE = 1000  # bytes/s: a 1-byte-per-0.1-s drip is far below it
+
+
+@pytest.fixture(scope="module")
+def slow_body_port(tiny_weights: Path) -> Iterator[int]:
+    """uvicorn with a short body deadline: 1 s grace plus 1 s per 1000 bytes received."""
+    limits = LimitSettings(  # type: ignore[call-arg]
+        body_timeout_s=SLOW_GRACE_S, body_min_rate_bytes_s=SLOW_MIN_RATE
+    )
+    settings = Settings(weights_dir=tiny_weights, _env_file=None, limits=limits)  # type: ignore[call-arg]
+    yield from _serve(settings)
+
+
+def _drip(port: int, seconds: float) -> tuple[bytes, bool, float]:
+    """Headers and a multipart prefix, then one byte every 0.1 s until the server answers or
+    ``seconds`` pass. Returns what came back, whether the server closed, and when."""
+    import select
+
+    head, ctype = _multipart_head()
+    request = (
+        b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + b"\r\n"
+        b"Content-Length: 1000000\r\n\r\n" + head
+    )
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        while time.perf_counter() - started < seconds:
+            readable, _, _ = select.select([conn], [], [], 0.1)
+            if readable:
+                raw, closed = _read_until_closed(conn, timeout=2.0)
+                return raw, closed, time.perf_counter() - started
+            try:
+                conn.sendall(b"\0")
+            except OSError:
+                return b"", True, time.perf_counter() - started
+    return b"", False, time.perf_counter() - started
+
+
+def test_h4_slow_body_gets_408_and_close(slow_body_port: int) -> None:
+    raw, closed, elapsed = _drip(slow_body_port, seconds=10.0)
+    assert closed, "the server must close a connection whose body misses its deadline"
+    # Grace 1 s + ~(prefix + drip) / 1000 B/s; the drip is ~10 B/s, so well under 2 s.
+    assert SLOW_GRACE_S * 0.9 < elapsed < SLOW_GRACE_S + 1.5, elapsed
+    status, body = _status_and_body(raw)
+    assert status == 408 and body["code"] == "body_timeout"
+
+
+def test_h4_parallel_slow_bodies_do_not_starve_normal_clients(slow_body_port: int) -> None:
+    """30 dripping connections at once: each is cut off after its deadline, and meanwhile a
+    normal upload is classified and /health/live answers fast (no slot is held by a drip)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    image = f.png_bytes(f.synthetic_chest())
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        drips = [pool.submit(_drip, slow_body_port, 10.0) for _ in range(30)]
+        time.sleep(0.3)  # all drips connected and waiting for body bytes
+        normal_started = time.perf_counter()
+        response = httpx.post(
+            f"http://127.0.0.1:{slow_body_port}/classify",
+            files={"file": ("x.png", image, "image/png")},
+            timeout=10,
+        )
+        normal_elapsed = time.perf_counter() - normal_started
+        probe = _live_probe(slow_body_port)
+        outcomes = [d.result() for d in drips]
+    assert response.status_code == 200
+    assert normal_elapsed < SLOW_GRACE_S, normal_elapsed
+    assert probe < 0.5
+    for raw, closed, elapsed in outcomes:
+        assert closed and elapsed < SLOW_GRACE_S + 3.0, elapsed
+        assert _status_and_body(raw)[0] == 408
+
+
+def test_h4_honest_slow_upload_keeps_extending_its_deadline(slow_body_port: int) -> None:
+    """A body sent at 2.5x the minimum rate finishes after the 1 s grace and is still accepted:
+    every byte received extends the deadline."""
+    import numpy as np
+
+    noise = np.random.default_rng(4).integers(0, 256, size=(64, 64), dtype=np.uint8)
+    image = f.png_bytes(noise)  # incompressible, ~4 KB
+    boundary = "slowOK"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="x"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    rate, chunk = int(SLOW_MIN_RATE * 2.5), 250
+    assert len(body) / rate > SLOW_GRACE_S, "the upload must outlast the grace period"
+    request = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", slow_body_port), timeout=10) as conn:
+        conn.sendall(request)
+        for i in range(0, len(body), chunk):
+            conn.sendall(body[i : i + chunk])
+            time.sleep(chunk / rate)
+        raw, _ = _read_until_closed(conn, timeout=5.0)
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+
+
+def test_body_deadline_arithmetic() -> None:
+    from api.middleware import BodyDeadline
+
+    d = BodyDeadline(grace_s=20.0, min_rate_bytes_s=1000)
+    assert d.remaining(started=100.0, received=0, now=100.0) == 20.0
+    assert d.remaining(started=100.0, received=5000, now=110.0) == 15.0
+    assert d.remaining(started=100.0, received=10, now=121.0) < 0
