@@ -803,10 +803,14 @@ def test_h4_honest_slow_upload_keeps_extending_its_deadline(slow_body_port: int)
     image = f.png_bytes(noise)  # incompressible, ~4 KB
     boundary = "slowOK"
     body = (
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="x"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="x"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     rate, chunk = int(SLOW_MIN_RATE * 2.5), 250
     assert len(body) / rate > SLOW_GRACE_S, "the upload must outlast the grace period"
     request = (
