@@ -22,9 +22,22 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from service.auth import ApiKeyAuthenticator
 
 audit_log = logging.getLogger("cxr.audit")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Open without credentials: orchestrator probes and the API contract itself.
+PUBLIC_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", "/docs", "/redoc"})
+_BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, if any."""
+    auth = _header(scope, b"authorization")
+    if auth:
+        m = _BEARER.match(auth)
+        return m.group(1) if m else None
+    return _header(scope, b"x-api-key") or None
 
 
 class BodyTooLarge(Exception):
@@ -58,11 +71,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, body_deadline: BodyDeadline | None = None
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_deadline: BodyDeadline | None = None,
+        authenticator: ApiKeyAuthenticator | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_deadline = body_deadline or BodyDeadline()
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +101,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            denial = self._authenticate(scope)
+            if denial is not None:
+                status, code, detail, headers = denial
+                await self._send_problem(
+                    send_with_id, status, code, detail, rid, close=True, extra=headers
+                )
+                return
             refusal = self._refusal(scope)
             if refusal is not None:
                 await self._send_problem(send_with_id, *refusal, rid, close=True)
@@ -112,6 +137,40 @@ class RequestContextMiddleware:
                     )
         finally:
             self._audit(scope, rid, status_holder["status"], started)
+
+    def _authenticate(self, scope: Scope) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
+        """None when the request may go on (principal recorded), else the denial to send.
+        Runs before any body byte is read, so an anonymous client cannot make us read 200 MB."""
+        state = scope["state"]
+        if self.authenticator is None:
+            state["principal"] = "anonymous"
+            return None
+        if scope.get("path") in PUBLIC_PATHS:
+            state["principal"] = "public"
+            return None
+        client = (scope.get("client") or ("unknown", 0))[0]
+        decision = self.authenticator.check(client, presented_key(scope))
+        if decision.status == 0:
+            state["principal"] = decision.principal
+            return None
+        state["principal"] = None
+        state["denied"] = True
+        if decision.status == 429:
+            return (
+                429,
+                decision.code,
+                "Too many failed authentication attempts; retry later.",
+                [(b"retry-after", str(decision.retry_after_s).encode())],
+            )
+        challenge = b'Bearer realm="cxr-xai"'
+        if decision.code == "invalid_credentials":
+            challenge += b', error="invalid_token"'
+        return (
+            401,
+            decision.code,
+            "Send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+            [(b"www-authenticate", challenge)],
+        )
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
@@ -154,12 +213,19 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _send_problem(
-        send: Send, status: int, code: str, detail: str, rid: str, close: bool
+        send: Send,
+        status: int,
+        code: str,
+        detail: str,
+        rid: str,
+        close: bool,
+        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         body = problem_bytes(status, code, detail, rid)
         headers = [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),
+            *(extra or []),
         ]
         if close:
             headers.append((b"connection", b"close"))
@@ -173,6 +239,8 @@ class RequestContextMiddleware:
         record = {
             "ts_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": rid,
+            "principal": state.get("principal"),
+            "outcome": "denied" if state.get("denied") else ("ok" if status < 400 else "error"),
             "src_ip": client[0],
             "action": f"{scope.get('method', '')} {scope.get('path', '')}",
             "upload_sha256": state.get("upload_sha256"),

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import sys
 
 import uvicorn
 
 from service.app import create_app
 from service.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def anonymous_exposure(settings: Settings) -> str | None:
+    """Why serving would expose an unauthenticated API, or None when it is fine."""
+    auth = settings.auth
+    if auth.api_keys or auth.allow_anonymous or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to serve without authentication on {settings.host}: set CXR_AUTH__API_KEYS "
+        "(create one with `python -m service.keygen NAME`) or, behind an authenticating proxy, "
+        "CXR_AUTH__ALLOW_ANONYMOUS=true"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
+    refusal = anonymous_exposure(settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        raise SystemExit(2)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.middleware import BodyDeadline, RequestContextMiddleware
-from api.problems import install_problem_handlers
+from api.middleware import PUBLIC_PATHS, BodyDeadline, RequestContextMiddleware
+from api.problems import install_problem_handlers, problem_responses
 from api.routes import analysis, explain, health, report
 from api.schemas.common import Problem
+from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan
-from service.settings import Settings
+from service.settings import AuthSettings, Settings
 
 API_DESCRIPTION = """\
 Chest X-ray analysis: anatomy segmentation, calibrated finding / no-finding classification,
@@ -24,6 +25,31 @@ visual explanations and structured reports.
 **Decision support only, never a diagnosis.** Every response must be reviewed by a physician.
 Errors use RFC 9457 `application/problem+json` with a stable `code`.
 """
+
+
+SECURITY_SCHEMES = {
+    "bearerKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "API key as a bearer token (required when the deployment sets "
+        "CXR_AUTH__API_KEYS).",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def _document_security(schema: dict[str, Any]) -> None:
+    """Every operation except the health probes takes an API key (either scheme) and may answer
+    401 (missing or wrong key) or 429 (too many failed attempts)."""
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in schema.get("paths", {}).items():
+        if path in PUBLIC_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearerKey": []}, {"apiKeyHeader": []}]
+            operation.setdefault("responses", {}).update(
+                {str(k): v for k, v in problem_responses(401, 429).items()}
+            )
 
 
 def _openapi_factory(app: FastAPI) -> Any:
@@ -36,12 +62,21 @@ def _openapi_factory(app: FastAPI) -> Any:
             description=app.description,
             routes=app.routes,
         )
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas["Problem"] = Problem.model_json_schema()
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        _document_security(schema)
         app.openapi_schema = schema
         return schema
 
     return openapi
+
+
+def make_authenticator(auth: AuthSettings) -> ApiKeyAuthenticator | None:
+    """None when no keys are configured (anonymous service: loopback or behind a proxy)."""
+    if not auth.api_keys:
+        return None
+    throttle = FailureThrottle(auth.max_failures, auth.failure_window_s)
+    return ApiKeyAuthenticator(parse_key_specs(auth.api_keys), throttle)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
+        authenticator=make_authenticator(settings.auth),
         max_body_bytes=settings.limits.max_upload_bytes,
         body_deadline=BodyDeadline(
             settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s

@@ -135,6 +135,29 @@ class ExplainSettings(BaseModel):
     retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
 
 
+class AuthSettings(BaseModel):
+    """API keys (see service/auth.py). Health probes and the OpenAPI document stay open."""
+
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted keys as 'key_id:<sha256 hex of the key>' (JSON list in the "
+        "environment); clients send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. "
+        "Empty: no authentication.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="Allow serving without api_keys on a non-loopback address (behind an "
+        "authenticating proxy). Without keys and without this, `python -m service` refuses to "
+        "bind anything but loopback.",
+    )
+    max_failures: int = Field(
+        10, ge=1, le=10_000, description="Failed attempts per client address within the window."
+    )
+    failure_window_s: float = Field(
+        60.0, gt=0, le=86_400, description="Window for max_failures; 429 + Retry-After beyond."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CXR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -154,6 +177,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)

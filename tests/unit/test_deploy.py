@@ -23,6 +23,9 @@ def test_api_service_is_hardened_and_health_checked() -> None:
     assert api["depends_on"]["llm"]["required"] is False  # API stays up without the LLM
     assert api["environment"]["CXR_REPORT__BACKEND"] == "remote"
     assert api["environment"]["CXR_REPORT__REMOTE_URL"].startswith("http://llm:")
+    # Secure by default: keys come from the operator's environment; anonymous is opt-in.
+    assert api["environment"]["CXR_AUTH__API_KEYS"] == "${CXR_AUTH__API_KEYS:-[]}"
+    assert api["environment"]["CXR_AUTH__ALLOW_ANONYMOUS"] == "${CXR_AUTH__ALLOW_ANONYMOUS:-false}"
 
 
 def test_llm_runs_as_its_own_service() -> None:
