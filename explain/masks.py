@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
+from scipy import ndimage
 
 FloatMap = npt.NDArray[np.float32]
 BoolMask = npt.NDArray[np.bool_]
@@ -90,18 +90,19 @@ def _gaussian_kernel(sigma: float) -> npt.NDArray[np.float32]:
 def gaussian_blur(values: npt.NDArray[np.floating], sigma: float) -> FloatMap:
     """Separable Gaussian blur (edge-replicated borders) of a float [H, W] map, float32 out.
 
-    numpy-only because Pillow cannot blur float images and the serving path avoids scipy.
+    The kernel reaches round(3 sigma) pixels each side (``_gaussian_kernel``). scipy's C filter:
+    on a 5 MP upload the lung margin's sigma is ~25 px (151 taps), where a numpy sliding-window
+    product took 0.6 s of a 1.4 s Grad-CAM request.
     """
     arr = np.asarray(values, dtype=np.float32)
     if sigma <= 0:
         return arr.copy()
-    kernel = _gaussian_kernel(sigma)
-    pad = kernel.size // 2
-    padded = np.pad(arr, ((0, 0), (pad, pad)), mode="edge")
-    arr = sliding_window_view(padded, kernel.size, axis=1) @ kernel
-    padded = np.pad(arr, ((pad, pad), (0, 0)), mode="edge")
-    arr = sliding_window_view(padded, kernel.size, axis=0) @ kernel
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    radius = _gaussian_kernel(sigma).size // 2
+    out = ndimage.gaussian_filter(arr, sigma, mode="nearest", truncate=radius / sigma)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+_BLUR_SIGMA_PER_STEP = 8.0  # blur on a coarser grid once sigma spans this many pixels per step
 
 
 def soft_dilate(mask: BoolMask, margin_px: float) -> FloatMap:
@@ -111,11 +112,29 @@ def soft_dilate(mask: BoolMask, margin_px: float) -> FloatMap:
     Made by blurring the mask with sigma = margin/2 and doubling (the blur is 0.5 on a
     straight edge), so the fade reaches 0.32 at margin/2 and 0.05 at the margin. A small
     margin keeps the heat map off the spine between the lungs.
+
+    The margin scales with the image (2 % of the longer side), so on a 5 MP upload sigma is
+    ~25 px and a full-resolution blur costs 151 taps per pixel (0.6 s). A Gaussian that wide
+    has no detail finer than a few pixels, so it is computed on a grid ``step`` times coarser
+    (area-averaged mask, sigma / step >= 8 px, bilinear back up): within 0.02 of the
+    full-resolution result on real lung masks (test), 20x faster at 5 MP; inside the mask the
+    result stays exactly 1, and images up to ~1600 px at the default margin take the exact path.
     """
     hard = mask.astype(np.float32)
     if margin_px <= 0 or not mask.any():
         return hard
-    blurred = gaussian_blur(hard, margin_px / 2.0)
+    sigma = margin_px / 2.0
+    step = max(1, int(sigma // _BLUR_SIGMA_PER_STEP))
+    if step == 1:
+        blurred = gaussian_blur(hard, sigma)
+    else:
+        # Pad (edge-replicated, like the blur's borders) to whole steps so that the coarse grid
+        # and the bilinear way back line up exactly with the pixels.
+        height, width = mask.shape
+        padded = np.pad(hard, ((0, -height % step), (0, -width % step)), mode="edge")
+        rows, cols = padded.shape[0] // step, padded.shape[1] // step
+        coarse = gaussian_blur(area_downsample(padded, rows, cols), sigma / step)
+        blurred = resize_map(coarse, *padded.shape)[:height, :width]
     return np.maximum(hard, np.clip(2.0 * blurred, 0.0, 1.0)).astype(np.float32)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,21 @@ def test_soft_dilate_is_one_inside_and_fades_outside() -> None:
     assert np.all(soft[mask] == 1.0)
     assert 0.0 < soft[25, 17] < 1.0  # 3 px outside: partly kept
     assert soft[25, 5] < 0.01  # 15 px outside: gone
+
+
+def test_soft_dilate_on_a_coarse_grid_matches_the_full_resolution_blur(shared_data: Path) -> None:
+    """Wide margins (large uploads) blur on a coarser grid; on a real lung mask the result stays
+    within 0.02 of blurring at full resolution, and exactly 1 inside the lungs."""
+    from explain.masks import gaussian_blur
+
+    small = Image.open(shared_data / "masks" / "jsrt" / "JPCLN001__right_lung.png").convert("L")
+    mask = np.asarray(small.resize((1000, 1003), Image.Resampling.NEAREST)) > 0
+    margin = 0.05 * 1003  # sigma 25 px: three pixels per coarse step
+    hard = mask.astype(np.float32)
+    exact = np.maximum(hard, np.clip(2.0 * gaussian_blur(hard, margin / 2.0), 0.0, 1.0))
+    soft = soft_dilate(mask, margin)
+    assert soft.shape == mask.shape and np.all(soft[mask] == 1.0)
+    assert float(np.abs(soft - exact).max()) < 0.02
 
 
 def test_explain_gradcam_restricts_to_lungs() -> None:
