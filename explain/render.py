@@ -32,7 +32,7 @@ def jet_lut(levels: int = 256) -> npt.NDArray[np.float32]:
 
 def _blend(
     image: FloatMap,
-    alpha: npt.NDArray[np.float32],
+    alpha: npt.NDArray[np.floating],
     colour: Callable[[int], npt.NDArray[np.float32]],
     outline: BoolMask | None = None,
 ) -> Rgb:
