@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 from service.auth import ApiKeyAuthenticator
+from service.gate import WorkGate
+
+# Given the request's lifespan state and path: the gate that would refuse it now, if any.
+Admission = Callable[[dict[str, Any], str], WorkGate | None]
 
 audit_log = logging.getLogger("cxr.audit")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -76,8 +81,10 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         body_deadline: BodyDeadline | None = None,
         authenticator: ApiKeyAuthenticator | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.app = app
+        self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.body_deadline = body_deadline or BodyDeadline()
         self.authenticator = authenticator
@@ -111,6 +118,20 @@ class RequestContextMiddleware:
             refusal = self._refusal(scope)
             if refusal is not None:
                 await self._send_problem(send_with_id, *refusal, rid, close=True)
+                return
+            gate = self._full_gate(scope)
+            if gate is not None:
+                # Refused before a byte of the body is read (and the connection closed, since
+                # the body stays unread): ~1 ms instead of receiving and parsing the upload.
+                await self._send_problem(
+                    send_with_id,
+                    503,
+                    "overloaded",
+                    "The service is at capacity; retry later.",
+                    rid,
+                    close=True,
+                    extra=[(b"retry-after", str(gate.retry_after_s).encode())],
+                )
                 return
             counted = self._counting_receive(receive, started)
             try:
@@ -171,6 +192,11 @@ class RequestContextMiddleware:
             "Send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             [(b"www-authenticate", challenge)],
         )
+
+    def _full_gate(self, scope: Scope) -> WorkGate | None:
+        if self.admission is None or scope.get("method") != "POST":
+            return None
+        return self.admission(scope.get("state", {}), scope.get("path", ""))
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()

@@ -9,7 +9,7 @@ manifest, so a model with the wrong contract never becomes ready.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,18 @@ def _check_contract(session: ort.InferenceSession, manifest: ModelManifest) -> N
         raise ModelError(f"{manifest.name}: graph lacks outputs named in the manifest")
 
 
+def _shrinking_run_options() -> ort.RunOptions:
+    """Run options that hand the CPU arena's growth back after the call.
+
+    ONNX Runtime's arena keeps the peak of every call: one 100-image LIME batch left 1.5 GB
+    resident for good. Single-image calls keep the warm arena (they are the latency path);
+    batches release what they grew (measured: RSS back to +50 MB, single-image latency same).
+    """
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 @dataclass(frozen=True)
 class VerifiedModel:
     """An ONNX Runtime session plus the manifest it was verified against."""
@@ -86,11 +98,13 @@ class VerifiedModel:
     manifest: ModelManifest
     session: ort.InferenceSession
     providers: tuple[str, ...]
+    shrink: ort.RunOptions = field(default_factory=_shrinking_run_options, compare=False)
 
     def run(self, batch: FloatArray, roles: tuple[str, ...]) -> dict[str, FloatArray]:
         """Run the graph on a float32 [N, C, S, S] batch and return the requested output roles."""
         names = [self.manifest.outputs[r] for r in roles]
-        outputs = self.session.run(names, {self.manifest.input_name: batch})
+        options = self.shrink if batch.shape[0] > 1 else None
+        outputs = self.session.run(names, {self.manifest.input_name: batch}, options)
         return {
             role: np.asarray(out, dtype=np.float32)
             for role, out in zip(roles, outputs, strict=True)

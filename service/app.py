@@ -15,7 +15,7 @@ from api.problems import install_problem_handlers, problem_responses
 from api.routes import analysis, explain, health, report
 from api.schemas.common import Problem
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
-from service.lifespan import make_lifespan
+from service.lifespan import make_lifespan, refusing_gate
 from service.settings import AuthSettings, Settings
 
 API_DESCRIPTION = """\
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         authenticator=make_authenticator(settings.auth),
+        admission=refusing_gate,
         max_body_bytes=settings.limits.max_upload_bytes,
         body_deadline=BodyDeadline(
             settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s

@@ -103,7 +103,7 @@ class ExplainService:
         gate: WorkGate,
         lime_gate: WorkGate,
         limits: Limits,
-        lime_batch_size: int = 100,
+        lime_batch_size: int = 32,
     ) -> None:
         self.registry = registry
         self.gate = gate

@@ -16,6 +16,7 @@ from anyio import to_thread
 from inference.intake import Limits
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
+from service.memory import release_free_heap
 from service.readiness import Readiness
 from service.registry import ModelRegistry, load_registry
 from service.report_usecase import LoadedBackend, ReportService, build_report_service, load_backend
@@ -39,10 +40,24 @@ def build_state(
     settings: Settings, registry: ModelRegistry, llm: LoadedBackend = (None, "not loaded")
 ) -> AppState:
     c = settings.concurrency
-    gate = WorkGate("inference", c.inference_slots, c.max_queue, c.retry_after_s)
+    gate = WorkGate(
+        "inference",
+        c.inference_slots,
+        c.max_queue,
+        c.retry_after_s,
+        on_idle=release_free_heap,
+        max_wait_s=c.max_wait_s,
+    )
     limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
     e = settings.explain
-    lime_gate = WorkGate("lime", e.lime_slots, e.lime_queue, e.retry_after_s)
+    lime_gate = WorkGate(
+        "lime",
+        e.lime_slots,
+        e.lime_queue,
+        e.retry_after_s,
+        on_idle=release_free_heap,
+        max_wait_s=e.lime_max_wait_s,
+    )
     explain = ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size)
     readiness = Readiness()
     readiness.set("models", True)
@@ -73,3 +88,38 @@ def make_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextMan
             state["report"].close()
 
     return lifespan
+
+
+# Gates a request to each path certainly passes through. Reports take the inference or the LIME
+# gate depending on a query parameter, so only their LLM gate is checked up front; the vision
+# gate still refuses them (after the upload) when it is full.
+_GATED_PATHS: dict[str, tuple[str, ...]] = {
+    "/classify": ("inference",),
+    "/classify/study": ("inference",),
+    "/segment": ("inference",),
+    "/explain/gradcam": ("inference",),
+    "/explain/lime": ("lime",),
+    "/report": ("llm",),
+    "/report/stream": ("llm",),
+    "/explain/report": ("llm",),
+}
+
+
+def refusing_gate(state: dict[str, object], path: str) -> WorkGate | None:
+    """The first gate on ``path`` that would refuse a request now, if any.
+
+    ``state`` is the lifespan state as Starlette hands it to each request (before startup it is
+    empty and nothing is refused here; the routes answer 503 not-ready themselves).
+    """
+    explain = state.get("explain")
+    report = state.get("report")
+    gates: dict[str, WorkGate] = {}
+    if isinstance(explain, ExplainService):
+        gates["inference"], gates["lime"] = explain.gate, explain.lime_gate
+    if isinstance(report, ReportService):
+        gates["llm"] = report.llm_gate
+    for name in _GATED_PATHS.get(path, ()):
+        gate = gates.get(name)
+        if gate is not None and gate.would_refuse():
+            return gate
+    return None

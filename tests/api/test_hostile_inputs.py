@@ -834,3 +834,28 @@ def test_body_deadline_arithmetic() -> None:
     assert d.remaining(started=100.0, received=0, now=100.0) == 20.0
     assert d.remaining(started=100.0, received=5000, now=110.0) == 15.0
     assert d.remaining(started=100.0, received=10, now=121.0) < 0
+
+
+# ---- H28 overload: refused before the body is read ---------------------------------------------
+
+
+def test_h28_full_gate_refuses_before_reading_the_body(
+    small_cap_app: tuple[FastAPI, dict[str, object]],
+) -> None:
+    """With the inference gate full, POST /classify gets 503 + Retry-After without a single
+    receive() call, so refusing a 200 MB upload costs nothing; GET probes are not gated."""
+    app, state = small_cap_app
+    gate = state["explain"].gate  # type: ignore[attr-defined]
+    saved = gate._admitted  # noqa: SLF001 - simulate a full gate without running work
+    gate._admitted = gate.capacity  # noqa: SLF001
+    try:
+        head, ctype = _multipart_head()
+        result = drive(
+            app, [(b"content-type", ctype), (b"content-length", b"1000")], iter([head]), state
+        )
+    finally:
+        gate._admitted = saved  # noqa: SLF001
+    assert result.status == 503
+    assert result.receive_calls == 0
+    assert result.headers[b"retry-after"] == str(gate.retry_after_s).encode()
+    assert result.headers[b"connection"] == b"close"  # the unread body must not be parsed

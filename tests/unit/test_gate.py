@@ -47,3 +47,53 @@ def test_gate_releases_after_errors() -> None:
         assert await gate.run(lambda: 7) == 7
 
     anyio.run(main)
+
+
+def test_gate_refuses_when_the_expected_wait_exceeds_the_budget() -> None:
+    """Queue places are free, but the requests ahead would take longer than max_wait_s."""
+    import time
+
+    release = threading.Event()
+    gate = WorkGate("inference", slots=1, queue=10, retry_after_s=2, max_wait_s=0.25)
+    outcomes: list[str] = []
+
+    async def call(func: object) -> None:
+        try:
+            await gate.run(func)  # type: ignore[arg-type]
+            outcomes.append("done")
+        except Overloaded:
+            outcomes.append("refused")
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.2))  # teaches the gate: ~0.2 s per call
+        assert gate.expected_wait_s() == 0.0  # idle: a request would run at once
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, release.wait)  # runs
+            await anyio.sleep(0.05)
+            tg.start_soon(call, release.wait)  # waits ~0.2 s: admitted
+            await anyio.sleep(0.05)
+            assert 0.15 < gate.expected_wait_s() < 0.5  # a third would wait ~0.4 s
+            assert gate.would_refuse()
+            tg.start_soon(call, release.wait)  # refused although 9 queue places are free
+            await anyio.sleep(0.05)
+            release.set()
+
+    anyio.run(main)
+    assert sorted(outcomes) == ["done", "done", "refused"]
+
+
+def test_gate_runs_its_idle_hook_when_the_last_request_finishes() -> None:
+    idle = threading.Event()
+    gate = WorkGate("inference", slots=2, queue=0, retry_after_s=1, on_idle=idle.set)
+
+    async def main() -> None:
+        assert await gate.run(lambda: 3) == 3
+
+    anyio.run(main)
+    assert idle.wait(2.0)
+
+
+def test_release_free_heap_is_safe_to_call() -> None:
+    from service.memory import release_free_heap
+
+    release_free_heap()  # glibc: returns free pages; elsewhere: a no-op
