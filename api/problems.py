@@ -105,6 +105,15 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[str, Any]:
+    """The problem body a request would have got for ``exc`` (for failed background jobs)."""
+    if isinstance(exc, IntakeError):
+        status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
+        return problem_body(status, exc.code, exc.public_detail, request_id)
+    log.error("job failed with %s", type(exc).__name__)  # the type only, as for requests
+    return problem_body(500, "internal_error", "An unexpected error occurred.", request_id)
+
+
 async def _intake(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IntakeError)
     status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)

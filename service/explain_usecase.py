@@ -8,6 +8,7 @@ classification); LIME has its own small gate, so a burst of LIME requests is ref
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,9 @@ from inference.anatomy import segment
 from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
+from inference.sniff import detect_format
 from service.gate import WorkGate
+from service.jobs import Job, JobControl, JobQueue
 from service.registry import ModelRegistry
 from service.usecases import ImageInfo, image_info
 
@@ -114,6 +117,15 @@ class ExplainService:
     def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return predict_probabilities(self.registry.classifier, images)
 
+    def _cancellable(
+        self, control: JobControl
+    ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+        def predict(images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            control.check()  # a cancelled job stops here, between model batches
+            return self._predict(images)
+
+        return predict
+
     def _prepare(self, data: bytes) -> _Prepared:
         t0 = time.perf_counter()
         radiograph = decode_upload(data, self.limits)
@@ -167,21 +179,28 @@ class ExplainService:
         )
 
     def _lime_sync(
-        self, data: bytes, target: Target | None, n_samples: int, seed: int
+        self,
+        data: bytes,
+        target: Target | None,
+        n_samples: int,
+        seed: int,
+        control: JobControl | None = None,
     ) -> LimeOutcome:
         t0 = time.perf_counter()
+        predict: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] = self._predict
+        if control is not None:
+            control.started()
+            predict = self._cancellable(control)
         p = self._prepare(data)
         if not p.lungs.both.any():
             raise LungsNotFound()
         chosen = target or p.classification.decision
         t1 = time.perf_counter()
         config = LimeConfig(n_samples=n_samples, batch_size=self.lime_batch_size)
-        lime = explain_lime(
-            p.radiograph.pixels, p.lungs, self._predict, chosen, seed=seed, config=config
-        )
+        lime = explain_lime(p.radiograph.pixels, p.lungs, predict, chosen, seed=seed, config=config)
         gradcam = self._gradcam(p, chosen)
         deletion = deletion_test(
-            p.radiograph.pixels, lime.signed_map, p.lungs.both, self._predict, chosen, seed=seed
+            p.radiograph.pixels, lime.signed_map, p.lungs.both, predict, chosen, seed=seed
         )
         quality = assess_quality(
             _confidence(p.classification, chosen),
@@ -196,10 +215,33 @@ class ExplainService:
             chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
         )
 
+    def submit_lime(
+        self,
+        jobs: JobQueue,
+        principal: str | None,
+        data: bytes,
+        target: Target | None,
+        n_samples: int,
+        seed: int,
+    ) -> Job:
+        """Queue a LIME explanation as a job. The container format is checked now (415 at
+        submit rather than a failed job later); everything else is checked when it runs."""
+        detect_format(data)
+        return jobs.submit(
+            principal, lambda control: self.lime(data, target, n_samples, seed, control)
+        )
+
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
         return await self.gate.run(lambda: self._gradcam_sync(data, target))
 
     async def lime(
-        self, data: bytes, target: Target | None, n_samples: int, seed: int
+        self,
+        data: bytes,
+        target: Target | None,
+        n_samples: int,
+        seed: int,
+        control: JobControl | None = None,
     ) -> LimeOutcome:
-        return await self.lime_gate.run(lambda: self._lime_sync(data, target, n_samples, seed))
+        return await self.lime_gate.run(
+            lambda: self._lime_sync(data, target, n_samples, seed, control)
+        )

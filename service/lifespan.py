@@ -16,6 +16,7 @@ from anyio import to_thread
 from inference.intake import Limits
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
+from service.jobs import JobQueue
 from service.memory import release_free_heap
 from service.readiness import Readiness
 from service.registry import ModelRegistry, load_registry
@@ -34,6 +35,7 @@ class AppState(TypedDict):
     readiness: Readiness
     model_versions: dict[str, str]
     report: ReportService
+    jobs: JobQueue
 
 
 def build_state(
@@ -71,6 +73,7 @@ def build_state(
         readiness=readiness,
         model_versions=registry.versions(),
         report=build_report_service(registry, explain, settings.report, *llm),
+        jobs=JobQueue(e.job_capacity, e.job_ttl_s, e.retry_after_s),
     )
 
 
@@ -85,6 +88,7 @@ def make_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextMan
             yield state
         finally:
             state["readiness"].draining = True
+            await state["jobs"].close()
             state["report"].close()
 
     return lifespan

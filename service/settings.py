@@ -149,6 +149,12 @@ class ExplainSettings(BaseModel):
         "this (a 5 MP LIME takes 5-15 s on 2 cores: queueing two would pass a 30 s client "
         "timeout); null: only lime_queue bounds the queue.",
     )
+    job_capacity: int = Field(
+        8, ge=1, le=1000, description="LIME jobs queued or running; beyond this 503 + Retry-After."
+    )
+    job_ttl_s: float = Field(
+        600.0, gt=0, le=86_400, description="Seconds a finished job's result stays available."
+    )
     retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
 
 

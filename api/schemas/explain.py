@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo
+from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo, Problem
 from api.schemas.convert import b64
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
 from service.explain_usecase import GradCamOutcome, LimeOutcome
@@ -252,4 +252,17 @@ def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> Li
             explain_ms=t.explain_ms,
             total_ms=t.total_ms,
         ),
+    )
+
+
+class LimeJob(BaseModel):
+    """An asynchronous LIME explanation (POST /explain/lime/jobs)."""
+
+    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
+    created_utc: str
+    result: LimeResponse | None = Field(None, description="Set when state is succeeded.")
+    error: Problem | None = Field(
+        None, description="Set when state is failed: the problem the synchronous call would answer."
     )

@@ -28,6 +28,9 @@ PROTECTED = [
     ("post", "/report/stream"),
     ("post", "/explain/report"),
     ("get", "/version"),
+    ("post", "/explain/lime/jobs"),
+    ("get", "/explain/lime/jobs/" + "0" * 32),
+    ("delete", "/explain/lime/jobs/" + "0" * 32),
 ]
 
 

@@ -145,3 +145,68 @@ def test_busy_lime_answers_overloaded(tiny_settings: Settings, chest_png: bytes)
     assert outcome and isinstance(outcome[0], Overloaded)
     assert outcome[0].resource == "lime" and outcome[0].retry_after_s == 7
     assert time.perf_counter() - start < 30
+
+
+# ---- asynchronous LIME jobs ----------------------------------------------------------------------
+
+
+def _wait_job(client: TestClient, url: str, timeout_s: float = 30.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if body["state"] not in ("queued", "running"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+def test_lime_job_gives_the_synchronous_result(client: TestClient, chest_png: bytes) -> None:
+    params = {"n_samples": 60, "seed": 11}
+    files = {"file": ("x.png", chest_png, "image/png")}
+    submitted = client.post("/explain/lime/jobs", params=params, files=files)
+    assert submitted.status_code == 202
+    job = submitted.json()
+    assert (
+        submitted.headers["location"] == job["status_url"] == f"/explain/lime/jobs/{job['job_id']}"
+    )
+    assert job["state"] in ("queued", "running") and job["result"] is None
+    done = _wait_job(client, job["status_url"])
+    assert done["state"] == "succeeded" and done["error"] is None
+    direct = _post(client, "/explain/lime", chest_png, **params)
+    result = done["result"]
+    result.pop("timings"), direct.pop("timings")
+    assert result == direct  # same seed, same explanation, whichever way it was asked for
+
+
+def test_lime_job_failure_carries_the_problem(client: TestClient) -> None:
+    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # no lungs: 422 synchronously
+    job = client.post("/explain/lime/jobs", files={"file": ("x.png", flat, "image/png")}).json()
+    done = _wait_job(client, job["status_url"])
+    assert done["state"] == "failed" and done["result"] is None
+    assert done["error"]["status"] == 422 and done["error"]["code"] == "lungs_not_found"
+
+
+def test_lime_job_refuses_a_non_image_at_submit(client: TestClient) -> None:
+    r = client.post("/explain/lime/jobs", files={"file": ("x", b"not an image at all", "x/y")})
+    assert r.status_code == 415
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "../../etc/passwd", "ABC"])
+def test_unknown_jobs_are_404_or_422(client: TestClient, job_id: str) -> None:
+    for method in ("GET", "DELETE"):
+        r = client.request(method, f"/explain/lime/jobs/{job_id}")
+        assert r.status_code in (404, 422)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_lime_job_can_be_cancelled(client: TestClient, chest_png: bytes) -> None:
+    files = {"file": ("x.png", chest_png, "image/png")}
+    job = client.post("/explain/lime/jobs", params={"n_samples": 1000}, files=files).json()
+    cancelled = client.delete(job["status_url"])
+    assert cancelled.status_code == 200
+    done = _wait_job(client, job["status_url"])
+    # Either it was stopped, or it had already finished in the meantime (tiny model).
+    assert done["state"] in ("cancelled", "succeeded")
