@@ -33,6 +33,7 @@ from inference.errors import (
 )
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
+from service.jobs import JobCancelled
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://cxr-xai.example/problems/"
@@ -166,6 +167,11 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, status, code, _TITLES.get(status, "Error"), headers=exc.headers)
 
 
+async def _cancelled(request: Request, exc: Exception) -> JSONResponse:
+    # Work stopped because its client disconnected; nobody reads this answer.
+    return problem(request, 400, "client_disconnected", "The client closed the request early.")
+
+
 async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
     # The client went away mid-upload; nobody will read this, but it is not a server error.
     return problem(request, 400, "client_disconnected", "The client closed the request early.")
@@ -185,6 +191,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ClientDisconnect, _disconnected)
+    app.add_exception_handler(JobCancelled, _cancelled)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from api.deps import ExplainDep, RegistryDep
+from api.disconnect import cancel_on_disconnect
 from api.problems import problem_for_exception, problem_responses
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import (
@@ -20,7 +22,7 @@ from api.schemas.explain import (
 from api.upload import UploadDep, upload_request_body
 from explain import MAX_SAMPLES, LimeConfig, Target
 from service.explain_usecase import LimeOutcome
-from service.jobs import Job, JobQueue
+from service.jobs import Job, JobControl, JobQueue
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
@@ -72,6 +74,7 @@ async def explain_gradcam(
     openapi_extra=upload_request_body(),
 )
 async def explain_lime(
+    request: Request,
     upload: UploadDep,
     explainer: ExplainDep,
     registry: RegistryDep,
@@ -79,7 +82,9 @@ async def explain_lime(
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
 ) -> LimeResponse:
-    out = await explainer.lime(upload.data, target, n_samples, seed)
+    control = JobControl(threading.Event(), lambda: None)
+    async with cancel_on_disconnect(request, control.cancelled):
+        out = await explainer.lime(upload.data, target, n_samples, seed, control)
     return lime_response(out, model_info(registry.classifier), image_out(out.image))
 
 

@@ -859,3 +859,73 @@ def test_h28_full_gate_refuses_before_reading_the_body(
     assert result.receive_calls == 0
     assert result.headers[b"retry-after"] == str(gate.retry_after_s).encode()
     assert result.headers[b"connection"] == b"close"  # the unread body must not be parsed
+
+
+@pytest.fixture(scope="module")
+def lime_port(tiny_weights: Path) -> Iterator[int]:
+    """uvicorn whose LIME evaluates one perturbed image per model call, each made 5 ms slower
+    (the tiny model is too fast for a client to leave in the middle of a run)."""
+    from service.explain_usecase import ExplainService
+    from service.settings import ExplainSettings
+
+    original = ExplainService._predict
+
+    def slow(self: ExplainService, images: object) -> object:
+        time.sleep(0.005)
+        return original(self, images)  # type: ignore[arg-type]
+
+    explain = ExplainSettings(lime_batch_size=1)  # type: ignore[call-arg]
+    settings = Settings(weights_dir=tiny_weights, _env_file=None, explain=explain)  # type: ignore[call-arg]
+    ExplainService._predict = slow  # type: ignore[method-assign,assignment]
+    try:
+        yield from _serve(settings)
+    finally:
+        ExplainService._predict = original  # type: ignore[method-assign]
+
+
+def test_h28_client_disconnect_stops_lime_and_frees_the_slot(
+    lime_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    import httpx
+
+    caplog.set_level(logging.INFO, logger="cxr.audit")
+    image = f.png_bytes(f.synthetic_chest(height=256, width=224))
+    url = f"http://127.0.0.1:{lime_port}/explain/lime?n_samples=1000"
+    started = time.perf_counter()
+    assert httpx.post(url, files={"file": ("x", image)}, timeout=60).status_code == 200
+    full_s = time.perf_counter() - started
+    assert full_s > 1.5, f"the run must outlast the disconnect check ({full_s:.2f} s)"
+
+    boundary = "h28"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /explain/lime?n_samples=1000 HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    caplog.clear()
+    with socket.create_connection(("127.0.0.1", lime_port), timeout=5) as conn:
+        conn.sendall(head + body)
+        time.sleep(0.3)
+    # The work notices within one model batch plus the 0.25 s watch interval.
+    deadline = time.monotonic() + full_s + 5
+    records: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not records:
+        records = [
+            json.loads(r.getMessage())
+            for r in caplog.records
+            if r.name == "cxr.audit" and "/explain/lime" in r.getMessage()
+        ]
+        time.sleep(0.05)
+    assert records, "the abandoned request was never audited"
+    latency_s = float(records[0]["latency_ms"]) / 1000  # type: ignore[arg-type]
+    assert records[0]["status"] == 400
+    assert latency_s < min(0.3 + 1.0, 0.8 * full_s), (latency_s, full_s)
