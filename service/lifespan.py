@@ -7,6 +7,8 @@ the process exits non-zero and never reports ready (see Starlette's "Lifespan St
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypedDict
@@ -25,6 +27,11 @@ from service.settings import Settings
 from service.usecases import AnalysisService
 
 log = logging.getLogger("cxr.service")
+
+
+def temp_free_bytes() -> int:
+    """Free bytes where uploads spool (multipart parts over 1 MB go to the temp dir)."""
+    return shutil.disk_usage(tempfile.gettempdir()).free
 
 
 class AppState(TypedDict):
@@ -63,6 +70,8 @@ def build_state(
     explain = ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size)
     readiness = Readiness()
     readiness.set("models", True)
+    min_free = settings.limits.min_free_temp_bytes
+    readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
     return AppState(

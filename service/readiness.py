@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class Readiness:
@@ -13,14 +14,27 @@ class Readiness:
         # classification must stay available while it is down).
         self.optional: set[str] = set()
         self.draining = False
+        # Conditions checked afresh on every probe (e.g. free temporary storage), so readiness
+        # recovers by itself when the condition clears.
+        self._probes: dict[str, Callable[[], bool]] = {}
 
     def set(self, component: str, ready: bool) -> None:
         with self._lock:
             self._components[component] = ready
 
+    def probe(self, component: str, check: Callable[[], bool]) -> None:
+        with self._lock:
+            self._probes[component] = check
+
     def snapshot(self) -> dict[str, bool]:
         with self._lock:
-            return dict(self._components)
+            snap, probes = dict(self._components), dict(self._probes)
+        for name, check in probes.items():
+            try:
+                snap[name] = bool(check())
+            except OSError:
+                snap[name] = False
+        return snap
 
     @property
     def ready(self) -> bool:

@@ -28,6 +28,12 @@ class LimitSettings(BaseModel):
         description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
+    min_free_temp_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="/health/ready answers 503 while the temp dir (where uploads spool) has less "
+        "free space than this; it recovers by itself when space is freed.",
+    )
     body_timeout_s: float = Field(
         20.0,
         ge=0.1,

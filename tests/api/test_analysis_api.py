@@ -152,3 +152,21 @@ def test_full_temp_dir_is_503_with_retry_after(
     r = client.post("/classify", files={"file": ("a.png", b"\x89PNG" + b"0" * 100, "image/png")})
     assert r.status_code == 503 and r.json()["code"] == "insufficient_storage"
     assert r.headers["retry-after"] == "30"
+
+
+def test_ready_is_503_while_temp_storage_is_low_and_recovers(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H27: readiness follows free space where uploads spool, checked on every probe."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1 << 20))
+    r = client.get("/health/ready")
+    assert r.status_code == 503 and r.json()["components"]["temp_storage"] is False
+    assert "retry-after" in r.headers
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    r = client.get("/health/ready")
+    assert r.status_code == 200 and r.json()["components"]["temp_storage"] is True

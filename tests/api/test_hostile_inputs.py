@@ -898,7 +898,7 @@ def test_h28_client_disconnect_stops_lime_and_frees_the_slot(
     full_s = time.perf_counter() - started
     assert full_s > 1.5, f"the run must outlast the disconnect check ({full_s:.2f} s)"
 
-    boundary = "h28"
+    boundary, rid = "h28", "h28-abandoned-request"
     body = (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
@@ -907,11 +907,10 @@ def test_h28_client_disconnect_stops_lime_and_frees_the_slot(
         + f"\r\n--{boundary}--\r\n".encode()
     )
     head = (
-        f"POST /explain/lime?n_samples=1000 HTTP/1.1\r\nHost: x\r\n"
+        f"POST /explain/lime?n_samples=1000 HTTP/1.1\r\nHost: x\r\nX-Request-ID: {rid}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
-    caplog.clear()
     with socket.create_connection(("127.0.0.1", lime_port), timeout=5) as conn:
         conn.sendall(head + body)
         time.sleep(0.3)
@@ -922,7 +921,7 @@ def test_h28_client_disconnect_stops_lime_and_frees_the_slot(
         records = [
             json.loads(r.getMessage())
             for r in caplog.records
-            if r.name == "cxr.audit" and "/explain/lime" in r.getMessage()
+            if r.name == "cxr.audit" and rid in r.getMessage()
         ]
         time.sleep(0.05)
     assert records, "the abandoned request was never audited"
