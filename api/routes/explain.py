@@ -117,6 +117,12 @@ def _job_out(job: Job, request: Request, registry: RegistryDep) -> LimeJob:
 JOB_ERRORS = problem_responses(404, 422, 500)
 
 
+def _found(job: Job | None) -> Job:
+    if job is None:
+        raise HTTPException(404)  # unknown, expired, or another key's job
+    return job
+
+
 @router.post(
     "/lime/jobs",
     operation_id="submit_lime_job",
@@ -155,10 +161,7 @@ async def submit_lime_job(
     responses=JOB_ERRORS,
 )
 async def get_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPath) -> LimeJob:
-    job = _jobs(request).get(job_id, _principal(request))
-    if job is None:
-        raise HTTPException(404)  # unknown, expired, or another key's job
-    return _job_out(job, request, registry)
+    return _job_out(_found(_jobs(request).get(job_id, _principal(request))), request, registry)
 
 
 @router.delete(
@@ -169,7 +172,4 @@ async def get_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPat
     responses=JOB_ERRORS,
 )
 async def cancel_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPath) -> LimeJob:
-    job = _jobs(request).cancel(job_id, _principal(request))
-    if job is None:
-        raise HTTPException(404)  # unknown, expired, or another key's job
-    return _job_out(job, request, registry)
+    return _job_out(_found(_jobs(request).cancel(job_id, _principal(request))), request, registry)
