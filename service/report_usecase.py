@@ -30,6 +30,7 @@ from reporting.report import GeneratorConfig, Report, ReportGenerator
 from service.errors import ServiceUnavailable
 from service.explain_usecase import ExplainService, LungsNotFound
 from service.gate import WorkGate
+from service.jobs import JobControl
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
 from service.usecases import ImageInfo
@@ -187,10 +188,12 @@ class ReportService:
     def model_hashes(self) -> dict[str, str]:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
-    async def _vision(self, data: bytes, with_lime: bool) -> VisionEvidence:
+    async def _vision(
+        self, data: bytes, with_lime: bool, control: JobControl | None = None
+    ) -> VisionEvidence:
         if with_lime:
             try:
-                lime = await self.explain.lime(data, None, self.settings.lime_samples, 0)
+                lime = await self.explain.lime(data, None, self.settings.lime_samples, 0, control)
             except LungsNotFound:
                 log.info("no lungs found: report built from Grad-CAM alone")
             else:
@@ -261,11 +264,17 @@ class ReportService:
         )
 
     async def report(
-        self, data: bytes, language: Language, with_lime: bool, attributions: bool
+        self,
+        data: bytes,
+        language: Language,
+        with_lime: bool,
+        attributions: bool,
+        control: JobControl | None = None,
     ) -> ReportOutcome:
+        """``control`` lets the caller stop the LIME step (e.g. when its client has left)."""
         self._require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        vision = await self._vision(data, with_lime)
+        vision = await self._vision(data, with_lime, control)
         return await self.write(vision, language, attributions, _ms(t0))
 
     def close(self) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import ReportDep
+from api.disconnect import cancel_on_disconnect
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out
@@ -36,6 +38,7 @@ from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
+from service.jobs import JobControl
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
@@ -57,13 +60,16 @@ AttrQuery = Annotated[
     openapi_extra=upload_request_body(),
 )
 async def report(
+    request: Request,
     upload: UploadDep,
     service: ReportDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
 ) -> ReportResponse:
-    outcome = await service.report(upload.data, lang, lime, attributions)
+    control = JobControl(threading.Event(), lambda: None)
+    async with cancel_on_disconnect(request, control.cancelled):
+        outcome = await service.report(upload.data, lang, lime, attributions, control)
     return report_response(outcome, service)
 
 
@@ -76,9 +82,15 @@ async def report(
     openapi_extra=upload_request_body(),
 )
 async def explain_report(
-    upload: UploadDep, service: ReportDep, lang: LangQuery = "en", lime: LimeQuery = True
+    request: Request,
+    upload: UploadDep,
+    service: ReportDep,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
 ) -> ReportResponse:
-    outcome = await service.report(upload.data, lang, lime, attributions=True)
+    control = JobControl(threading.Event(), lambda: None)
+    async with cancel_on_disconnect(request, control.cancelled):
+        outcome = await service.report(upload.data, lang, lime, True, control)
     return report_response(outcome, service)
 
 

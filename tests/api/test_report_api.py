@@ -228,3 +228,24 @@ def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
     events = _events(client.post("/report/stream", params={"lime": "false"}, files=files).text)
     assert [e for e, _ in events] == ["evidence", "error"]
     assert events[1][1]["code"] == "llm_timeout" and events[1][1]["retry_after_s"] >= 1
+
+
+def test_report_lime_step_stops_when_its_control_is_cancelled(
+    app_and_swap: tuple[TestClient, Swap],
+) -> None:
+    """The report routes hand a cancel flag (set when the client disconnects) down to LIME."""
+    import asyncio
+    import threading
+
+    from service.jobs import JobCancelled, JobControl
+
+    client, swap = app_and_swap
+    base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
+    service = build_report_service(base.registry, base.explain, base.settings, swap.backend)
+    control = JobControl(threading.Event(), lambda: None)
+    control.cancelled.set()
+    with pytest.raises(JobCancelled):
+        asyncio.run(service.report(_png(), "en", True, False, control))
+    # Without a cancelled flag the same call completes.
+    done = asyncio.run(service.report(_png(), "en", True, False, None))
+    assert done.vision.lime_used
