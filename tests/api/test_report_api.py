@@ -239,9 +239,9 @@ def test_report_lime_step_stops_when_its_control_is_cancelled(
 
     from service.jobs import JobCancelled, JobControl
 
-    client, swap = app_and_swap
+    client, _ = app_and_swap
     base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
-    service = build_report_service(base.registry, base.explain, base.settings, swap.backend)
+    service = build_report_service(base.registry, base.explain, base.settings, FakeBackend(_echo))
     control = JobControl(threading.Event(), lambda: None)
     control.cancelled.set()
     with pytest.raises(JobCancelled):
