@@ -50,6 +50,7 @@ from explain.lime import (
 )
 from explain.masks import margin_pixels, resize_map, resize_mask
 from inference.preprocess import InputSpec, resize_gray, to_model_input
+from training.export import export_classifier
 
 DATA = Path("../shared/data/cxr")
 SPEC = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -60,30 +61,24 @@ Predict = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 class CamClassifier(nn.Module):
     """features -> mean over (h, w) -> linear(C -> 1); forward returns the logit [N, 1].
 
-    Dropout before the head (training only) is omitted: it is the identity in eval mode.
+    Dropout before the head (training only) is omitted: it is the identity in eval mode. The
+    head sits in ``classifier`` like torchvision's EfficientNet, so the production export
+    (``training.export.export_classifier``) writes this model's ONNX twin unchanged.
     """
 
     def __init__(self, features: nn.Module, head: nn.Linear) -> None:
         super().__init__()
         self.features = features
-        self.head = head
+        self.classifier = nn.Sequential(head)
+
+    @property
+    def head(self) -> nn.Linear:
+        head = self.classifier[0]
+        assert isinstance(head, nn.Linear)
+        return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
-
-
-class ExportWrapper(nn.Module):
-    """Adds the ``features`` and ``cam`` outputs of the serving contract."""
-
-    def __init__(self, model: CamClassifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.model.features(x)
-        logit = self.model.head(feats.mean(dim=(2, 3)))
-        cam = torch.einsum("nchw,c->nhw", feats, self.model.head.weight[0]).unsqueeze(1)
-        return logit, feats, cam / (feats.shape[2] * feats.shape[3])
 
 
 def standin_classifier(images: list[np.ndarray], seed: int = 0) -> CamClassifier:
@@ -121,19 +116,6 @@ def _twin(net: nn.Module) -> CamClassifier:
     return CamClassifier(net.get_submodule("features"), head).eval()
 
 
-def export_onnx(model: CamClassifier, path: Path) -> None:
-    torch.onnx.export(
-        ExportWrapper(model).eval(),
-        (torch.zeros(1, 3, SPEC.size, SPEC.size),),
-        str(path),
-        input_names=["image"],
-        output_names=["logit", "features", "cam"],
-        dynamic_axes={k: {0: "n"} for k in ("image", "logit", "features", "cam")},
-        opset_version=17,
-        dynamo=False,
-    )
-
-
 @dataclass(frozen=True)
 class Bench:
     model: CamClassifier
@@ -166,7 +148,7 @@ def make_bench(
     if path is None:
         path = Path("runs") / "bench_explain_model.onnx"
         path.parent.mkdir(exist_ok=True)
-        export_onnx(model, path)
+        export_classifier(model, path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
