@@ -14,11 +14,16 @@ from contextlib import asynccontextmanager, suppress
 
 from starlette.requests import Request
 
+from service.jobs import JobControl
+
 POLL_S = 0.25
 
 
 @asynccontextmanager
-async def cancel_on_disconnect(request: Request, cancel: threading.Event) -> AsyncIterator[None]:
+async def cancel_on_disconnect(request: Request) -> AsyncIterator[JobControl]:
+    """Yield the control to hand to the work; it is cancelled when the client disconnects."""
+    cancel = threading.Event()
+
     async def watch() -> None:
         while not cancel.is_set():
             if await request.is_disconnected():
@@ -28,7 +33,7 @@ async def cancel_on_disconnect(request: Request, cancel: threading.Event) -> Asy
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        yield
+        yield JobControl(cancel, lambda: None)
     finally:
         watcher.cancel()
         with suppress(asyncio.CancelledError):

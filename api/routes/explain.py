@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -22,7 +21,7 @@ from api.schemas.explain import (
 from api.upload import UploadDep, upload_request_body
 from explain import MAX_SAMPLES, LimeConfig, Target
 from service.explain_usecase import LimeOutcome
-from service.jobs import Job, JobControl, JobQueue
+from service.jobs import Job, JobQueue
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
@@ -82,8 +81,7 @@ async def explain_lime(
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
 ) -> LimeResponse:
-    control = JobControl(threading.Event(), lambda: None)
-    async with cancel_on_disconnect(request, control.cancelled):
+    async with cancel_on_disconnect(request) as control:
         out = await explainer.lime(upload.data, target, n_samples, seed, control)
     return lime_response(out, model_info(registry.classifier), image_out(out.image))
 

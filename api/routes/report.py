@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
@@ -38,7 +37,6 @@ from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
-from service.jobs import JobControl
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
@@ -67,8 +65,7 @@ async def report(
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
 ) -> ReportResponse:
-    control = JobControl(threading.Event(), lambda: None)
-    async with cancel_on_disconnect(request, control.cancelled):
+    async with cancel_on_disconnect(request) as control:
         outcome = await service.report(upload.data, lang, lime, attributions, control)
     return report_response(outcome, service)
 
@@ -88,8 +85,7 @@ async def explain_report(
     lang: LangQuery = "en",
     lime: LimeQuery = True,
 ) -> ReportResponse:
-    control = JobControl(threading.Event(), lambda: None)
-    async with cancel_on_disconnect(request, control.cancelled):
+    async with cancel_on_disconnect(request) as control:
         outcome = await service.report(upload.data, lang, lime, True, control)
     return report_response(outcome, service)
 
