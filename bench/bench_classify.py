@@ -142,7 +142,7 @@ def http_load(port: int, payload: bytes, clients: int, total: int) -> Result:
         for _ in range(3):  # warm this connection
             one(i)
         barrier.wait()
-        latencies = []
+        latencies: list[float] = []
         while True:
             with lock:
                 if next(counter, None) is None:

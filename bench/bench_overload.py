@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def run_load(
 
     def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        ops, weights = zip(*MIX, strict=True)
+        ops, weights = [op for op, _ in MIX], [w for _, w in MIX]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=CLIENT_TIMEOUT_S) as c:
             while not stop.is_set():
                 op = rng.choices(ops, weights)[0]
@@ -184,28 +185,38 @@ def table(results: list[Outcome], wall: float) -> list[str]:
         lines.append(
             f"| {op} | {len(mine)} | {counts} | {pct(ok, 0.5):.2f} | {pct(ok, 0.99):.2f} |"
         )
-    good = sum(1 for r in results if 200 <= r.status < 300)
-    lines.append(f"\nGoodput {good / wall:.2f} req/s over {wall:.0f} s.")
+    lines.append(f"\nGoodput {goodput(results, wall):.2f} req/s over {wall:.0f} s.")
     return lines
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[tuple[int, int]]:
+    """The real server on a free loopback port: yields (port, pid), stops it afterwards."""
+    port = free_port()
+    proc = start_server(port)
+    try:
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
+
+
+def goodput(results: list[Outcome], wall: float) -> float:
+    return sum(1 for r in results if 200 <= r.status < 300) / wall
 
 
 def overload(args: argparse.Namespace) -> list[str]:
     blobs = payloads()
-    port = free_port()
-    proc = start_server(port)
-    try:
-        monitor = Monitor(proc.pid)
-        base_rss, base_tmp = rss_now(proc.pid), tmp_files()
-        single, single_wall = run_load(port, blobs, 1, args.baseline, args.seed, Monitor(proc.pid))
-        single_goodput = sum(1 for r in single if 200 <= r.status < 300) / single_wall
+    with serving() as (port, pid):
+        monitor = Monitor(pid)
+        base_rss, base_tmp = rss_now(pid), tmp_files()
+        single, single_wall = run_load(port, blobs, 1, args.baseline, args.seed, Monitor(pid))
+        single_goodput = goodput(single, single_wall)
         results, wall = run_load(
             port, blobs, args.clients, args.duration, args.seed, monitor, not args.hammer
         )
         time.sleep(30)
-        after_rss, after_tmp = rss_now(proc.pid), tmp_files()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=40)
+        after_rss, after_tmp = rss_now(pid), tmp_files()
 
     errors = [r for r in results if r.status == 0]
     server_errors = [r for r in results if r.status >= 500 and r.status != 503]
@@ -213,7 +224,7 @@ def overload(args: argparse.Namespace) -> list[str]:
     other_4xx = [r for r in results if 400 <= r.status < 500 and r.status != 429]
     clean_refusals = all(r.retry_after and r.problem_json for r in refused)
     classify_ok = [r.latency_s for r in results if r.op == "classify" and r.status == 200]
-    goodput = sum(1 for r in results if 200 <= r.status < 300) / wall
+    good = goodput(results, wall)
     peak_rss = max(v for _, v in monitor.rss_mb)
     refused_p99 = pct([r.latency_s for r in refused], 0.99)
 
@@ -241,9 +252,9 @@ def overload(args: argparse.Namespace) -> list[str]:
         f"- other 4xx: {len(other_4xx)} (expected 0)",
         f"- accepted /classify p99 {pct(classify_ok, 0.99):.2f} s (goal <= 2.0 s) -> "
         f"{verdict(pct(classify_ok, 0.99) <= 2.0)}",
-        f"- goodput {goodput:.2f} vs single-client {single_goodput:.2f} req/s = "
-        f"{goodput / single_goodput:.2f} (goal >= 0.90) -> "
-        f"{verdict(goodput >= 0.9 * single_goodput)}",
+        f"- goodput {good:.2f} vs single-client {single_goodput:.2f} req/s = "
+        f"{good / single_goodput:.2f} (goal >= 0.90) -> "
+        f"{verdict(good >= 0.9 * single_goodput)}",
         f"- /health/live p99 {pct(monitor.live_ms, 0.99):.0f} ms (goal <= 100 ms) -> "
         f"{verdict(pct(monitor.live_ms, 0.99) <= 100)}",
         f"- RSS: before {base_rss:.0f} MB, peak {peak_rss:.0f} MB (goal <= before + 2048), "
@@ -256,16 +267,11 @@ def overload(args: argparse.Namespace) -> list[str]:
 
 def soak(args: argparse.Namespace) -> list[str]:
     blobs = payloads()
-    port = free_port()
-    proc = start_server(port)
-    try:
-        monitor = Monitor(proc.pid)
+    with serving() as (port, pid):
+        monitor = Monitor(pid)
         base_tmp = tmp_files()
         results, wall = run_load(port, blobs, args.clients, args.duration, args.seed, monitor)
         after_tmp = tmp_files()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=40)
     # RSS moves by hundreds of MB with whatever is in flight (a 5 MP LIME holds ~0.5 GB), so
     # retained memory is read from each minute's floor (its lowest sample), not one sample.
     minutes: dict[int, list[float]] = {}
