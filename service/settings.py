@@ -72,8 +72,9 @@ class ConcurrencySettings(BaseModel):
     def threads_per_call(self) -> int:
         """Threads for one ORT call. Every call may use every core: ORT's idle workers sleep
         (spinning is off, see ``inference.sessions``), so a lone request gets all the cores and
-        concurrent ones share them. Measured on 2 cores (bench/RESULTS.md): 1 client 13.0 ms
-        -> 10.2 ms p50 against cores / slots, with the same throughput at 16 clients."""
+        concurrent ones share them. Measured on 2 cores (bench/RESULTS.md): /classify p50 at
+        1 client 13.0 ms with cores / slots, 9.3-10.2 ms with all cores, same 16-client
+        throughput."""
         if self.intra_op_threads is not None:
             return self.intra_op_threads
         if hasattr(os, "sched_getaffinity"):
