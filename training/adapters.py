@@ -50,17 +50,7 @@ def read_shared(root: Path) -> list[ImageRecord]:
     records = []
     with (root / "classification.csv").open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            records.append(
-                ImageRecord(
-                    image=str((root / row["image"]).resolve()),
-                    label=int(row["label"]),
-                    findings=row["findings"],
-                    source=row["source"],
-                    patient_id=row["patient_id"],
-                    view=row["view"],
-                    age_group=row.get("age_group", ""),
-                )
-            )
+            records.append(ImageRecord.from_row(row, str((root / row["image"]).resolve())))
     return records
 
 

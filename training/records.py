@@ -33,6 +33,19 @@ class ImageRecord:
     view: str
     age_group: str = ""
 
+    @classmethod
+    def from_row(cls, row: dict[str, str], image: str | None = None) -> ImageRecord:
+        """A record from a CSV row with the table's columns (``image`` overrides the path)."""
+        return cls(
+            image=row["image"] if image is None else image,
+            label=int(row["label"]),
+            findings=row["findings"],
+            source=row["source"],
+            patient_id=row["patient_id"],
+            view=row["view"],
+            age_group=row.get("age_group", ""),
+        )
+
 
 def is_frontal(view: str) -> bool:
     """True for PA/AP views (any spelling); lateral and unknown views are False."""
@@ -66,17 +79,7 @@ def read_table(path: Path) -> tuple[list[ImageRecord], dict[str, list[str]]]:
     extra: dict[str, list[str]] = {}
     with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            records.append(
-                ImageRecord(
-                    image=row["image"],
-                    label=int(row["label"]),
-                    findings=row["findings"],
-                    source=row["source"],
-                    patient_id=row["patient_id"],
-                    view=row["view"],
-                    age_group=row.get("age_group", ""),
-                )
-            )
+            records.append(ImageRecord.from_row(row))
             for key, value in row.items():
                 if key not in names:
                     extra.setdefault(key, []).append(value)
