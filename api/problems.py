@@ -31,6 +31,7 @@ from inference.errors import (
     UnsupportedSopClass,
     UnsupportedTransferSyntax,
 )
+from inference.suitability import NotAChestRadiograph
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
 from service.jobs import JobCancelled
@@ -49,6 +50,7 @@ INTAKE_STATUS: dict[type[IntakeError], int] = {
     MultiFrameNotSupported: 422,
     MalformedDicom: 422,
     NoPixelData: 422,
+    NotAChestRadiograph: 422,
 }
 
 _TITLES = {
@@ -110,7 +112,7 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
     """The problem body a request would have got for ``exc`` (for failed background jobs)."""
     if isinstance(exc, IntakeError):
         status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-        return problem_body(status, exc.code, exc.public_detail, request_id)
+        return problem_body(status, exc.code, exc.public_detail, request_id) | exc.problem_extra()
     log.error("job failed with %s", type(exc).__name__)  # the type only, as for requests
     return problem_body(500, "internal_error", "An unexpected error occurred.", request_id)
 
@@ -118,7 +120,7 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
 async def _intake(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IntakeError)
     status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-    return problem(request, status, exc.code, exc.public_detail)
+    return problem(request, status, exc.code, exc.public_detail, extra=exc.problem_extra())
 
 
 async def _upload(request: Request, exc: Exception) -> JSONResponse:

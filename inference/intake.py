@@ -27,6 +27,7 @@ from inference.errors import (
 )
 from inference.pixels import FloatImage, stretch_to_unit
 from inference.sniff import ImageFormat, detect_format, header_size
+from inference.suitability import colourfulness
 
 # Pillow format names we accept for each sniffed container; anything else is refused even if
 # Pillow could open it (Pillow has many plugins we do not want in the attack surface).
@@ -60,6 +61,10 @@ class Radiograph:
     format: ImageFormat
     bits_stored: int
     photometric: str
+    colourfulness: float = 0.0
+    """Share of visibly coloured pixels in an RGB upload (0 for grayscale sources)."""
+    patient_age_years: float | None = None
+    """DICOM PatientAge in years when present (population choice only; never logged)."""
 
     @property
     def height(self) -> int:
@@ -77,20 +82,34 @@ def check_budget(width: int, height: int, limits: Limits) -> None:
         raise PixelBudgetExceeded()
 
 
-def _to_gray(img: Image.Image) -> tuple[FloatImage, int]:
-    """Pillow image -> float32 [H, W] in [0, 1] and the stored bit depth."""
+def _colour_of(rgb: Image.Image) -> float:
+    """Colourfulness measured on a small nearest-neighbour copy (cost independent of size)."""
+    scale = min(1.0, 256 / max(rgb.size))
+    small = rgb.resize(
+        (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+        Image.Resampling.NEAREST,
+    )
+    return colourfulness(np.asarray(small, dtype=np.uint8))
+
+
+def _to_gray(img: Image.Image) -> tuple[FloatImage, int, float]:
+    """Pillow image -> float32 [H, W] in [0, 1], the stored bit depth and its colourfulness."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         raw = np.asarray(img, dtype=np.float32)
-        return stretch_to_unit(raw), 16
+        return stretch_to_unit(raw), 16, 0.0
     if mode == "F":
-        return stretch_to_unit(np.asarray(img, dtype=np.float32)), 32
+        return stretch_to_unit(np.asarray(img, dtype=np.float32)), 32, 0.0
+    colour = 0.0
     if mode != "L":
-        # RGB/RGBA/P/CMYK/LA/1: alpha is dropped, colour becomes ITU-R 601 luma.
-        img = img.convert("RGB").convert("L")
+        # RGB/RGBA/P/CMYK/LA/1: alpha is dropped, colour becomes ITU-R 601 luma. The chroma is
+        # measured first: the suitability gate refuses colour photos and figures.
+        rgb = img.convert("RGB")
+        colour = _colour_of(rgb)
+        img = rgb.convert("L")
     gray = np.asarray(img, dtype=np.float32)
     # In place: same float32 division as ``/ 255.0``, without a second full-size copy.
-    return np.divide(gray, 255.0, out=gray), 8
+    return np.divide(gray, 255.0, out=gray), 8, colour
 
 
 def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
@@ -103,12 +122,18 @@ def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
             if getattr(img, "n_frames", 1) != 1:
                 raise MultiFrameNotSupported()
             img.load()
-            pixels, bits = _to_gray(img)
+            pixels, bits, colour = _to_gray(img)
     except IntakeError:
         raise
     except _DECODE_ERRORS as exc:
         raise CorruptImage() from exc
-    return Radiograph(pixels=pixels, format=fmt, bits_stored=bits, photometric="MONOCHROME2")
+    return Radiograph(
+        pixels=pixels,
+        format=fmt,
+        bits_stored=bits,
+        photometric="MONOCHROME2",
+        colourfulness=colour,
+    )
 
 
 def decode_upload(data: bytes, limits: Limits | None = None) -> Radiograph:
@@ -124,6 +149,7 @@ def decode_upload(data: bytes, limits: Limits | None = None) -> Radiograph:
             format=fmt,
             bits_stored=decoded.bits_stored,
             photometric=decoded.photometric,
+            patient_age_years=decoded.patient_age_years,
         )
     if fmt not in _PIL_FORMATS:
         raise UnsupportedFormat()

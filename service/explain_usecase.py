@@ -31,14 +31,16 @@ from explain import (
 )
 from explain.render import encode_gray_png
 from inference.anatomy import segment
-from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
+from inference.classify import Classification, predict_probabilities
 from inference.errors import IntakeError
+from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload
+from inference.operating import Population
 from inference.sniff import detect_format
 from service.gate import WorkGate
 from service.jobs import Job, JobControl, JobQueue
 from service.registry import ModelRegistry
-from service.usecases import ImageInfo, image_info
+from service.usecases import ImageInfo, gated_classify, image_info
 
 
 class LungsNotFound(IntakeError):
@@ -66,6 +68,7 @@ class GradCamOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class LimeOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class _Prepared:
     cam: npt.NDArray[np.float32]
     decode_ms: float
     inference_ms: float
+    input_quality: InputQuality
 
 
 def _ms(start: float) -> float:
@@ -115,7 +120,8 @@ class ExplainService:
         self.lime_batch_size = lime_batch_size
 
     def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return predict_probabilities(self.registry.classifier, images)
+        t = self.registry.active_calibration.temperature
+        return predict_probabilities(self.registry.classifier, images, t)
 
     def _cancellable(
         self, control: JobControl
@@ -126,30 +132,34 @@ class ExplainService:
 
         return predict
 
-    def _prepare(self, data: bytes) -> _Prepared:
+    def _prepare(self, data: bytes, population: Population | None) -> _Prepared:
         t0 = time.perf_counter()
         radiograph = decode_upload(data, self.limits)
         decode_ms = _ms(t0)
         t1 = time.perf_counter()
+        # The input gate (inside gated_classify) refuses non-radiographs before the segmenter.
+        gated = gated_classify(self.registry, [radiograph], population)[0]
         anatomy = segment(self.registry.segmenter, radiograph.pixels)
-        output = run_classifier(self.registry.classifier, [radiograph.pixels])[0]
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
         return _Prepared(
             radiograph=radiograph,
             lungs=lungs,
-            classification=postprocess(output, self.registry.classifier),
-            cam=output.cam,
+            classification=gated.classification,
+            cam=gated.output.cam,
             decode_ms=decode_ms,
             inference_ms=_ms(t1),
+            input_quality=gated.input_quality,
         )
 
     def _gradcam(self, p: _Prepared, target: Target) -> GradCamResult:
         return explain_gradcam(p.radiograph.pixels, p.cam, p.lungs, target)
 
-    def _gradcam_sync(self, data: bytes, target: Target | None) -> GradCamOutcome:
+    def _gradcam_sync(
+        self, data: bytes, target: Target | None, population: Population | None = None
+    ) -> GradCamOutcome:
         t0 = time.perf_counter()
-        p = self._prepare(data)
-        chosen = target or p.classification.decision
+        p = self._prepare(data, population)
+        chosen = target or p.classification.side
         t1 = time.perf_counter()
         result = self._gradcam(p, chosen)
         deletion = None
@@ -176,6 +186,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.input_quality,
         )
 
     def _lime_sync(
@@ -185,16 +196,17 @@ class ExplainService:
         n_samples: int,
         seed: int,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> LimeOutcome:
         t0 = time.perf_counter()
         predict: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] = self._predict
         if control is not None:
             control.started()
             predict = self._cancellable(control)
-        p = self._prepare(data)
+        p = self._prepare(data, population)
         if not p.lungs.both.any():
             raise LungsNotFound()
-        chosen = target or p.classification.decision
+        chosen = target or p.classification.side
         t1 = time.perf_counter()
         config = LimeConfig(n_samples=n_samples, batch_size=self.lime_batch_size)
         lime = explain_lime(p.radiograph.pixels, p.lungs, predict, chosen, seed=seed, config=config)
@@ -212,7 +224,14 @@ class ExplainService:
         zones = fused_descriptors(p.lungs, gradcam, lime)
         timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
         return LimeOutcome(
-            chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
+            chosen,
+            p.classification,
+            lime,
+            zones,
+            quality,
+            image_info(p.radiograph),
+            timings,
+            p.input_quality,
         )
 
     def submit_lime(
@@ -223,16 +242,21 @@ class ExplainService:
         target: Target | None,
         n_samples: int,
         seed: int,
+        population: Population | None = None,
     ) -> Job:
         """Queue a LIME explanation as a job. The container format is checked now (415 at
-        submit rather than a failed job later); everything else is checked when it runs."""
+        submit rather than a failed job later); everything else is checked when it runs (an
+        unsuitable image fails the job with the 422 not_a_chest_radiograph problem)."""
         detect_format(data)
         return jobs.submit(
-            principal, lambda control: self.lime(data, target, n_samples, seed, control)
+            principal,
+            lambda control: self.lime(data, target, n_samples, seed, control, population),
         )
 
-    async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
-        return await self.gate.run(lambda: self._gradcam_sync(data, target))
+    async def gradcam(
+        self, data: bytes, target: Target | None, population: Population | None = None
+    ) -> GradCamOutcome:
+        return await self.gate.run(lambda: self._gradcam_sync(data, target, population))
 
     async def lime(
         self,
@@ -241,7 +265,8 @@ class ExplainService:
         n_samples: int,
         seed: int,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> LimeOutcome:
         return await self.lime_gate.run(
-            lambda: self._lime_sync(data, target, n_samples, seed, control)
+            lambda: self._lime_sync(data, target, n_samples, seed, control, population)
         )

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from explain.quality import ExplanationQuality
 from explain.zones import ZoneDescriptor
 from inference.classify import Classification
+from inference.input_gate import InputQuality
+from inference.operating import Population
 from reporting.attribution import ShapleyAttribution, ShapleyExplainer
 from reporting.errors import LLMError, LLMTimeout, LLMUnavailable
 from reporting.evidence import Evidence, Language, ZoneEvidence
@@ -48,6 +50,7 @@ class VisionEvidence:
     quality: ExplanationQuality
     lime_used: bool
     image: ImageInfo
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,10 @@ def to_evidence(
     quality: ExplanationQuality,
 ) -> Evidence:
     """Map the explanation stage's outputs to the report's input contract."""
+    # The report's vocabulary is binary: the side of the threshold. A borderline (indeterminate)
+    # decision travels next to it in VisionEvidence.classification.
     return Evidence(
-        decision=classification.decision,
+        decision=classification.side,
         probability_finding=min(1.0, max(0.0, float(classification.probability_finding))),
         threshold=float(classification.threshold),
         zones=tuple(
@@ -189,11 +194,17 @@ class ReportService:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
     async def _vision(
-        self, data: bytes, with_lime: bool, control: JobControl | None = None
+        self,
+        data: bytes,
+        with_lime: bool,
+        control: JobControl | None = None,
+        population: Population | None = None,
     ) -> VisionEvidence:
         if with_lime:
             try:
-                lime = await self.explain.lime(data, None, self.settings.lime_samples, 0, control)
+                lime = await self.explain.lime(
+                    data, None, self.settings.lime_samples, 0, control, population
+                )
             except LungsNotFound:
                 log.info("no lungs found: report built from Grad-CAM alone")
             else:
@@ -204,8 +215,9 @@ class ReportService:
                     lime.quality,
                     True,
                     lime.image,
+                    lime.input_quality,
                 )
-        gc = await self.explain.gradcam(data, None)
+        gc = await self.explain.gradcam(data, None, population)
         zones = gc.gradcam.zones
         return VisionEvidence(
             to_evidence(gc.classification, zones, gc.quality),
@@ -214,6 +226,7 @@ class ReportService:
             gc.quality,
             False,
             gc.image,
+            gc.input_quality,
         )
 
     def _llm_sync(
@@ -238,9 +251,11 @@ class ReportService:
         """Raise ServiceUnavailable (503) now when no LLM is configured or loaded."""
         self._require_llm()
 
-    async def evidence(self, data: bytes, with_lime: bool) -> VisionEvidence:
+    async def evidence(
+        self, data: bytes, with_lime: bool, population: Population | None = None
+    ) -> VisionEvidence:
         """The vision half of a report: what the prompt will be built from."""
-        return await self._vision(data, with_lime)
+        return await self._vision(data, with_lime, None, population)
 
     async def write(
         self, vision: VisionEvidence, language: Language, attributions: bool, vision_ms: float
@@ -270,11 +285,12 @@ class ReportService:
         with_lime: bool,
         attributions: bool,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> ReportOutcome:
         """``control`` lets the caller stop the LIME step (e.g. when its client has left)."""
         self._require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        vision = await self._vision(data, with_lime, control)
+        vision = await self._vision(data, with_lime, control, population)
         return await self.write(vision, language, attributions, _ms(t0))
 
     def close(self) -> None:

@@ -188,6 +188,22 @@ class AuthSettings(BaseModel):
     )
 
 
+class InputGateSettings(BaseModel):
+    """The input suitability gate (inference/suitability.py, inference/ood.py)."""
+
+    ood_manifest: str = Field(
+        "input_gate.manifest.json",
+        description="Learned gate (fitted by `python -m training gate`) in weights_dir, bound to "
+        "the classifier's sha256: a gate for another classifier stops start-up. When the file "
+        "is absent the service gates with the rules alone (logged, and /version says so) unless "
+        "ood_required is set.",
+    )
+    ood_required: bool = Field(False, description="Refuse to start without the learned gate file.")
+    min_side: int = Field(
+        128, ge=16, le=4096, description="Uploads with a shorter side are refused (422)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CXR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -206,6 +222,13 @@ class Settings(BaseSettings):
         True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
+    calibration_file: Path | None = Field(
+        None,
+        description="Site calibration (temperature + operating points) written by `python -m "
+        "training recalibrate`; must name the classifier's sha256 or start-up fails. Unset: "
+        "the manifest's calibration.",
+    )
+    input_gate: InputGateSettings = Field(default_factory=InputGateSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from api.deps import ExplainDep, RegistryDep
+from api.deps import ExplainDep, PopulationQuery, RegistryDep
 from api.disconnect import cancel_on_disconnect
 from api.problems import problem_for_exception, problem_responses
 from api.schemas.convert import image_out, model_info
@@ -54,10 +54,15 @@ JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job'
     openapi_extra=upload_request_body(),
 )
 async def explain_gradcam(
-    upload: UploadDep, explainer: ExplainDep, registry: RegistryDep, target: TargetQuery = None
+    upload: UploadDep,
+    explainer: ExplainDep,
+    registry: RegistryDep,
+    target: TargetQuery = None,
+    population: PopulationQuery = None,
 ) -> GradCamResponse:
-    out = await explainer.gradcam(upload.data, target)
-    return gradcam_response(out, model_info(registry.classifier), image_out(out.image))
+    out = await explainer.gradcam(upload.data, target, population)
+    info = model_info(registry.classifier)
+    return gradcam_response(out, info, image_out(out.image), registry.input_gate.version)
 
 
 @router.post(
@@ -80,10 +85,12 @@ async def explain_lime(
     target: TargetQuery = None,
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
+    population: PopulationQuery = None,
 ) -> LimeResponse:
     async with cancel_on_disconnect(request) as control:
-        out = await explainer.lime(upload.data, target, n_samples, seed, control)
-    return lime_response(out, model_info(registry.classifier), image_out(out.image))
+        out = await explainer.lime(upload.data, target, n_samples, seed, control, population)
+    info = model_info(registry.classifier)
+    return lime_response(out, info, image_out(out.image), registry.input_gate.version)
 
 
 def _jobs(request: Request) -> JobQueue:
@@ -98,7 +105,8 @@ def _job_out(job: Job, request: Request, registry: RegistryDep) -> LimeJob:
     result = None
     if job.state == "succeeded" and isinstance(job.result, LimeOutcome):
         out = job.result
-        result = lime_response(out, model_info(registry.classifier), image_out(out.image))
+        info = model_info(registry.classifier)
+        result = lime_response(out, info, image_out(out.image), registry.input_gate.version)
     error = None
     if job.state == "failed" and job.error is not None:
         error = problem_for_exception(job.error, getattr(request.state, "request_id", None))
@@ -143,9 +151,10 @@ async def submit_lime_job(
     target: TargetQuery = None,
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
+    population: PopulationQuery = None,
 ) -> LimeJob:
     job = explainer.submit_lime(
-        _jobs(request), _principal(request), upload.data, target, n_samples, seed
+        _jobs(request), _principal(request), upload.data, target, n_samples, seed, population
     )
     response.headers["Location"] = f"/explain/lime/jobs/{job.id}"
     return _job_out(job, request, registry)

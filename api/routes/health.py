@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ReadinessDep, RegistryDep
 from api.problems import problem_responses
+from api.schemas.common import CalibrationOut
 from api.schemas.convert import model_info
 from api.schemas.health import Liveness, Readiness, VersionInfo
 
@@ -48,4 +49,10 @@ async def get_version(registry: RegistryDep) -> VersionInfo:
         version=pkg_version,
         models=[model_info(m) for m in registry.models()],
         providers=list(registry.classifier.providers),
+        calibration=CalibrationOut(
+            source=registry.active_calibration.source,
+            id=registry.active_calibration.id,
+            version=registry.active_calibration.version,
+        ),
+        input_gate=registry.input_gate.version,
     )

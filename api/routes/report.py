@@ -10,11 +10,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import ReportDep
+from api.deps import PopulationQuery, ReportDep
 from api.disconnect import cancel_on_disconnect
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
-from api.schemas.convert import image_out
+from api.schemas.convert import image_out, input_quality_out, operating_point_out
 from api.schemas.report import (
     AttributionsOut,
     EvidenceOut,
@@ -31,7 +31,6 @@ from api.schemas.report import (
     ZoneOut,
 )
 from api.upload import UploadDep, upload_request_body
-from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
@@ -64,9 +63,10 @@ async def report(
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
+    population: PopulationQuery = None,
 ) -> ReportResponse:
     async with cancel_on_disconnect(request) as control:
-        outcome = await service.report(upload.data, lang, lime, attributions, control)
+        outcome = await service.report(upload.data, lang, lime, attributions, control, population)
     return report_response(outcome, service)
 
 
@@ -84,9 +84,10 @@ async def explain_report(
     service: ReportDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
+    population: PopulationQuery = None,
 ) -> ReportResponse:
     async with cancel_on_disconnect(request) as control:
-        outcome = await service.report(upload.data, lang, lime, True, control)
+        outcome = await service.report(upload.data, lang, lime, True, control, population)
     return report_response(outcome, service)
 
 
@@ -94,18 +95,27 @@ async def explain_report(
     "/report/stream",
     operation_id="report_stream",
     summary="The same report as Server-Sent Events: evidence first, then the grounded report",
-    description="Events: `evidence` (EvidenceOut, as soon as the vision stage is done), then "
-    "`report` (ReportResponse) or `error` ({code, detail, retry_after_s}). Model text is only "
-    "sent after the grounding check, never as an unchecked draft.",
+    description="The vision stage (decoding, the input suitability gate, models, explanations) "
+    "runs before the stream starts, so an unreadable or unsuitable upload gets the same "
+    "problem+json status as /report (e.g. 422 not_a_chest_radiograph). Events: `evidence` "
+    "(EvidenceOut), then `report` (ReportResponse) or `error` ({code, detail, retry_after_s}). "
+    "Model text is only sent after the grounding check, never as an unchecked draft.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     openapi_extra=upload_request_body(),
 )
 async def report_stream(
-    upload: UploadDep, service: ReportDep, lang: LangQuery = "en", lime: LimeQuery = True
+    upload: UploadDep,
+    service: ReportDep,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    population: PopulationQuery = None,
 ) -> StreamingResponse:
     service.require_llm()  # a plain 503 before the stream starts
-    events = _report_events(upload.data, service, lang, lime)
+    t0 = time.perf_counter()
+    vision = await service.evidence(upload.data, lime, population)
+    vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
+    events = _report_events(vision, vision_ms, service, lang)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -114,16 +124,14 @@ def _sse(event: str, payload: str) -> str:
 
 
 async def _report_events(
-    data: bytes, service: ReportService, lang: Literal["en", "ru"], lime: bool
+    vision: VisionEvidence, vision_ms: float, service: ReportService, lang: Literal["en", "ru"]
 ) -> AsyncIterator[str]:
-    t0 = time.perf_counter()
+    gate = service.registry.input_gate.version
+    yield _sse("evidence", _evidence_out(vision, lang, gate).model_dump_json())
     try:
-        vision: VisionEvidence = await service.evidence(data, lime)
-        yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
-        vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
         outcome = await service.write(vision, lang, False, vision_ms)
         yield _sse("report", report_response(outcome, service).model_dump_json())
-    except (ServiceUnavailable, Overloaded, IntakeError) as exc:
+    except (ServiceUnavailable, Overloaded) as exc:
         # The status line is already sent: report domain errors in-band, as the last event.
         code = getattr(exc, "code", "overloaded")
         detail = getattr(exc, "detail", "The service is busy; retry later.")
@@ -162,10 +170,12 @@ def _attributions(a: ShapleyAttribution) -> AttributionsOut:
     )
 
 
-def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"]) -> EvidenceOut:
+def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"], gate: str) -> EvidenceOut:
     e = v.evidence
     return EvidenceOut(
-        decision=e.decision,
+        decision=v.classification.decision,
+        operating_point=operating_point_out(v.classification),
+        input_quality=input_quality_out(v.input_quality, gate),
         probability_finding=round(e.probability_finding, 6),
         threshold=e.threshold,
         confidence=round(e.confidence, 6),
@@ -195,7 +205,7 @@ def report_response(o: ReportOutcome, service: ReportService) -> ReportResponse:
         html=r.render_html(),
         generated_sections=_sections(r.generated),
         generated_provenance=ProvenanceOut.model_validate(dict(r.generated_provenance)),
-        evidence=_evidence_out(o.vision, o.report.language),
+        evidence=_evidence_out(o.vision, o.report.language, service.registry.input_gate.version),
         grounding=GroundingOut(
             passed=g.passed,
             unsupported_claims_left=g.unsupported_claims_left,

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ImageInfoOut, ModelInfo
+from api.schemas.common import ImageInfoOut, InputQualityOut, ModelInfo, OperatingPointOut
+from inference.operating import Decision
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
 
@@ -51,7 +52,12 @@ class ZoneOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    decision: Literal["finding", "no_finding"]
+    decision: Decision = Field(
+        description="The classifier's decision; indeterminate inside the borderline band (the "
+        "report text then describes the side of the threshold and says it is borderline)."
+    )
+    operating_point: OperatingPointOut
+    input_quality: InputQualityOut
     probability_finding: float
     threshold: float
     confidence: float = Field(description="Probability of the decided class.")

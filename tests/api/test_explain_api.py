@@ -18,9 +18,9 @@ from service.explain_usecase import ExplainService
 from service.gate import Overloaded, WorkGate
 from service.registry import load_registry
 from service.settings import Settings
-from tests.factories import png_bytes, synthetic_chest
+from tests.factories import grey_chest, png_bytes, synthetic_chest
 
-HEIGHT, WIDTH = 120, 100
+HEIGHT, WIDTH = 180, 150
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_bad_images_are_problem_json(client: TestClient, route: str) -> None:
 
 
 def test_lime_without_lungs_is_422(client: TestClient) -> None:
-    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # tiny segmenter finds no lung
+    flat = png_bytes(grey_chest())  # tiny segmenter finds no lung
     r = client.post("/explain/lime", files={"file": ("x.png", flat, "image/png")})
     assert r.status_code == 422 and r.json()["code"] == "lungs_not_found"
 
@@ -181,7 +181,7 @@ def test_lime_job_gives_the_synchronous_result(client: TestClient, chest_png: by
 
 
 def test_lime_job_failure_carries_the_problem(client: TestClient) -> None:
-    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # no lungs: 422 synchronously
+    flat = png_bytes(grey_chest())  # no lungs: 422 synchronously
     job = client.post("/explain/lime/jobs", files={"file": ("x.png", flat, "image/png")}).json()
     done = _wait_job(client, job["status_url"])
     assert done["state"] == "failed" and done["result"] is None
