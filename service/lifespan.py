@@ -18,6 +18,7 @@ from anyio import to_thread
 from inference.intake import Limits
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
+from service.interop_usecase import InteropService, stow_config
 from service.jobs import JobQueue
 from service.memory import release_free_heap
 from service.readiness import Readiness
@@ -43,6 +44,7 @@ class AppState(TypedDict):
     model_versions: dict[str, str]
     report: ReportService
     jobs: JobQueue
+    interop: InteropService
 
 
 def build_state(
@@ -74,15 +76,18 @@ def build_state(
     readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
+    analysis = AnalysisService(registry, gate, limits)
+    report = build_report_service(registry, explain, settings.report, *llm)
     return AppState(
         settings=settings,
         registry=registry,
-        analysis=AnalysisService(registry, gate, limits),
+        analysis=analysis,
         explain=explain,
         readiness=readiness,
         model_versions=registry.versions(),
-        report=build_report_service(registry, explain, settings.report, *llm),
+        report=report,
         jobs=JobQueue(e.job_capacity, e.job_ttl_s, e.retry_after_s),
+        interop=InteropService(analysis, explain, report, stow_config(settings.pacs)),
     )
 
 

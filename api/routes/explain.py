@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from api.deps import ExplainDep, RegistryDep
+from api.deps import ExplainDep, InteropDep, RegistryDep
 from api.disconnect import cancel_on_disconnect
+from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
 from api.problems import problem_for_exception, problem_responses
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import (
@@ -50,13 +51,23 @@ JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job'
     description="Exact Grad-CAM at the classifier's last convolutional block, computed from the "
     "ONNX Runtime feature-map output without a backward pass (equals captum's LayerGradCam).",
     response_model=GradCamResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-sc")},
     openapi_extra=upload_request_body(),
 )
 async def explain_gradcam(
-    upload: UploadDep, explainer: ExplainDep, registry: RegistryDep, target: TargetQuery = None
-) -> GradCamResponse:
+    upload: UploadDep,
+    explainer: ExplainDep,
+    registry: RegistryDep,
+    interop: InteropDep,
+    target: TargetQuery = None,
+    fmt: Annotated[Literal["json", "dicom-sc"], format_query("dicom-sc")] = "json",
+    push: PushQuery = False,
+) -> GradCamResponse | Response:
+    check_push(push, fmt, interop)
     out = await explainer.gradcam(upload.data, target)
+    if fmt == "dicom-sc":
+        obj = await interop.sc(upload.data, upload.sha256, out)
+        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
     return gradcam_response(out, model_info(registry.classifier), image_out(out.image))
 
 
