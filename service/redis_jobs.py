@@ -137,6 +137,12 @@ class JobRecords:
         return done
 
 
+def job_records(redis: ArqRedis, ttl_s: float, timeout_s: float, prefix: str = "cxr") -> JobRecords:
+    """Records kept ``ttl_s`` once finished; while active, long enough for every try to run
+    (each try can take ``timeout_s`` plus the 10 s before its expired lock is retried)."""
+    return JobRecords(redis, ttl_s, ttl_s + (MAX_RUNS + 1) * (timeout_s + 10), prefix)
+
+
 class RedisJobStore:
     """The API side: submit, read and cancel jobs; workers run them (service/worker.py)."""
 
@@ -156,7 +162,7 @@ class RedisJobStore:
         self.capacity = capacity
         self.retry_after_s = retry_after_s
         self.queue_name = queue_name
-        self.records = JobRecords(redis, ttl_s, ttl_s + 4 * (timeout_s + 10), prefix)
+        self.records = job_records(redis, ttl_s, timeout_s, prefix)
         self._on_transition = on_transition or (lambda kind, state: None)
 
     async def _earlier(self, key: str, principal: str | None) -> JobView | None:
