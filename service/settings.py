@@ -165,6 +165,32 @@ class ExplainSettings(BaseModel):
     retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
 
 
+class JobSettings(BaseModel):
+    """Where asynchronous jobs (LIME, reports) run. Capacity and result TTL:
+    CXR_EXPLAIN__JOB_CAPACITY / CXR_EXPLAIN__JOB_TTL_S."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="memory: jobs run in this process and are lost on restart (single process, "
+        "the default); redis: jobs are stored in Redis and run by `python -m service.worker` "
+        "processes, so any replica can answer for them and they survive API restarts.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for backend=redis (API and workers)."
+    )
+    queue_name: str = Field("cxr:queue", description="arq queue the API and workers share.")
+    timeout_s: float = Field(
+        300.0,
+        ge=5,
+        le=86_400,
+        description="Longest a job may run. A killed worker's job is retried by another worker "
+        "once its lock expires, timeout_s + 10 s after it started (retried once at most).",
+    )
+    worker_concurrency: int = Field(
+        1, ge=1, le=64, description="Jobs one `python -m service.worker` process runs at once."
+    )
+
+
 class AuthSettings(BaseModel):
     """API keys (see service/auth.py). Health probes and the OpenAPI document stay open."""
 
@@ -232,5 +258,6 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     pacs: PacsSettings = Field(default_factory=PacsSettings)

@@ -21,6 +21,7 @@ from api.interop import (
     format_query,
     format_responses,
 )
+from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out
@@ -32,6 +33,7 @@ from api.schemas.report import (
     LanguageOut,
     ProvenanceOut,
     RemovedSentenceOut,
+    ReportJob,
     ReportResponse,
     ReportTimingsOut,
     ReproducibilityOut,
@@ -119,6 +121,118 @@ async def explain_report(
     async with cancel_on_disconnect(request) as control:
         outcome = await service.report(upload.data, lang, lime, True, control)
     return report_response(outcome, service)
+
+
+REPORT_JOBS = "/report/jobs"
+EXPLAIN_REPORT_JOBS = "/explain/report/jobs"
+JOB_ERRORS = problem_responses(404, 422, 500)
+
+
+@router.post(
+    REPORT_JOBS,
+    operation_id="submit_report_job",
+    summary="Queue a report and answer at once (202 + job URL)",
+    description="The same report as POST /report, written in the background (by a worker "
+    "process when CXR_JOBS__BACKEND=redis). Poll the job URL; kept for CXR_EXPLAIN__JOB_TTL_S "
+    "seconds.",
+    status_code=202,
+    response_model=ReportJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_report_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    attributions: AttrQuery = False,
+) -> ReportJob:
+    params = {"lang": lang, "lime": lime, "attributions": attributions}
+    view = await submit_job(
+        request, response, "report", params, upload.data, idempotency_key, REPORT_JOBS
+    )
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.get(
+    REPORT_JOBS + "/{job_id}",
+    operation_id="get_report_job",
+    summary="State of a report job, with the report once it has succeeded",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def get_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await read_job(request, job_id, "report")
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.delete(
+    REPORT_JOBS + "/{job_id}",
+    operation_id="cancel_report_job",
+    summary="Cancel a report job (its LIME step stops within one model batch)",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await cancel_job(request, job_id, "report")
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.post(
+    EXPLAIN_REPORT_JOBS,
+    operation_id="submit_explain_report_job",
+    summary="Queue a report with Shapley attributions and answer at once (202 + job URL)",
+    description="The same answer as POST /explain/report, computed in the background.",
+    status_code=202,
+    response_model=ReportJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_explain_report_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+) -> ReportJob:
+    params = {"lang": lang, "lime": lime, "attributions": True}
+    view = await submit_job(
+        request,
+        response,
+        "explain_report",
+        params,
+        upload.data,
+        idempotency_key,
+        EXPLAIN_REPORT_JOBS,
+    )
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+@router.get(
+    EXPLAIN_REPORT_JOBS + "/{job_id}",
+    operation_id="get_explain_report_job",
+    summary="State of an explained-report job, with its answer once it has succeeded",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def get_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await read_job(request, job_id, "explain_report")
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+@router.delete(
+    EXPLAIN_REPORT_JOBS + "/{job_id}",
+    operation_id="cancel_explain_report_job",
+    summary="Cancel an explained-report job",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await cancel_job(request, job_id, "explain_report")
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
 
 
 @router.post(
