@@ -20,6 +20,7 @@ from arq.connections import RedisSettings, create_pool
 from inference.intake import Limits
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
+from service.interop_usecase import InteropService, stow_config
 from service.jobs import Describe, JobStore, MemoryJobStore, Runner
 from service.memory import release_free_heap
 from service.metrics import Metrics
@@ -48,6 +49,7 @@ class AppState(TypedDict):
     report: ReportService
     jobs: JobStore
     metrics: Metrics
+    interop: InteropService
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def build_state(
     readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
+    analysis = AnalysisService(registry, gate, limits)
     report = build_report_service(registry, explain, settings.report, *llm, metrics=metrics)
     if jobs is None:
         jobs = MemoryJobStore(
@@ -111,13 +114,14 @@ def build_state(
     return AppState(
         settings=settings,
         registry=registry,
-        analysis=AnalysisService(registry, gate, limits),
+        analysis=analysis,
         explain=explain,
         readiness=readiness,
         model_versions=registry.versions(),
         report=report,
         jobs=jobs,
         metrics=metrics,
+        interop=InteropService(analysis, explain, report, stow_config(settings.pacs)),
     )
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -222,6 +222,28 @@ class AuthSettings(BaseModel):
     )
 
 
+class PacsSettings(BaseModel):
+    """Where ``push=true`` sends result objects (STOW-RS). Unset: pushing is refused (422)."""
+
+    stow_url: str | None = Field(
+        None,
+        description="DICOMweb base URL of the PACS (STOW-RS posts to {stow_url}/studies), e.g. "
+        "http://pacs:8042/dicom-web. Unset disables push=true.",
+    )
+    username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
+    password: SecretStr | None = Field(None, description="HTTP basic-auth password.")
+    bearer_token: SecretStr | None = Field(
+        None, description="Bearer token for the PACS (instead of basic auth)."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout per STOW-RS attempt.")
+    attempts: int = Field(
+        3, ge=1, le=10, description="STOW-RS tries on network errors and 408/429/5xx answers."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, le=60, description="Wait before the second try; doubles for each next one."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CXR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -246,3 +268,4 @@ class Settings(BaseSettings):
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import ExplainDep, RegistryDep
+from api.deps import ExplainDep, InteropDep, RegistryDep
 from api.disconnect import cancel_on_disconnect
+from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
 from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
 from api.problems import problem_responses
 from api.schemas.convert import image_out, model_info
@@ -47,13 +48,23 @@ SeedQuery = Annotated[int, Query(ge=0, le=2**31 - 1, description="Random seed, e
     description="Exact Grad-CAM at the classifier's last convolutional block, computed from the "
     "ONNX Runtime feature-map output without a backward pass (equals captum's LayerGradCam).",
     response_model=GradCamResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-sc")},
     openapi_extra=upload_request_body(),
 )
 async def explain_gradcam(
-    upload: UploadDep, explainer: ExplainDep, registry: RegistryDep, target: TargetQuery = None
-) -> GradCamResponse:
+    upload: UploadDep,
+    explainer: ExplainDep,
+    registry: RegistryDep,
+    interop: InteropDep,
+    target: TargetQuery = None,
+    fmt: Annotated[Literal["json", "dicom-sc"], format_query("dicom-sc")] = "json",
+    push: PushQuery = False,
+) -> GradCamResponse | Response:
+    check_push(push, fmt, interop)
     out = await explainer.gradcam(upload.data, target)
+    if fmt == "dicom-sc":
+        obj = await interop.sc(upload.data, upload.sha256, out)
+        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
     return gradcam_response(out, model_info(registry.classifier), image_out(out.image))
 
 

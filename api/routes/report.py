@@ -10,8 +10,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import ReportDep
+from api.deps import InteropDep, ReportDep
 from api.disconnect import cancel_on_disconnect
+from api.interop import (
+    PushQuery,
+    bundle_answer,
+    check_push,
+    dicom_answer,
+    fhir_answer,
+    format_query,
+    format_responses,
+)
 from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
@@ -32,18 +41,20 @@ from api.schemas.report import (
     TokenAttributionOut,
     ZoneOut,
 )
-from api.upload import UploadDep, upload_request_body
+from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
+from service.interop_usecase import InteropService
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 
+ReportFormat = Literal["json", "dicom-sr", "fhir", "bundle"]
 LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")]
 LimeQuery = Annotated[bool, Query(description="Include LIME in the zone descriptors.")]
 AttrQuery = Annotated[
@@ -56,20 +67,40 @@ AttrQuery = Annotated[
     operation_id="report",
     summary="Structured radiology report grounded in the classifier and its explanations",
     response_model=ReportResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-sr", "fhir", "bundle")},
     openapi_extra=upload_request_body(),
 )
 async def report(
     request: Request,
     upload: UploadDep,
     service: ReportDep,
+    interop: InteropDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
-) -> ReportResponse:
+    fmt: Annotated[ReportFormat, format_query("dicom-sr", "fhir", "bundle")] = "json",
+    push: PushQuery = False,
+) -> ReportResponse | Response:
+    check_push(push, fmt, interop)
     async with cancel_on_disconnect(request) as control:
+        if fmt == "bundle":
+            b = await interop.bundle(upload.data, upload.sha256, lang, lime, push, control)
+            return bundle_answer(request, b)
         outcome = await service.report(upload.data, lang, lime, attributions, control)
-    return report_response(outcome, service)
+    if fmt == "json":
+        return report_response(outcome, service)
+    return await _interop_report(interop, upload, outcome, fmt, lime, push)
+
+
+async def _interop_report(
+    interop: InteropService, upload: Upload, o: ReportOutcome, fmt: str, lime: bool, push: bool
+) -> Response:
+    source = await interop.source(upload.data, upload.sha256)
+    if fmt == "fhir":
+        return fhir_answer(interop.fhir_from(source, o, lime))
+    return await dicom_answer(
+        interop, interop.sr_from(source, o, lime), push, upload.sha256, upload.data
+    )
 
 
 @router.post(
