@@ -65,7 +65,9 @@ async def serve(settings: Settings) -> None:
         metrics.job,
     )
     worker = build_worker(settings, redis, {"cxr": context})
-    log.info("worker ready: concurrency %d", settings.jobs.worker_concurrency)
+    if j.metrics_port is not None:
+        metrics.serve(j.metrics_port, "0.0.0.0")
+    log.info("worker ready: concurrency %d", j.worker_concurrency)
     try:
         await worker.async_run()
     finally:
