@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from inference.operating import Population
 from service.explain_usecase import ExplainService
+from service.interop_usecase import InteropService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.report_usecase import ReportService
@@ -53,3 +54,8 @@ PopulationQuery = Annotated[
         "population (adult for the shipped model)."
     ),
 ]
+def get_interop(request: Request) -> InteropService:
+    return request.state.interop  # type: ignore[no-any-return]
+
+
+InteropDep = Annotated[InteropService, Depends(get_interop)]

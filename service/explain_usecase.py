@@ -36,9 +36,8 @@ from inference.errors import IntakeError
 from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload
 from inference.operating import Population
-from inference.sniff import detect_format
 from service.gate import WorkGate
-from service.jobs import Job, JobControl, JobQueue
+from service.jobs import JobControl
 from service.registry import ModelRegistry
 from service.usecases import ImageInfo, gated_classify, image_info
 
@@ -232,25 +231,6 @@ class ExplainService:
             image_info(p.radiograph),
             timings,
             p.input_quality,
-        )
-
-    def submit_lime(
-        self,
-        jobs: JobQueue,
-        principal: str | None,
-        data: bytes,
-        target: Target | None,
-        n_samples: int,
-        seed: int,
-        population: Population | None = None,
-    ) -> Job:
-        """Queue a LIME explanation as a job. The container format is checked now (415 at
-        submit rather than a failed job later); everything else is checked when it runs (an
-        unsuitable image fails the job with the 422 not_a_chest_radiograph problem)."""
-        detect_format(data)
-        return jobs.submit(
-            principal,
-            lambda control: self.lime(data, target, n_samples, seed, control, population),
         )
 
     async def gradcam(

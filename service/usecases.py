@@ -167,7 +167,7 @@ class AnalysisService:
         top = max(views, key=lambda v: v.classification.probability_finding).classification
         return StudyOutcome(views, top.probability_finding, top.decision, top.threshold, top)
 
-    def _gate_for_segment(self, r: Radiograph) -> InputQuality:
+    def check_input(self, r: Radiograph) -> InputQuality:
         """The segmenter has no features of its own: the gate runs the classifier for them
         (rules alone when no learned gate is loaded)."""
         gate = self.registry.input_gate
@@ -179,7 +179,7 @@ class AnalysisService:
 
     def _segment_sync(self, data: bytes) -> SegmentOutcome:
         def work(r: Radiograph) -> tuple[InputQuality, Anatomy]:
-            quality = self._gate_for_segment(r)
+            quality = self.check_input(r)
             return quality, segment(self.registry.segmenter, r.pixels)
 
         radiograph, (quality, anatomy), timings = timed_pipeline(data, self.limits, work)

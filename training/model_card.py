@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.gate_card import input_gate_section, operating_points_section
+
 GOALS = {"kermany": 0.975, "nih": 0.80}
 
 
@@ -144,6 +146,8 @@ def write_model_card(weights: Path, work: Path) -> Path:
             for r in archs or []
         ],
     )
+    parts["input_gate"] = input_gate_section(weights)
+    parts["operating_points"] = operating_points_section(weights)
     parts["times_note"] = times_note
     parts["times"] = (
         (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))

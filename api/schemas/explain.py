@@ -11,9 +11,9 @@ from api.schemas.common import (
     DISCLAIMER,
     ImageInfoOut,
     InputQualityOut,
+    JobFields,
     ModelInfo,
     OperatingPointOut,
-    Problem,
 )
 from api.schemas.convert import b64, input_quality_out, operating_point_out
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
@@ -275,14 +275,7 @@ def lime_response(
     )
 
 
-class LimeJob(BaseModel):
+class LimeJob(JobFields):
     """An asynchronous LIME explanation (POST /explain/lime/jobs)."""
 
-    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
-    created_utc: str
     result: LimeResponse | None = Field(None, description="Set when state is succeeded.")
-    error: Problem | None = Field(
-        None, description="Set when state is failed: the problem the synchronous call would answer."
-    )

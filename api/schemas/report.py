@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ImageInfoOut, InputQualityOut, ModelInfo, OperatingPointOut
+from api.schemas.common import (
+    ImageInfoOut,
+    InputQualityOut,
+    JobFields,
+    ModelInfo,
+    OperatingPointOut,
+)
 from inference.operating import Decision
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
@@ -145,3 +151,9 @@ class ReportResponse(BaseModel):
     attributions: AttributionsOut | None = None
     image: ImageInfoOut
     timings: ReportTimingsOut
+
+
+class ReportJob(JobFields):
+    """An asynchronous report (POST /report/jobs or /explain/report/jobs)."""
+
+    result: ReportResponse | None = Field(None, description="Set when state is succeeded.")
