@@ -54,6 +54,8 @@ PopulationQuery = Annotated[
         "population (adult for the shipped model)."
     ),
 ]
+
+
 def get_interop(request: Request) -> InteropService:
     return request.state.interop  # type: ignore[no-any-return]
 

@@ -96,6 +96,8 @@ class OperatingPointOut(BaseModel):
         "'indeterminate'; lo == hi means no band."
     )
     calibration: CalibrationOut
+
+
 class JobFields(BaseModel):
     """What every asynchronous job answers (POST .../jobs, GET and DELETE .../jobs/{job_id})."""
 
