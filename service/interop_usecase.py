@@ -19,6 +19,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from inference.anatomy import Anatomy, segment
+from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
 from inference.sessions import VerifiedModel
 from inference.sniff import ImageFormat, detect_format
@@ -27,7 +28,7 @@ from interop.model import Algorithm, Findings, ReportText, Segment, ZoneFinding
 from interop.multipart import Part, Related, encode_related
 from interop.sc import build_sc
 from interop.seg import build_seg
-from interop.source import SourceImage, dicom_source, stand_in_source
+from interop.source import SourceImage, SourceNotLinkable, dicom_source, stand_in_source
 from interop.sr import build_sr
 from interop.stow import PushResult, StowConfig, push
 from interop.uids import UidFactory
@@ -40,6 +41,13 @@ from service.usecases import AnalysisService
 
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
+
+
+class DicomNotLinkable(IntakeError):
+    """A DICOM upload without valid Study/Series/SOP UIDs: results could not be filed (422)."""
+
+    code = "dicom_not_linkable"
+    detail = "The DICOM file lacks valid study, series or instance UIDs to link results to."
 
 
 class PushNotConfigured(Exception):
@@ -158,7 +166,10 @@ class InteropService:
     def _source_sync(self, data: bytes, sha256: str, pixels: Radiograph | None) -> SourceImage:
         uids = self.uids(sha256)
         if detect_format(data) is ImageFormat.DICOM:
-            return dicom_source(data, uids)
+            try:
+                return dicom_source(data, uids)
+            except SourceNotLinkable as exc:
+                raise DicomNotLinkable() from exc
         radiograph = pixels or decode_upload(data, self.analysis.limits)
         return stand_in_source(radiograph.pixels, uids)
 

@@ -358,3 +358,20 @@ def test_canary_name_only_in_patient_fields(
     assert family not in json.dumps(body)
     assert family not in caplog.text
     assert not [w for w in caught if family in str(w.message)]
+
+
+@pytest.mark.parametrize("uid", [None, "1.2.3.abc", "1.02.3"])
+def test_dicom_without_valid_study_uid_is_422(
+    api: tuple[TestClient, Swap], uid: str | None
+) -> None:
+    client, _ = api
+    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12)
+    if uid is None:
+        del ds.StudyInstanceUID
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the invalid UID is the point
+            ds.StudyInstanceUID = uid
+    r = _post(client, "/segment", dicom_bytes(ds), format="dicom-seg")
+    assert r.status_code == 422 and r.json()["code"] == "dicom_not_linkable"
+    assert _post(client, "/segment", dicom_bytes(ds)).status_code == 200  # JSON still works
