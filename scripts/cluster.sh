@@ -85,6 +85,8 @@ api_env() {  # the environment every API replica and worker gets
   export CXR_JOBS__BACKEND=redis
   export CXR_JOBS__REDIS_URL="redis://127.0.0.1:$(cat "$dir/redis.port")/0"
   export PROMETHEUS_MULTIPROC_DIR="$dir/metrics"
+  # nginx runs on loopback: believe X-Forwarded-For from it (nginx overwrites the header).
+  export CXR_TRUSTED_PROXIES='["127.0.0.1"]'
 }
 
 start_api() {  # INDEX PORT
