@@ -143,6 +143,7 @@ PY
   for i in $(seq 1 "$workers"); do
     ( api_env
       export CXR_CONCURRENCY__INTRA_OP_THREADS="${CXR_WORKER_THREADS:-1}"
+      export CXR_LOG_LEVEL=info  # `up` waits for the worker's "worker ready" info line
       start "worker-$i" nice -n "${CXR_WORKER_NICE:-10}" "$python" -m service.worker )
   done
   for i in $(seq 1 "$replicas"); do
