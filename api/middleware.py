@@ -93,9 +93,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Always the server's own id: a client-chosen one made request ids collide across
+        # principals in the audit log (review F7). The client's, when well-formed, is logged
+        # next to it for correlation.
+        rid = uuid.uuid4().hex
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["client_request_id"] = (
+            incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else None
+        )
         started = time.perf_counter()
         status_holder = {"status": 0}
 
@@ -265,6 +272,7 @@ class RequestContextMiddleware:
         record = {
             "ts_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": rid,
+            "client_request_id": state.get("client_request_id"),
             "principal": state.get("principal"),
             "outcome": "denied" if state.get("denied") else ("ok" if status < 400 else "error"),
             "src_ip": client[0],

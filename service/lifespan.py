@@ -57,7 +57,11 @@ def build_state(
         on_idle=release_free_heap,
         max_wait_s=c.max_wait_s,
     )
-    limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    limits = Limits(
+        max_pixels=settings.limits.max_pixels,
+        max_side=settings.limits.max_side,
+        work_side=settings.limits.work_max_side,
+    )
     e = settings.explain
     lime_gate = WorkGate(
         "lime",
@@ -77,7 +81,7 @@ def build_state(
     return AppState(
         settings=settings,
         registry=registry,
-        analysis=AnalysisService(registry, gate, limits),
+        analysis=AnalysisService(registry, gate, limits, settings.limits.max_study_pixels),
         explain=explain,
         readiness=readiness,
         model_versions=registry.versions(),

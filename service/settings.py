@@ -28,6 +28,21 @@ class LimitSettings(BaseModel):
         description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
+    work_max_side: int = Field(
+        2048,
+        ge=32,
+        le=16_384,
+        description="Longer side of the working copy every model and explanation runs on; "
+        "larger uploads are scaled down once at decode, and masks, heat maps and overlays come "
+        "back at that size (the response states it as image.analysis_*). Bounds memory and "
+        "time per request whatever the upload's size.",
+    )
+    max_study_pixels: int = Field(
+        60_000_000,
+        ge=10_000,
+        description="Pixel budget of one /classify/study request, all views together, checked "
+        "from the headers before decoding (422 pixel_budget_exceeded above).",
+    )
     min_free_temp_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,

@@ -846,15 +846,17 @@ def test_h28_full_gate_refuses_before_reading_the_body(
     receive() call, so refusing a 200 MB upload costs nothing; GET probes are not gated."""
     app, state = small_cap_app
     gate = state["explain"].gate  # type: ignore[attr-defined]
-    saved = gate._admitted  # noqa: SLF001 - simulate a full gate without running work
-    gate._admitted = gate.capacity  # noqa: SLF001
+    from service.gate import _Ticket
+
+    saved = gate._tickets  # noqa: SLF001 - simulate a full gate without running work
+    gate._tickets = [_Ticket(1.0) for _ in range(gate.capacity)]  # noqa: SLF001
     try:
         head, ctype = _multipart_head()
         result = drive(
             app, [(b"content-type", ctype), (b"content-length", b"1000")], iter([head]), state
         )
     finally:
-        gate._admitted = saved  # noqa: SLF001
+        gate._tickets = saved  # noqa: SLF001
     assert result.status == 503
     assert result.receive_calls == 0
     assert result.headers[b"retry-after"] == str(gate.retry_after_s).encode()
