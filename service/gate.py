@@ -27,6 +27,8 @@ from typing import TypeVar
 import anyio
 from anyio import to_thread
 
+from service.metrics import Metrics
+
 T = TypeVar("T")
 
 
@@ -54,6 +56,7 @@ class WorkGate:
         retry_after_s: int,
         on_idle: Callable[[], None] | None = None,
         max_wait_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.resource = resource
         self.slots = slots
@@ -66,6 +69,12 @@ class WorkGate:
         # Housekeeping when the last admitted request finishes (e.g. returning freed memory);
         # started in a worker thread and not awaited, so no response waits for it.
         self._on_idle = on_idle
+        self._metrics = metrics
+
+    def _report_load(self) -> None:
+        if self._metrics is not None:
+            admitted = len(self._tickets)
+            self._metrics.gate_load(self.resource, admitted, max(0, admitted - self.slots))
 
     @property
     def in_flight(self) -> int:
@@ -93,6 +102,8 @@ class WorkGate:
         return free_at[0]
 
     def _record(self, seconds: float, cost: float) -> None:
+        if self._metrics is not None:
+            self._metrics.gate_work(self.resource, seconds)
         per_unit = seconds / max(cost, 1e-6)
         previous = self._unit_s
         self._unit_s = per_unit if previous is None else 0.8 * previous + 0.2 * per_unit
@@ -112,6 +123,7 @@ class WorkGate:
             raise Overloaded(self.resource, self.retry_after_s)
         ticket = _Ticket(max(cost, 1e-3))
         self._tickets.append(ticket)
+        self._report_load()
 
         def timed() -> T:
             ticket.started = time.perf_counter()
@@ -124,5 +136,6 @@ class WorkGate:
             return await to_thread.run_sync(timed, limiter=self._limiter)
         finally:
             self._tickets.remove(ticket)
+            self._report_load()
             if not self._tickets and self._on_idle is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._on_idle)
