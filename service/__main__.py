@@ -9,7 +9,7 @@ import sys
 
 import uvicorn
 
-from service.app import create_app
+from service.app import create_app, server_options
 from service.settings import Settings
 
 
@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        # The access log would print query strings; the audit logger records what ops need.
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        **server_options(settings),
     )
 
 

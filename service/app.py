@@ -18,6 +18,7 @@ from api.middleware import PUBLIC_PATHS, BodyDeadline, RequestContextMiddleware
 from api.problems import install_problem_handlers, problem_responses
 from api.routes import analysis, explain, health, metrics, report
 from api.schemas.common import Problem
+from api.server_protocol import HeadLimits, guarded_protocol
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan, refusing_gate
 from service.metrics import Metrics
@@ -96,6 +97,25 @@ def route_finder(app: FastAPI) -> Callable[[Scope], str]:
         return "unmatched"
 
     return route_of
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn keyword arguments that enforce the HTTP-level limits (review F3, F5, F9):
+    bounded request heads (431/408 problem+json, see api/server_protocol.py), a connection
+    cap, and forwarded headers believed only from configured proxies (uvicorn's default
+    trusts X-Forwarded-For from 127.0.0.1, so any local process could pick its address)."""
+    lim = settings.limits
+    head = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
+    proxies = settings.trusted_proxies
+    return {
+        "http": guarded_protocol(head),
+        "limit_concurrency": lim.max_connections,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": list(proxies) if proxies else None,
+        # The access log would print query strings; the audit logger records what ops need.
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
