@@ -25,6 +25,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -128,11 +129,19 @@ class Metrics:
         if seconds > 0 and tokens > 0:
             self.llm_rate.observe(tokens / seconds)
 
-    def render(self) -> bytes:
-        """The exposition text: this process's metrics, or every process's in multiprocess mode."""
+    def exposed(self) -> CollectorRegistry:
+        """This process's registry, or in multiprocess mode one that reads every process's."""
         folder = multiprocess_dir()
         if folder is None:
-            return generate_latest(self.registry)
+            return self.registry
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=folder)
-        return generate_latest(merged)
+        return merged
+
+    def render(self) -> bytes:
+        """The exposition text (see :meth:`exposed`)."""
+        return generate_latest(self.exposed())
+
+    def serve(self, port: int, host: str) -> None:
+        """Expose /metrics on its own port, for processes without an HTTP API (workers)."""
+        start_http_server(port, addr=host, registry=self.exposed())

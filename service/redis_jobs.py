@@ -22,7 +22,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -114,25 +114,35 @@ class JobRecords:
         self._transition = redis.register_script(_TRANSITION)
 
     async def read(self, job_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.keys.job(job_id))
+        # redis-py types its calls "Awaitable[T] | T" (one class for sync and async): ignore[misc]
+        raw = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
         if not raw:
             return None
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def move(
-        self, job_id: str, allowed: frozenset[str], state: JobState, keep_s: int = 0, **fields: str
+        self,
+        job_id: str,
+        allowed: frozenset[str],
+        state: JobState,
+        keep_s: int = 0,
+        fields: Mapping[str, str] | None = None,
     ) -> bool:
         args: list[str | int] = [",".join(sorted(allowed)), state, keep_s]
-        for name, value in fields.items():
+        for name, value in (fields or {}).items():
             args += [name, value]
         done = await self._transition(keys=[self.keys.job(job_id)], args=args)
         return bool(done)
 
     async def finish(
-        self, job_id: str, state: JobState, allowed: frozenset[str] = ACTIVE, **fields: str
+        self,
+        job_id: str,
+        state: JobState,
+        fields: Mapping[str, str] | None = None,
+        allowed: frozenset[str] = ACTIVE,
     ) -> bool:
         """Final state: keep the record ``ttl_s`` from now, drop the upload."""
-        done = await self.move(job_id, allowed, state, self.ttl_s, **fields)
+        done = await self.move(job_id, allowed, state, self.ttl_s, fields)
         await self.redis.delete(self.keys.upload(job_id))
         return done
 
@@ -214,8 +224,8 @@ class RedisJobStore:
         # A running job's worker sees the flag within CANCEL_POLL_S, stops at its next batch
         # and records the final state itself; a queued one is cancelled here (the worker that
         # takes it later finds it finished and skips it).
-        await self.redis.hset(self.records.keys.job(job_id), "cancel", "1")
-        if await self.records.finish(job_id, "cancelled", frozenset({"queued"})):
+        await self.redis.hset(self.records.keys.job(job_id), "cancel", "1")  # type: ignore[misc]
+        if await self.records.finish(job_id, "cancelled", allowed=frozenset({"queued"})):
             self._on_transition(view.kind, "cancelled")
         return await self.get(job_id, principal)
 
@@ -241,7 +251,7 @@ class WorkerContext:
 async def _watch_cancel(records: JobRecords, job_id: str, cancel: threading.Event) -> None:
     key = records.keys.job(job_id)
     while not cancel.is_set():
-        if await records.redis.hget(key, "cancel") is not None:
+        if await records.redis.hget(key, "cancel") is not None:  # type: ignore[misc]
             cancel.set()
             return
         await asyncio.sleep(CANCEL_POLL_S)
@@ -272,10 +282,12 @@ async def execute(ctx: dict[str, Any], job_id: str) -> None:
     kind = cast(JobKind, h["kind"])
     if int(ctx["job_try"]) > MAX_RUNS:
         problem = w.describe(WORKER_LOST)
-        if await w.records.finish(job_id, "failed", error=json.dumps(problem)):
+        if await w.records.finish(job_id, "failed", {"error": json.dumps(problem)}):
             w.on_transition(kind, "failed")
         return
-    if not await w.records.move(job_id, ACTIVE, "running", attempts=str(ctx["job_try"])):
+    if not await w.records.move(
+        job_id, ACTIVE, "running", fields={"attempts": str(ctx["job_try"])}
+    ):
         return
     log.info("job %s started (try %s)", job_id, ctx["job_try"])
     w.on_transition(kind, "running")
@@ -289,7 +301,7 @@ async def execute(ctx: dict[str, Any], job_id: str) -> None:
             run_with_retry(w.runner, spec, data, control), cancel, w.timeout_s
         )
     except JobCancelled:
-        state, fields = "cancelled", {}
+        state, fields = "cancelled", None
     except TimeoutError:
         state, fields = "failed", {"error": json.dumps(w.describe(TIMED_OUT))}
     except Exception as exc:  # the client reads it as the job's problem
@@ -298,6 +310,6 @@ async def execute(ctx: dict[str, Any], job_id: str) -> None:
         state, fields = "succeeded", {"result": json.dumps(result)}
     finally:
         watcher.cancel()
-    if await w.records.finish(job_id, cast(JobState, state), **fields):
+    if await w.records.finish(job_id, cast(JobState, state), fields):
         w.on_transition(kind, cast(JobState, state))
     log.info("job %s %s", job_id, state)

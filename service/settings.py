@@ -228,6 +228,14 @@ class JobSettings(BaseModel):
     worker_concurrency: int = Field(
         1, ge=1, le=64, description="Jobs one `python -m service.worker` process runs at once."
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port where a worker serves Prometheus metrics (all interfaces; for a "
+        "worker on its own host or container). Unset: none; on one host the API replicas' "
+        "/metrics already includes the workers (shared PROMETHEUS_MULTIPROC_DIR).",
+    )
 
 
 class AuthSettings(BaseModel):

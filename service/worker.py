@@ -59,13 +59,15 @@ async def serve(settings: Settings) -> None:
     redis = await create_pool(RedisSettings.from_dsn(j.redis_url))
     context = WorkerContext(
         job_records(redis, settings.explain.job_ttl_s, j.timeout_s),
-        JOB_KINDS.runner(state["explain"], state["report"], registry),
+        JOB_KINDS.runner(state["interop"]),
         JOB_KINDS.describe,
         j.timeout_s,
         metrics.job,
     )
     worker = build_worker(settings, redis, {"cxr": context})
-    log.info("worker ready: concurrency %d", settings.jobs.worker_concurrency)
+    if j.metrics_port is not None:
+        metrics.serve(j.metrics_port, "0.0.0.0")
+    log.info("worker ready: concurrency %d", j.worker_concurrency)
     try:
         await worker.async_run()
     finally:
