@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 
 import uvicorn
 
-from service.app import create_app, server_options
+from service.app import create_app, is_loopback, server_options
 from service.settings import Settings
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def anonymous_exposure(settings: Settings) -> str | None:

@@ -5,6 +5,7 @@ The only module that imports ``api``. Nothing is loaded here: models load in the
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,28 @@ def route_finder(app: FastAPI) -> Callable[[Scope], str]:
     return route_of
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def trusted_hosts(settings: Settings) -> frozenset[str] | None:
+    """Host names to answer to, or None for any (see ``Settings.trusted_hosts``)."""
+    configured = settings.trusted_hosts
+    if configured is not None:
+        return None if "*" in configured else frozenset(h.lower() for h in configured)
+    if is_loopback(settings.host) and not settings.auth.api_keys:
+        return LOOPBACK_NAMES
+    return None
+
+
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn keyword arguments that enforce the HTTP-level limits (review F3, F5, F9):
     bounded request heads (431/408 problem+json, see api/server_protocol.py), a connection
@@ -126,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=make_lifespan(settings, JOB_KINDS, app_metrics),
+        # No 307 to http://<client's Host>/path/ (an open redirect with a forged Host, F8).
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
     app.add_middleware(
@@ -138,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         metrics=app_metrics,
         route_of=route_finder(app),
+        trusted_hosts=trusted_hosts(settings),
     )
     for module in (health, analysis, report, explain, metrics):
         app.include_router(module.router)

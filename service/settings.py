@@ -301,6 +301,12 @@ class Settings(BaseSettings):
         True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
+    trusted_hosts: list[str] | None = Field(
+        None,
+        description="Host header names this service answers to (without port; '*' for any). "
+        "Default: the loopback names while serving anonymously on loopback (so a web page cannot "
+        "reach it through DNS rebinding), any otherwise (keys protect it). Others get 400.",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For / "

@@ -104,8 +104,8 @@ def test_bad_images_are_problem_json(client: TestClient, route: str) -> None:
     r = client.post(route, files={"file": ("x.png", b"not an image at all", "image/png")})
     assert r.status_code in (415, 422)
     assert r.headers["content-type"].startswith("application/problem+json")
-    missing = client.post(route, data={"other": "1"})
-    assert missing.status_code == 422 and missing.json()["code"] == "missing_file"
+    missing = client.post(route, data={"other": "1"})  # urlencoded: not multipart at all
+    assert missing.status_code == 415 and missing.json()["code"] == "multipart_required"
 
 
 def test_lime_without_lungs_is_422(client: TestClient) -> None:

@@ -285,7 +285,7 @@ def test_h7_not_multipart(client: TestClient, logs: pytest.LogCaptureFixture) ->
     resp = client.post(
         "/classify", content=f.png_bytes(f.synthetic_chest()), headers={"content-type": "image/png"}
     )
-    assert_problem(resp, 422, "missing_file")
+    assert_problem(resp, 415, "multipart_required")  # F12: was 422 missing_file
     assert_problem(client.post("/classify"), 422, "missing_file")
 
 
@@ -416,7 +416,8 @@ def drive(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": headers,
+        # HTTP/1.1 requires Host (400 missing_host without it).
+        "headers": [(b"host", b"127.0.0.1:8000"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "state": dict(state or {}),
