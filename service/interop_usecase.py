@@ -18,6 +18,7 @@ from anyio import to_thread
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from explain.masks import resize_mask
 from inference.anatomy import Anatomy, segment
 from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
@@ -132,8 +133,12 @@ def report_text_of(o: ReportOutcome) -> ReportText:
     )
 
 
-def segments_of(anatomy: Anatomy) -> tuple[Segment, ...]:
-    return tuple(Segment(s.name, s.mask, s.provenance) for s in anatomy.structures)
+def segments_of(anatomy: Anatomy, rows: int, cols: int) -> tuple[Segment, ...]:
+    """Masks at the source image's [rows, cols]: segmentation ran on the bounded working copy,
+    so a large DICOM source gets its masks scaled up here, for the SEG only (nearest)."""
+    return tuple(
+        Segment(s.name, resize_mask(s.mask, rows, cols), s.provenance) for s in anatomy.structures
+    )
 
 
 def overlay_rgb(gc: GradCamOutcome) -> np.ndarray:
@@ -185,7 +190,9 @@ class InteropService:
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
         radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
         source = self._source_sync(data, sha256, radiograph)
-        seg = build_seg(source, algorithm(self.registry.segmenter), segments_of(anatomy))
+        rows, cols = int(source.reference.Rows), int(source.reference.Columns)
+        segments = segments_of(anatomy, rows, cols)
+        seg = build_seg(source, algorithm(self.registry.segmenter), segments)
         return DicomObject("seg", seg)
 
     async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
