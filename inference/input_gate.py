@@ -41,7 +41,9 @@ class InputGate:
         return f"rules+ood-{self.ood.version}" if self.ood is not None else "rules"
 
     def precheck(self, radiograph: Radiograph, view_index: int | None = None) -> RuleFlags:
-        result = check_rules(radiograph.pixels, radiograph.colourfulness, self.rules)
+        result = check_rules(
+            radiograph.pixels, radiograph.colourfulness, self.rules, radiograph.source_size
+        )
         if result.reason is not None:
             raise NotAChestRadiograph(result.reason, view_index)
         return RuleFlags(result.flags)

@@ -207,14 +207,19 @@ def _collimated(small: FloatImage, cfg: RuleConfig) -> bool:
 
 
 def check_rules(
-    pixels: FloatImage, colour: float = 0.0, cfg: RuleConfig | None = None
+    pixels: FloatImage,
+    colour: float = 0.0,
+    cfg: RuleConfig | None = None,
+    source_size: tuple[int, int] | None = None,
 ) -> RuleResult:
     """Apply the cheap rules to a decoded grayscale image in [0, 1] (float32 [H, W]).
 
-    ``colour`` is intake's :func:`colourfulness` of the upload (0 for grayscale formats).
+    ``colour`` is intake's :func:`colourfulness` of the upload (0 for grayscale formats);
+    ``source_size`` the upload's (width, height) when intake scaled it down (size rules judge
+    the upload, not the working copy).
     """
     cfg = cfg or RuleConfig()
-    h, w = pixels.shape
+    h, w = pixels.shape if source_size is None else (source_size[1], source_size[0])
     if min(h, w) < cfg.min_side:
         return RuleResult("too_small")
     if max(h, w) / min(h, w) > cfg.max_aspect:

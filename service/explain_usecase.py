@@ -18,7 +18,7 @@ from explain import (
     ExplanationQuality,
     GradCamResult,
     LimeConfig,
-    LimeResult,
+    LimeSummary,
     LungMasks,
     Target,
     ZoneDescriptor,
@@ -39,7 +39,9 @@ from inference.operating import Population
 from service.gate import WorkGate
 from service.jobs import JobControl
 from service.registry import ModelRegistry
-from service.usecases import ImageInfo, gated_classify, image_info
+from service.usecases import GRADCAM_WEIGHT, ImageInfo, gated_classify, image_info, pixel_cost
+
+LIME_WEIGHT = 1.0  # LIME has a gate of its own: only LIME requests are compared
 
 
 class LungsNotFound(IntakeError):
@@ -72,9 +74,11 @@ class GradCamOutcome:
 
 @dataclass(frozen=True)
 class LimeOutcome:
+    """Holds no per-pixel arrays: LIME jobs keep outcomes for minutes."""
+
     target: Target
     classification: Classification
-    lime: LimeResult
+    lime: LimeSummary
     zones: tuple[ZoneDescriptor, ...]
     quality: ExplanationQuality
     image: ImageInfo
@@ -225,7 +229,7 @@ class ExplainService:
         return LimeOutcome(
             chosen,
             p.classification,
-            lime,
+            lime.summary(),
             zones,
             quality,
             image_info(p.radiograph),
@@ -236,7 +240,8 @@ class ExplainService:
     async def gradcam(
         self, data: bytes, target: Target | None, population: Population | None = None
     ) -> GradCamOutcome:
-        return await self.gate.run(lambda: self._gradcam_sync(data, target, population))
+        cost = pixel_cost(data, self.limits, GRADCAM_WEIGHT)
+        return await self.gate.run(lambda: self._gradcam_sync(data, target, population), cost)
 
     async def lime(
         self,
@@ -247,6 +252,7 @@ class ExplainService:
         control: JobControl | None = None,
         population: Population | None = None,
     ) -> LimeOutcome:
+        cost = pixel_cost(data, self.limits, LIME_WEIGHT) * n_samples / 200
         return await self.lime_gate.run(
-            lambda: self._lime_sync(data, target, n_samples, seed, control, population)
+            lambda: self._lime_sync(data, target, n_samples, seed, control, population), cost
         )
