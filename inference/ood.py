@@ -75,12 +75,18 @@ class OodModel:
     def feature_dim(self) -> int:
         return int(self.means.shape[1])
 
+    def __post_init__(self) -> None:
+        # float64 copies once, not per request (the score is a few small matrix products).
+        object.__setattr__(self, "_means64", self.means.astype(np.float64))
+        object.__setattr__(self, "_proj64", np.ascontiguousarray(self.components.T, np.float64))
+        object.__setattr__(self, "_eig64", self.eigenvalues.astype(np.float64))
+
     def distances(self, pooled: FloatArray) -> FloatArray:
         """Squared Mahalanobis distance of pooled features [N, C] to every class mean: [N, m]."""
         x = np.asarray(pooled, dtype=np.float64)
-        d = x[:, None, :] - self.means[None, :, :].astype(np.float64)  # [N, m, C]
-        proj = d @ self.components.T.astype(np.float64)  # [N, m, k]
-        inside = (proj**2 / self.eigenvalues.astype(np.float64)).sum(-1)
+        d = x[:, None, :] - self._means64[None, :, :]  # type: ignore[attr-defined]  # [N, m, C]
+        proj = d @ self._proj64  # type: ignore[attr-defined]  # [N, m, k]
+        inside = (proj**2 / self._eig64).sum(-1)  # type: ignore[attr-defined]
         residual = np.maximum((d**2).sum(-1) - (proj**2).sum(-1), 0.0)
         return (inside + residual / self.residual_variance).astype(np.float32)
 

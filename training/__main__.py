@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         "--budget-s", type=float, default=None, help="per-run time budget for compare steps"
     )
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="gate: re-evaluate the fitted gate (rules changed) without refitting it",
+    )
     r = p.add_argument_group("recalibrate (site temperature and thresholds)")
     r.add_argument(
         "--labels",
@@ -149,9 +154,10 @@ def _compare(args: argparse.Namespace, command: str) -> None:
 
 
 def _gate(args: argparse.Namespace, command: str) -> None:
-    from training.gate import GateConfig, run_gate
+    from training.gate import GateConfig, reevaluate, run_gate
 
-    run_gate(args.work / "cache", args.weights, GateConfig(seed=args.seed), command, args.threads)
+    step = reevaluate if args.evaluate_only else run_gate
+    step(args.work / "cache", args.weights, GateConfig(seed=args.seed), command, args.threads)
 
 
 def _operating_points(args: argparse.Namespace, command: str) -> None:

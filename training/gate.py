@@ -19,11 +19,12 @@ rendered into MODEL_CARD.md by ``python -m training card``).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from inference.classify import run_classifier
 from inference.errors import IntakeError
 from inference.input_gate import InputGate
 from inference.intake import decode_upload
-from inference.ood import CLASS_FLAGS, OodModel, pool_features, save_ood_model
+from inference.ood import CLASS_FLAGS, OodModel, load_ood_model, pool_features, save_ood_model
 from inference.preprocess import batch_inputs, resize_gray
 from inference.sessions import RuntimeOptions, VerifiedModel, load_verified_model
 from inference.suitability import NotAChestRadiograph, RuleConfig
@@ -255,6 +256,25 @@ def evaluate(
     }
 
 
+def reevaluate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads: int = 2) -> Path:
+    """Re-run the evaluation of the fitted gate (e.g. after a rule change) and rewrite its
+    metrics; the fitted arrays and threshold are kept (they must match the classifier)."""
+    path = weights / MANIFEST
+    model = load_verified_model(
+        weights / "classifier.manifest.json",
+        RuntimeOptions(intra_op_threads=threads, prefer_gpu=False),
+    )
+    dim = int(next(o.shape[1] for o in model.session.get_outputs() if o.name == "features"))
+    fitted = load_ood_model(path, model.manifest.sha256, dim)
+    old = json.loads(path.read_text(encoding="utf-8"))
+    test = [r for r in read_rows(cache) if r["split"] == "test"]
+    metrics = evaluate(InputGate(RuleConfig(), fitted), model, test, cfg)
+    metrics["validation"] = old["metrics"]["validation"]
+    meta = {"fitted": old["fitted"], "metrics": metrics | {"evaluated_by": command}}
+    save_ood_model(replace(fitted, meta=meta), path, model.manifest.sha256)
+    return path
+
+
 def run_gate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads: int = 2) -> Path:
     """Fit, evaluate and write the gate files; returns the manifest path."""
     manifest_path = weights / "classifier.manifest.json"
@@ -275,7 +295,7 @@ def run_gate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads:
     val_scores = fitted.scores(val_feats)
     threshold = float(np.quantile(val_scores, cfg.reject_quantile))
     fit_s = time.monotonic() - t0
-    fitted = OodModel(**{**fitted.__dict__, "threshold": threshold})
+    fitted = replace(fitted, threshold=threshold)
     LOG.info("gate: fitted in %.0f s, threshold %.3f", fit_s, threshold)
     gate = InputGate(RuleConfig(), fitted)
     metrics = evaluate(gate, model, test, cfg)
@@ -299,6 +319,6 @@ def run_gate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads:
         "metrics": metrics,
     }
     out = weights / MANIFEST
-    save_ood_model(OodModel(**{**fitted.__dict__, "meta": meta}), out, model.manifest.sha256)
+    save_ood_model(replace(fitted, meta=meta), out, model.manifest.sha256)
     LOG.info("gate: wrote %s", out)
     return out

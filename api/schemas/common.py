@@ -28,8 +28,8 @@ class Problem(BaseModel):
     reason: Reason | None = Field(
         None,
         description="With code not_a_chest_radiograph: which check refused the upload "
-        "(too_small, extreme_aspect_ratio, colour, constant, noise, document, "
-        "out_of_distribution).",
+        "(too_small, extreme_aspect_ratio, colour, constant, noise, document, featureless, "
+        "graphic, out_of_distribution).",
     )
     view_index: int | None = Field(
         None, description="With not_a_chest_radiograph on /classify/study: the refused view."

@@ -52,10 +52,6 @@ def _pil(mode: str, fmt: str, **save: object) -> Callable[[], bytes]:
         img = Image.fromarray(_gray8())
         if mode == "RGBA":
             img = Image.merge("RGBA", (img, img, img, Image.new("L", img.size, 200)))
-        elif mode == "1":
-            # Thresholded, not dithered: a dithered 1-bit picture is pixel noise to the input
-            # gate (422 not_a_chest_radiograph, reason noise/document).
-            img = img.convert("1", dither=Image.Dither.NONE)
         elif mode != "L":
             img = img.convert(mode)
         return f.encode(img, fmt, **save)
@@ -94,7 +90,6 @@ VARIANTS: list[Variant] = [
     Variant("png-rgba", _pil("RGBA", "PNG"), "png", 8, group="raster8"),
     Variant("png-la", _pil("LA", "PNG"), "png", 8, group="raster8"),
     Variant("png-palette", _pil("P", "PNG"), "png", 8),
-    Variant("png-1bit", _pil("1", "PNG"), "png", 8),
     # JPEG (lossy: no equality group)
     Variant("jpeg-gray", _pil("L", "JPEG", quality=92), "jpeg", 8),
     Variant("jpeg-rgb", _pil("RGB", "JPEG", quality=92), "jpeg", 8),
@@ -233,3 +228,12 @@ def test_windowed_dicom_differs_from_unwindowed() -> None:
     narrow = decode_upload(_dicom(12, window=(2048.0, 200.0))()).pixels
     saturated = lambda a: float(np.mean((a <= 0.0) | (a >= 1.0)))  # noqa: E731
     assert saturated(narrow) > saturated(plain) + 0.2
+
+
+def test_one_bit_png_decodes_and_is_refused_as_a_graphic(client: TestClient) -> None:
+    """1-bit PNGs decode (intake), but two-tone pictures are not radiographs (input gate)."""
+    img = Image.fromarray(_gray8()).convert("1", dither=Image.Dither.NONE)
+    data = f.encode(img, "PNG")
+    resp = client.post("/classify", files={"file": ("x", data, "application/octet-stream")})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "not_a_chest_radiograph" and resp.json()["reason"] == "graphic"

@@ -147,6 +147,7 @@ F2_CASES = {
     "text-page": "document",
     "colour-gradient": "colour",
     "horizontal": "featureless",
+    "checkerboard": "graphic",
 }
 
 

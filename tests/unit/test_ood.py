@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def test_gate_on_a_tiny_classifier(tiny_weights: Path) -> None:
     }
     fitted, _ = fit_gaussian(feats, rank=3)
     scores = fitted.scores(feats["upright"])
-    gate_model = fitted.__class__(**{**fitted.__dict__, "threshold": float(scores.max()) * 1.5})
+    gate_model = replace(fitted, threshold=float(scores.max()) * 1.5)
     gate = InputGate(ood=gate_model)
     chest = decode_upload(png_bytes(synthetic_chest(224, 224)))
     pre = gate.precheck(chest)
