@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from inference.classify import run_classifier  # noqa: E402
 from inference.intake import decode_upload  # noqa: E402
+from inference.suitability import NotAChestRadiograph  # noqa: E402
 from service.registry import load_registry  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -55,12 +57,17 @@ def main() -> None:
     radiographs = [decode_upload(p.read_bytes()) for p in _images(args.images)]
     pooled = [run_classifier(registry.classifier, [r.pixels])[0].pooled for r in radiographs]
     rules, score, forward = [], [], []
+    refused: Counter[str] = Counter()
     for _ in range(args.rounds):
         for r, feats in zip(radiographs, pooled, strict=True):
             t0 = time.perf_counter()
-            pre = gate.precheck(r)
-            t1 = time.perf_counter()
-            gate.finish(pre, feats)
+            try:  # a refusal costs the same checks; count it and keep timing
+                pre = gate.precheck(r)
+                t1 = time.perf_counter()
+                gate.finish(pre, feats)
+            except NotAChestRadiograph as exc:
+                t1 = time.perf_counter()
+                refused[exc.reason] += 1
             t2 = time.perf_counter()
             run_classifier(registry.classifier, [r.pixels])
             t3 = time.perf_counter()
@@ -78,6 +85,7 @@ def main() -> None:
         f"{args.rounds}`; {len(radiographs)} real radiographs, {len(sizes)} distinct sizes "
         f"(up to 512 px)."
     )
+    print(f"Refusals among these real films (per round): {dict(refused)} / {args.rounds}")
     print()
     print("| what | p50 ms | p95 ms | max ms |")
     print("|---|---:|---:|---:|")

@@ -6,8 +6,10 @@ Used by ``python -m training operating-points`` (the shipped model, validation s
 * ``threshold``: the highest threshold whose sensitivity is >= ``sensitivity`` (screening);
 * ``band``: from the threshold with sensitivity >= ``band_sensitivity`` (below: confidently no
   finding) to the threshold with specificity >= ``band_specificity`` (above: confidently a
-  finding), widened to contain ``threshold``. Between them neither a high-sensitivity nor a
-  high-specificity reader would be sure: ``indeterminate``.
+  finding), widened to contain ``threshold`` and clipped to ``threshold +- max_half_width``.
+  Between them neither a high-sensitivity nor a high-specificity reader would be sure:
+  ``indeterminate``. (The clip keeps a weak model from answering almost everything
+  ``indeterminate``: the current classifier's adult band would be [0.22, 0.99].)
 
 Sensitivity and specificity use the service's rule (``p >= t`` is a finding) and come with
 Wilson 95 % intervals (scipy's ``binomtest``).
@@ -34,6 +36,7 @@ class PointRule:
     sensitivity: float = 0.90
     band_sensitivity: float = 0.95
     band_specificity: float = 0.95
+    max_half_width: float = 0.10
     min_per_class: int = 30
 
 
@@ -87,8 +90,8 @@ def fit_point(
             "of each are needed"
         )
     t = float(np.clip(threshold_at_sensitivity(pos, rule.sensitivity), EPS, 1 - EPS))
-    lo = min(t, threshold_at_sensitivity(pos, rule.band_sensitivity))
-    hi = max(t, threshold_at_specificity(neg, rule.band_specificity))
+    lo = max(t - rule.max_half_width, min(t, threshold_at_sensitivity(pos, rule.band_sensitivity)))
+    hi = min(t + rule.max_half_width, max(t, threshold_at_specificity(neg, rule.band_specificity)))
     lo, hi = float(np.clip(lo, EPS, t)), float(np.clip(hi, t, 1 - EPS))
     # Rounded down (threshold, lo) and up (hi): rounding must never move a case across a bound.
     t6, lo6, hi6 = _down(t), _down(lo), float(np.ceil(hi * 1e6) / 1e6)
@@ -120,6 +123,7 @@ def fit_points(
         basis = (
             f"{source}: n={int(mask.sum())}, threshold at sensitivity >= {rule.sensitivity}, "
             f"band from sensitivity {rule.band_sensitivity} to specificity {rule.band_specificity}"
+            f" within +-{rule.max_half_width}"
         )
         point = fit_point(probs[mask], labels[mask], rule, basis)
         points[pop] = point
