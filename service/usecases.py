@@ -10,7 +10,7 @@ from typing import TypeVar
 from inference.anatomy import Anatomy, segment
 from inference.classify import Classification, decide, postprocess, run_classifier
 from inference.intake import Limits, Radiograph, decode_upload
-from inference.render import anatomy_overlay, mask_png
+from inference.render import anatomy_overlay, mask_png, radiograph_png
 from service.gate import WorkGate
 from service.registry import ModelRegistry
 
@@ -134,6 +134,13 @@ class AnalysisService:
         )
         overlay = anatomy_overlay(radiograph.pixels, anatomy)
         return SegmentOutcome(structures, overlay, image_info(radiograph), timings)
+
+    def _render_sync(self, data: bytes, max_side: int | None) -> bytes:
+        return radiograph_png(decode_upload(data, self.limits).pixels, max_side)
+
+    async def render(self, data: bytes, max_side: int | None = None) -> bytes:
+        """PNG of the decoded, windowed radiograph (what the models and overlays were made on)."""
+        return await self.gate.run(lambda: self._render_sync(data, max_side))
 
     async def classify(self, data: bytes) -> ClassifyOutcome:
         return await self.gate.run(lambda: self._classify_sync(data))

@@ -26,6 +26,7 @@ from service.jobs import Job, JobQueue
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 DEFAULT_SAMPLES = LimeConfig().n_samples
+MIN_SAMPLES = 50  # below this LIME's fit is noise on ~100 superpixels (bench/RESULTS.md)
 
 TargetQuery = Annotated[
     Target | None,
@@ -34,7 +35,7 @@ TargetQuery = Annotated[
 SamplesQuery = Annotated[
     int,
     Query(
-        ge=50,
+        ge=MIN_SAMPLES,
         le=MAX_SAMPLES,
         description="Perturbed samples; 200 from the stability study in bench/RESULTS.md.",
     ),
