@@ -5,19 +5,24 @@ The only module that imports ``api``. Nothing is loaded here: models load in the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
+from starlette.types import Scope
 
+from api.job_kinds import JOB_KINDS
 from api.middleware import BodyDeadline, RequestContextMiddleware, is_public
 from api.problems import install_problem_handlers, problem_responses
-from api.routes import analysis, explain, health, report
+from api.routes import analysis, explain, health, metrics, report
 from api.routes.viewer import install_viewer
 from api.schemas.common import Problem
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan, refusing_gate
+from service.metrics import Metrics
 from service.settings import AuthSettings, CorsSettings, Settings
 
 API_DESCRIPTION = """\
@@ -101,13 +106,28 @@ def add_cors(app: FastAPI, cors: CorsSettings) -> None:
     )
 
 
+def route_finder(app: FastAPI) -> Callable[[Scope], str]:
+    """The template of the route a request would reach, for requests refused before routing
+    (401, 413, early 503), so their metrics land on the route and not on a raw path."""
+
+    def route_of(scope: Scope) -> str:
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
+
+    return route_of
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app_metrics = Metrics()
     app = FastAPI(
         title="cxr-xai",
         version="0.1.0",
         description=API_DESCRIPTION,
-        lifespan=make_lifespan(settings),
+        lifespan=make_lifespan(settings, JOB_KINDS, app_metrics),
         docs_url=None,  # served offline by api.routes.viewer
         redoc_url=None,
     )
@@ -120,9 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_deadline=BodyDeadline(
             settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s
         ),
+        metrics=app_metrics,
+        route_of=route_finder(app),
     )
     add_cors(app, settings.cors)
-    for module in (health, analysis, report, explain):
+    for module in (health, analysis, report, explain, metrics):
         app.include_router(module.router)
     install_viewer(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]

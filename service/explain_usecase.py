@@ -34,9 +34,8 @@ from inference.anatomy import segment
 from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
-from inference.sniff import detect_format
 from service.gate import WorkGate
-from service.jobs import Job, JobControl, JobQueue
+from service.jobs import JobControl
 from service.registry import ModelRegistry
 from service.usecases import ImageInfo, image_info
 
@@ -213,22 +212,6 @@ class ExplainService:
         timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
         return LimeOutcome(
             chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
-        )
-
-    def submit_lime(
-        self,
-        jobs: JobQueue,
-        principal: str | None,
-        data: bytes,
-        target: Target | None,
-        n_samples: int,
-        seed: int,
-    ) -> Job:
-        """Queue a LIME explanation as a job. The container format is checked now (415 at
-        submit rather than a failed job later); everything else is checked when it runs."""
-        detect_format(data)
-        return jobs.submit(
-            principal, lambda control: self.lime(data, target, n_samples, seed, control)
         )
 
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ImageInfoOut, ModelInfo
+from api.schemas.common import ImageInfoOut, JobFields, ModelInfo
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
 
@@ -148,3 +148,9 @@ class ReportResponse(BaseModel):
     attributions: AttributionsOut | None = None
     image: ImageInfoOut
     timings: ReportTimingsOut
+
+
+class ReportJob(JobFields):
+    """An asynchronous report (POST /report/jobs or /explain/report/jobs)."""
+
+    result: ReportResponse | None = Field(None, description="Set when state is succeeded.")
