@@ -93,8 +93,11 @@ def main() -> None:
             classify_ms.append(request)
             page.wait_for_selector("#heat-gradcam-lungs:enabled", timeout=60_000)
             context.close()
-            print(f"upload {i + 1}: page {weights[-1]} B, classify {request:.0f} ms, "
-                  f"result on screen {measure:.1f} ms after the answer", flush=True)
+            print(
+                f"upload {i + 1}: page {weights[-1]} B, classify {request:.0f} ms, "
+                f"result on screen {measure:.1f} ms after the answer",
+                flush=True,
+            )
         browser.close()
     lat = sorted(latencies)
     print(f"page weight before upload: max {max(weights)} B ({max(weights) / 1024:.1f} KiB)")

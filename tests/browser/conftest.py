@@ -85,7 +85,7 @@ class LiveServer:
         self.origin = f"{parts.scheme}://{parts.netloc}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     require(CHROMIUM.is_file(), f"{CHROMIUM} is missing (Debian package chromium)")
     require(importlib.util.find_spec("playwright") is not None, "playwright is not installed")
@@ -119,8 +119,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         sock.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(live_server: LiveServer) -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an asyncio loop running in this thread while it
+    # is open, and later tests that call asyncio.run() would fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

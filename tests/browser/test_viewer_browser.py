@@ -116,6 +116,11 @@ def test_png_upload_shows_classify_probability_and_aligned_overlays(viewer: View
     viewer.shot("03-zoomed")
     page.click("#zoom-reset")
     assert _boxes(viewer, ["#base-image"])[0]["width"] == pytest.approx(before[0]["width"], abs=0.5)
+    # A narrow window (tablet portrait): the panels stack; the image refits.
+    page.set_viewport_size({"width": 800, "height": 1000})
+    page.wait_for_timeout(200)
+    assert _boxes(viewer, ["#base-image"])[0]["width"] <= 800
+    viewer.shot("03b-narrow")
 
 
 def test_dicom_upload_shows_the_server_rendering_and_classify_probability(
