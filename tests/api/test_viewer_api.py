@@ -43,6 +43,9 @@ def test_root_redirects_to_the_viewer_without_trusting_the_host(client: TestClie
         assert r.headers["location"] == "viewer/"  # relative: never names a host
     page = client.get("/")
     assert page.status_code == 200 and page.url.path == "/viewer/"
+    # Folders without an index answer 404, never a redirect built from the Host header.
+    sub = client.get("/viewer/js", headers={"host": "evil.example"}, follow_redirects=False)
+    assert sub.status_code == 404
     assert "<title" in page.text
 
 
