@@ -82,9 +82,11 @@ def main() -> None:
             )
             page.set_input_files("#file-input", str(png))
             page.wait_for_selector("#decision:not(:empty)")
-            measure = page.evaluate(
-                """() => performance.getEntriesByName('classify-to-result')[0].duration"""
-            )
+            measure = None
+            while measure is None:  # the measure is taken one frame after the panel is filled
+                measure = page.evaluate(
+                    """() => performance.getEntriesByName('classify-to-result')[0]?.duration"""
+                )
             request = page.evaluate(
                 """() => performance.getEntriesByType('resource')
                      .filter(e => e.name.endsWith('/classify'))[0].duration"""

@@ -256,15 +256,18 @@ export class ImagePanel {
     this.heatKind = kind;
     const blob = this.heat[kind];
     const { heatCanvas, limeImage, legend, legendJet, legendLime } = this.el;
-    heatCanvas.hidden = true;
-    limeImage.hidden = true;
-    if (blob && kind === "lime") {
-      limeImage.src = this.objectUrl(blob);
-      limeImage.hidden = false;
-    } else if (blob) {
-      await heatLayer(blob, heatCanvas);
-      heatCanvas.hidden = this.heatKind !== kind;
+    // Colour the new map first, then swap layers: no flicker, and the last choice wins.
+    const coloured = blob && kind !== "lime" ? document.createElement("canvas") : null;
+    if (coloured) await heatLayer(blob, coloured);
+    if (this.heatKind !== kind) return;
+    if (coloured) {
+      heatCanvas.width = coloured.width;
+      heatCanvas.height = coloured.height;
+      heatCanvas.getContext("2d").drawImage(coloured, 0, 0);
     }
+    heatCanvas.hidden = !coloured;
+    limeImage.hidden = !(blob && kind === "lime");
+    if (blob && kind === "lime") limeImage.src = this.objectUrl(blob);
     const shown = Boolean(blob) && kind !== "none";
     legend.hidden = !shown;
     legendJet.hidden = !(shown && kind.startsWith("gradcam"));
