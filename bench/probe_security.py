@@ -258,6 +258,21 @@ def probe_f1(server: Server) -> None:
             )
         row(f"2-view study, {name}", study2.status_code, "-", f"{mem['delta']:+.0f}", "-")
 
+    probe_f1_victim(server, images)
+
+
+def probe_f1_victim(server: Server, images: dict[str, bytes] | None = None) -> None:
+    images = images or {"all-black 29 KB": black_png(), "realistic": realistic_png()}
+    victim = small_jpeg()
+    baseline = []
+    for _ in range(10):
+        t = time.perf_counter()
+        post(server, "/classify", victim)
+        baseline.append(time.perf_counter() - t)
+    row_note = f"Victim /classify alone on this machine now: p50 {sorted(baseline)[5]:.2f} s, "
+    ROWS.append("")
+    ROWS.append(row_note + f"max {max(baseline):.2f} s (10 requests).")
+    print(ROWS[-1], flush=True)
     header(
         "F1: a normal /classify (512 px JPEG, every 0.5 s) while 2 clients loop /explain/gradcam "
         "on the 30 MP image",
@@ -497,7 +512,13 @@ def probe_low(server: Server) -> None:
     row("?lang=en&lang=ru", f"{r.status_code} {r.json().get('code')}", "ru used")
 
 
-PROBES = {"F1": probe_f1, "F3": probe_f3, "F4": probe_f4, "LOW": probe_low}
+PROBES: dict[str, Callable[[Server], None]] = {
+    "F1": probe_f1,
+    "F1V": probe_f1_victim,
+    "F3": probe_f3,
+    "F4": probe_f4,
+    "LOW": probe_low,
+}
 
 
 def main() -> None:
