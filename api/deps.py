@@ -12,6 +12,7 @@ from service.interop_usecase import InteropService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.report_usecase import ReportService
+from service.settings import Settings
 from service.usecases import AnalysisService
 
 
@@ -54,6 +55,13 @@ PopulationQuery = Annotated[
         "population (adult for the shipped model)."
     ),
 ]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.state.settings  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_interop(request: Request) -> InteropService:

@@ -17,7 +17,7 @@ from inference.errors import PixelBudgetExceeded
 from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload, estimate_pixels
 from inference.operating import Decision, Population, choose_population
-from inference.render import anatomy_overlay, mask_png
+from inference.render import anatomy_overlay, mask_png, radiograph_png
 from service.gate import WorkGate
 from service.registry import ModelRegistry
 
@@ -230,6 +230,14 @@ class AnalysisService:
         )
         overlay = anatomy_overlay(radiograph.pixels, anatomy)
         return SegmentOutcome(structures, overlay, image_info(radiograph), timings, quality)
+
+    def _render_sync(self, data: bytes, max_side: int | None) -> bytes:
+        return radiograph_png(decode_upload(data, self.limits).pixels, max_side)
+
+    async def render(self, data: bytes, max_side: int | None = None) -> bytes:
+        """PNG of the decoded, windowed radiograph (what the models and overlays were made on)."""
+        cost = pixel_cost(data, self.limits, DECODE_WEIGHT)
+        return await self.gate.run(lambda: self._render_sync(data, max_side), cost)
 
     async def classify(self, data: bytes, population: Population | None = None) -> ClassifyOutcome:
         cost = pixel_cost(data, self.limits, CLASSIFY_WEIGHT)
