@@ -370,7 +370,7 @@ def test_dicom_without_valid_study_uid_is_422(
     api: tuple[TestClient, Swap], uid: str | None
 ) -> None:
     client, _ = api
-    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12)
+    ds = dicom_dataset(synthetic_chest(160, 140, 12), bits_stored=12)
     if uid is None:
         del ds.StudyInstanceUID
     else:
