@@ -34,6 +34,7 @@ from inference.anatomy import segment
 from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
+from inference.measure import ChestMeasurements, measure_chest
 from inference.sniff import detect_format
 from service.gate import WorkGate
 from service.jobs import Job, JobControl, JobQueue
@@ -66,6 +67,7 @@ class GradCamOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class LimeOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class _Prepared:
     cam: npt.NDArray[np.float32]
     decode_ms: float
     inference_ms: float
+    chest: ChestMeasurements
 
 
 def _ms(start: float) -> float:
@@ -134,6 +138,7 @@ class ExplainService:
         anatomy = segment(self.registry.segmenter, radiograph.pixels)
         output = run_classifier(self.registry.classifier, [radiograph.pixels])[0]
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
+        chest = measure_chest(lungs.right, lungs.left, anatomy.mask("heart_mediastinum"))
         return _Prepared(
             radiograph=radiograph,
             lungs=lungs,
@@ -141,6 +146,7 @@ class ExplainService:
             cam=output.cam,
             decode_ms=decode_ms,
             inference_ms=_ms(t1),
+            chest=chest,
         )
 
     def _gradcam(self, p: _Prepared, target: Target) -> GradCamResult:
@@ -176,6 +182,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.chest,
         )
 
     def _lime_sync(
@@ -212,7 +219,14 @@ class ExplainService:
         zones = fused_descriptors(p.lungs, gradcam, lime)
         timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
         return LimeOutcome(
-            chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
+            chosen,
+            p.classification,
+            lime,
+            zones,
+            quality,
+            image_info(p.radiograph),
+            timings,
+            p.chest,
         )
 
     def submit_lime(
