@@ -25,9 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 from service.auth import ApiKeyAuthenticator
 from service.gate import WorkGate
+from service.metrics import Metrics
 
 # Given the request's lifespan state and path: the gate that would refuse it now, if any.
 Admission = Callable[[dict[str, Any], str], WorkGate | None]
+# The route template a request matches ("/explain/lime/jobs/{job_id}"), or "unmatched".
+RouteOf = Callable[[Scope], str]
 
 audit_log = logging.getLogger("cxr.audit")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -82,7 +85,11 @@ class RequestContextMiddleware:
         body_deadline: BodyDeadline | None = None,
         authenticator: ApiKeyAuthenticator | None = None,
         admission: Admission | None = None,
+        metrics: Metrics | None = None,
+        route_of: RouteOf | None = None,
     ) -> None:
+        self.metrics = metrics
+        self.route_of = route_of or (lambda scope: "unmatched")
         self.app = app
         self.admission = admission
         self.max_body_bytes = max_body_bytes
@@ -121,6 +128,7 @@ class RequestContextMiddleware:
                 return
             gate = self._full_gate(scope)
             if gate is not None:
+                scope["state"]["refusal"] = f"overloaded_{gate.resource}"
                 # Refused before a byte of the body is read (and the connection closed, since
                 # the body stays unread): ~1 ms instead of receiving and parsing the upload.
                 await self._send_problem(
@@ -158,6 +166,18 @@ class RequestContextMiddleware:
                     )
         finally:
             self._audit(scope, rid, status_holder["status"], started)
+            self._measure(scope, status_holder["status"], started)
+
+    def _measure(self, scope: Scope, status: int, started: float) -> None:
+        if self.metrics is None:
+            return
+        route = scope.get("route")
+        # The template, never the raw path (ids, probes of random paths: unbounded labels).
+        template = getattr(route, "path", None) or self.route_of(scope)
+        method = str(scope.get("method", ""))
+        self.metrics.request(method, template, status, time.perf_counter() - started)
+        if status == 503:
+            self.metrics.refused(str(scope.get("state", {}).get("refusal", "unavailable")))
 
     def _authenticate(self, scope: Scope) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
         """None when the request may go on (principal recorded), else the denial to send.

@@ -111,6 +111,9 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
     if isinstance(exc, IntakeError):
         status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
         return problem_body(status, exc.code, exc.public_detail, request_id)
+    if isinstance(exc, ServiceUnavailable):
+        body = problem_body(503, exc.code, exc.detail, request_id)
+        return body | {"retry_after_s": exc.retry_after_s}
     log.error("job failed with %s", type(exc).__name__)  # the type only, as for requests
     return problem_body(500, "internal_error", "An unexpected error occurred.", request_id)
 
@@ -128,6 +131,7 @@ async def _upload(request: Request, exc: Exception) -> JSONResponse:
 
 async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Overloaded)
+    request.state.refusal = f"overloaded_{exc.resource}"  # the 503's reason, for metrics
     return problem(
         request,
         503,
@@ -139,6 +143,7 @@ async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceUnavailable)
+    request.state.refusal = exc.code
     return problem(
         request, 503, exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
     )

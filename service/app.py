@@ -5,17 +5,22 @@ The only module that imports ``api``. Nothing is loaded here: models load in the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
+from starlette.types import Scope
 
+from api.job_kinds import JOB_KINDS
 from api.middleware import PUBLIC_PATHS, BodyDeadline, RequestContextMiddleware
 from api.problems import install_problem_handlers, problem_responses
-from api.routes import analysis, explain, health, report
+from api.routes import analysis, explain, health, metrics, report
 from api.schemas.common import Problem
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan, refusing_gate
+from service.metrics import Metrics
 from service.settings import AuthSettings, Settings
 
 API_DESCRIPTION = """\
@@ -79,13 +84,28 @@ def make_authenticator(auth: AuthSettings) -> ApiKeyAuthenticator | None:
     return ApiKeyAuthenticator(parse_key_specs(auth.api_keys), throttle)
 
 
+def route_finder(app: FastAPI) -> Callable[[Scope], str]:
+    """The template of the route a request would reach, for requests refused before routing
+    (401, 413, early 503), so their metrics land on the route and not on a raw path."""
+
+    def route_of(scope: Scope) -> str:
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
+
+    return route_of
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app_metrics = Metrics()
     app = FastAPI(
         title="cxr-xai",
         version="0.1.0",
         description=API_DESCRIPTION,
-        lifespan=make_lifespan(settings),
+        lifespan=make_lifespan(settings, JOB_KINDS, app_metrics),
     )
     install_problem_handlers(app)
     app.add_middleware(
@@ -96,8 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_deadline=BodyDeadline(
             settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s
         ),
+        metrics=app_metrics,
+        route_of=route_finder(app),
     )
-    for module in (health, analysis, report, explain):
+    for module in (health, analysis, report, explain, metrics):
         app.include_router(module.router)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -35,9 +35,8 @@ from inference.classify import Classification, postprocess, predict_probabilitie
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
 from inference.measure import ChestMeasurements, measure_chest
-from inference.sniff import detect_format
 from service.gate import WorkGate
-from service.jobs import Job, JobControl, JobQueue
+from service.jobs import JobControl
 from service.registry import ModelRegistry
 from service.usecases import ImageInfo, image_info
 
@@ -227,22 +226,6 @@ class ExplainService:
             image_info(p.radiograph),
             timings,
             p.chest,
-        )
-
-    def submit_lime(
-        self,
-        jobs: JobQueue,
-        principal: str | None,
-        data: bytes,
-        target: Target | None,
-        n_samples: int,
-        seed: int,
-    ) -> Job:
-        """Queue a LIME explanation as a job. The container format is checked now (415 at
-        submit rather than a failed job later); everything else is checked when it runs."""
-        detect_format(data)
-        return jobs.submit(
-            principal, lambda control: self.lime(data, target, n_samples, seed, control)
         )
 
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:

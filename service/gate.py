@@ -18,6 +18,8 @@ from typing import TypeVar
 import anyio
 from anyio import to_thread
 
+from service.metrics import Metrics
+
 T = TypeVar("T")
 
 
@@ -39,6 +41,7 @@ class WorkGate:
         retry_after_s: int,
         on_idle: Callable[[], None] | None = None,
         max_wait_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.resource = resource
         self.slots = slots
@@ -51,6 +54,12 @@ class WorkGate:
         # Housekeeping when the last admitted request finishes (e.g. returning freed memory);
         # started in a worker thread and not awaited, so no response waits for it.
         self._on_idle = on_idle
+        self._metrics = metrics
+
+    def _report_load(self) -> None:
+        if self._metrics is not None:
+            queued = max(0, self._admitted - self.slots)
+            self._metrics.gate_load(self.resource, self._admitted, queued)
 
     @property
     def in_flight(self) -> int:
@@ -64,6 +73,8 @@ class WorkGate:
         return ahead * self._service_s / self.slots
 
     def _record(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.gate_work(self.resource, seconds)
         previous = self._service_s
         self._service_s = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
@@ -79,6 +90,7 @@ class WorkGate:
         if self.would_refuse():
             raise Overloaded(self.resource, self.retry_after_s)
         self._admitted += 1
+        self._report_load()
 
         def timed() -> T:
             started = time.perf_counter()
@@ -91,5 +103,6 @@ class WorkGate:
             return await to_thread.run_sync(timed, limiter=self._limiter)
         finally:
             self._admitted -= 1
+            self._report_load()
             if self._admitted == 0 and self._on_idle is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._on_idle)

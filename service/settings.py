@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -177,6 +177,40 @@ class ExplainSettings(BaseModel):
     retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
 
 
+class JobSettings(BaseModel):
+    """Where asynchronous jobs (LIME, reports) run. Capacity and result TTL:
+    CXR_EXPLAIN__JOB_CAPACITY / CXR_EXPLAIN__JOB_TTL_S."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="memory: jobs run in this process and are lost on restart (single process, "
+        "the default); redis: jobs are stored in Redis and run by `python -m service.worker` "
+        "processes, so any replica can answer for them and they survive API restarts.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for backend=redis (API and workers)."
+    )
+    queue_name: str = Field("cxr:queue", description="arq queue the API and workers share.")
+    timeout_s: float = Field(
+        300.0,
+        ge=5,
+        le=86_400,
+        description="Longest a job may run. A killed worker's job is retried by another worker "
+        "once its lock expires, timeout_s + 10 s after it started (retried once at most).",
+    )
+    worker_concurrency: int = Field(
+        1, ge=1, le=64, description="Jobs one `python -m service.worker` process runs at once."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port where a worker serves Prometheus metrics (all interfaces; for a "
+        "worker on its own host or container). Unset: none; on one host the API replicas' "
+        "/metrics already includes the workers (shared PROMETHEUS_MULTIPROC_DIR).",
+    )
+
+
 class AuthSettings(BaseModel):
     """API keys (see service/auth.py). Health probes and the OpenAPI document stay open."""
 
@@ -197,6 +231,28 @@ class AuthSettings(BaseModel):
     )
     failure_window_s: float = Field(
         60.0, gt=0, le=86_400, description="Window for max_failures; 429 + Retry-After beyond."
+    )
+
+
+class PacsSettings(BaseModel):
+    """Where ``push=true`` sends result objects (STOW-RS). Unset: pushing is refused (422)."""
+
+    stow_url: str | None = Field(
+        None,
+        description="DICOMweb base URL of the PACS (STOW-RS posts to {stow_url}/studies), e.g. "
+        "http://pacs:8042/dicom-web. Unset disables push=true.",
+    )
+    username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
+    password: SecretStr | None = Field(None, description="HTTP basic-auth password.")
+    bearer_token: SecretStr | None = Field(
+        None, description="Bearer token for the PACS (instead of basic auth)."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout per STOW-RS attempt.")
+    attempts: int = Field(
+        3, ge=1, le=10, description="STOW-RS tries on network errors and 408/429/5xx answers."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, le=60, description="Wait before the second try; doubles for each next one."
     )
 
 
@@ -222,4 +278,6 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ReadinessDep, RegistryDep
@@ -26,12 +26,14 @@ async def live() -> Liveness:
     response_model=Readiness,
     responses={503: {"description": "Not ready", "model": Readiness}},
 )
-async def ready(readiness: ReadinessDep) -> JSONResponse:
+async def ready(request: Request, readiness: ReadinessDep) -> JSONResponse:
     body = Readiness(
         status="ready" if readiness.ready else "not_ready", components=readiness.snapshot()
     )
     status = 200 if readiness.ready else 503
     headers = None if readiness.ready else {"Retry-After": "5"}
+    if not readiness.ready:
+        request.state.refusal = "not_ready"
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 DISCLAIMER = (
@@ -40,3 +42,18 @@ class TimingsOut(BaseModel):
     decode_ms: float
     inference_ms: float
     total_ms: float
+
+
+class JobFields(BaseModel):
+    """What every asynchronous job answers (POST .../jobs, GET and DELETE .../jobs/{job_id})."""
+
+    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
+    created_utc: str
+    attempts: int = Field(
+        description="Times a worker started the job (2 when its first worker died mid-job)."
+    )
+    error: Problem | None = Field(
+        None, description="Set when state is failed: the problem the synchronous call would answer."
+    )

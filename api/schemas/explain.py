@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo, Problem
+from api.schemas.common import DISCLAIMER, ImageInfoOut, JobFields, ModelInfo
 from api.schemas.convert import b64
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
 from service.explain_usecase import GradCamOutcome, LimeOutcome
@@ -255,14 +255,7 @@ def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> Li
     )
 
 
-class LimeJob(BaseModel):
+class LimeJob(JobFields):
     """An asynchronous LIME explanation (POST /explain/lime/jobs)."""
 
-    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
-    created_utc: str
     result: LimeResponse | None = Field(None, description="Set when state is succeeded.")
-    error: Problem | None = Field(
-        None, description="Set when state is failed: the problem the synchronous call would answer."
-    )
