@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         "same_normal_call": same_call,
         "mean_ctr_human": statistics.fmean(b for _, b in pairs) if pairs else None,
     }
-    print("| splits | images | measured | MAE | max abs error | bias (ours - human) "
-          "| MAE, reliable only | flagged reliable | same <0.5 call |")
+    print(
+        "| splits | images | measured | MAE | max abs error | bias (ours - human) "
+        "| MAE, reliable only | flagged reliable | same <0.5 call |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     s = summary
     print(

@@ -1,9 +1,9 @@
 """A scripted, deterministic backend for tests: it records every prompt it is given.
 
 Scoring is a transparent toy model: a continuation word that also occurs in the prompt's last
-turn (the facts) gets log-probability ``-0.1``, any other word ``-2.0``. That makes attributions testable: a zone
-named in the report is credited to the descriptor that put the zone's words in the prompt.
-"""
+turn (the facts) gets log-probability ``-0.1``, any other word ``-2.0``. That makes attributions
+testable: a zone named in the report is credited to the descriptor that put the zone's words in
+the prompt."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class PromptTemplate:
 _EN = PromptTexts(
     system=(
         "You assist a radiologist. From the facts that an image-analysis model measured on a "
-        "chest X-ray, write a short report as JSON with the keys \"findings\", "
+        'chest X-ray, write a short report as JSON with the keys "findings", '
         '"interpretation" and "recommendations", one to three sentences each.\n'
         "Rules:\n"
         "- Use only the facts given. Name only the lung zones listed in the facts.\n"
@@ -213,8 +213,7 @@ _RU = PromptTexts(
             "нижней зоне. Модель не определяет их причину."
         ),
         "recommendations": (
-            "Рекомендуется оценка изображения врачом-рентгенологом с учётом клинической "
-            "картины."
+            "Рекомендуется оценка изображения врачом-рентгенологом с учётом клинической картины."
         ),
     },
 )

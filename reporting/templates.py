@@ -96,7 +96,9 @@ def decision_sentence(e: Evidence, lang: Language) -> str:
         )
     if lang == "en":
         if e.decision == "no_finding":
-            return f"The classifier reports no finding (probability of a finding {p}; threshold {t})."
+            return (
+                f"The classifier reports no finding (probability of a finding {p}; threshold {t})."
+            )
         return f"The classifier reports an abnormal finding (probability {p}; threshold {t})."
     if e.decision == "no_finding":
         return f"Классификатор не выявил находок (вероятность находки {p}; порог {t})."

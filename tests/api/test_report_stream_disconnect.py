@@ -80,8 +80,12 @@ def port(tiny_weights: Path, backend: FakeBackend) -> Iterator[int]:
 def _request(image: bytes) -> bytes:
     boundary = "f6"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     head = (
         "POST /report/stream?lime=false HTTP/1.1\r\nHost: x\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
