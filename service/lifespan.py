@@ -83,7 +83,11 @@ def build_state(
         max_wait_s=c.max_wait_s,
         metrics=metrics,
     )
-    limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    limits = Limits(
+        max_pixels=settings.limits.max_pixels,
+        max_side=settings.limits.max_side,
+        work_side=settings.limits.work_max_side,
+    )
     e = settings.explain
     lime_gate = WorkGate(
         "lime",
@@ -101,7 +105,7 @@ def build_state(
     readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
-    analysis = AnalysisService(registry, gate, limits)
+    analysis = AnalysisService(registry, gate, limits, settings.limits.max_study_pixels)
     report = build_report_service(registry, explain, settings.report, *llm, metrics=metrics)
     interop = InteropService(analysis, explain, report, stow_config(settings.pacs))
     if jobs is None:
