@@ -15,6 +15,8 @@ What is extracted from a sentence:
 - cardiac claims (a clause naming the heart or the cardiothoracic ratio): normal size,
   enlarged, or a plain mention; judged against the measured CTR, never against the lungs;
 - a borderline / indeterminate statement (allowed only inside the borderline band);
+- dismissive advice ("no further action is required", "не требуется"): a model cannot clear
+  a patient, so it is out of scope;
 - decimal numbers and percentages, which must match an evidence value, and bare integers
   (follow-up intervals, sizes, counts), which no evidence supports.
 
@@ -274,6 +276,14 @@ _UNSUPPORTED_SOURCES = re.compile(
     rf"|prior {_STUDY}|previous {_STUDY}|compared (?:with|to)|since the (?:prior|previous)"
     r"|unchanged|stable|анамнез\w*|предыдущ\w*|сравнени\w*)",
 )
+# A decision-support model cannot clear a patient: "no further action is required" and the like
+# are claims no evidence supports (a "no finding" does not exclude disease).
+_DISMISSIVE = re.compile(
+    r"\bno (?:further |additional )?(?:action|follow-up|evaluation|imaging|review|treatment|"
+    r"workup|intervention)s? (?:is |are )?(?:required|needed|necessary|indicated|warranted)"
+    r"|\bnot (?:required|needed|necessary|indicated|warranted)\b"
+    r"|не\s+требу\w*|не\s+нужн\w*|нет\s+необходимост\w*|не\s+показан\w*",
+)
 
 
 def _has(word: str, stems: tuple[str, ...]) -> bool:
@@ -430,6 +440,7 @@ def extract_claims(sentence: str) -> Claims:
         # side; it is only allowed when the probability is inside the borderline band.
         abnormal = normal = False
     scope += [m.group(0) for m in _UNSUPPORTED_SOURCES.finditer(text)]
+    scope += [m.group(0) for m in _DISMISSIVE.finditer(text)]
     decimals = tuple(_number(m) for m in _DECIMAL.findall(text))
     percents = tuple(_number(m) / 100.0 for m in _PERCENT.findall(text))
     integers = tuple(int(m) for m in _INTEGER.findall(text))

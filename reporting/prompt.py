@@ -98,8 +98,10 @@ _EN = PromptTexts(
         "- findings: the model's decision with its probability, where the explanation maps "
         "point, and the measurements.\n"
         "- interpretation: say plainly whether the model found an abnormality or no "
-        "abnormality; if the decision is borderline, say the result is borderline.\n"
-        "- recommendations: what the reader should do next, without time intervals.\n"
+        "abnormality; if the decision is borderline, say the result is borderline. If the "
+        "decision is no finding, describe no lesion and name no zone.\n"
+        "- recommendations: what the reader should do next, without time intervals; never "
+        "write that no further action is needed.\n"
         "- Never mention history, symptoms, previous images or comparisons."
     ),
     facts="Facts:\n",
@@ -114,11 +116,11 @@ _EN = PromptTexts(
     agree="- Grad-CAM and LIME agree on: {names}.",
     weak="- The explanation map is weak; no zone can be singled out.",
     ctr_reliable="- Cardiothoracic ratio {ctr} (reliable; normal is below {limit}).",
-    ctr_close="- Cardiothoracic ratio {ctr}, too close to {limit} to call: do not judge heart "
-    "size.",
-    ctr_unreliable="- Cardiothoracic ratio {ctr}, not reliable on this image: do not judge "
-    "heart size.",
-    ctr_missing="- Cardiothoracic ratio: not measured; do not judge heart size.",
+    ctr_close="- Cardiothoracic ratio {ctr}, too close to {limit}: heart size is not called from "
+    "it.",
+    ctr_unreliable="- Cardiothoracic ratio {ctr}, not reliable on this image: heart size is not "
+    "assessed.",
+    ctr_missing="- Cardiothoracic ratio not measured: heart size is not assessed.",
     lungs="- Share of the total lung area: right {right}, left {left}.",
     flags="- Image quality flags: {names}.",
     no_flags="- Image quality flags: none.",
@@ -135,8 +137,8 @@ _EN = PromptTexts(
     ),
     example_answer={
         "findings": (
-            "The model reports an abnormal finding with a probability of 0.87 (threshold "
-            "0.64). The explanation maps point to the left lower zone (intensity 0.58) and, "
+            "The model reports an abnormal finding: the probability of a finding is 0.87 "
+            "(threshold 0.64). The explanation maps point to the left lower zone (intensity 0.58) and, "
             "less strongly, the left mid zone (intensity 0.33); Grad-CAM and LIME agree on "
             "the left lower zone. Cardiothoracic ratio 0.44: heart size within normal limits."
         ),
@@ -165,8 +167,10 @@ _RU = PromptTexts(
         "- findings: решение модели с вероятностью, куда указывают карты объяснения, "
         "измерения.\n"
         "- interpretation: прямо скажи, выявила ли модель патологические изменения или нет; "
-        "если решение пограничное, скажи, что результат пограничный.\n"
-        "- recommendations: что делать дальше, без сроков.\n"
+        "если решение пограничное, скажи, что результат пограничный. Если находок нет, не "
+        "описывай изменений и не называй зон.\n"
+        "- recommendations: что делать дальше, без сроков; никогда не пиши, что дальнейшие "
+        "действия не нужны.\n"
         "- Не упоминай анамнез, симптомы, прежние снимки и сравнения.\n"
         "Пиши только по-русски."
     ),
@@ -182,11 +186,11 @@ _RU = PromptTexts(
     agree="- Grad-CAM и LIME согласны: {names}.",
     weak="- Карта объяснения слабая; выделить отдельную зону нельзя.",
     ctr_reliable="- Кардиоторакальный индекс {ctr} (достоверный; норма меньше {limit}).",
-    ctr_close="- Кардиоторакальный индекс {ctr} слишком близок к {limit}: размер сердца не "
-    "оценивай.",
+    ctr_close="- Кардиоторакальный индекс {ctr} слишком близок к {limit}: размер сердца по "
+    "нему не оценивается.",
     ctr_unreliable="- Кардиоторакальный индекс {ctr} недостоверен на этом снимке: размер "
-    "сердца не оценивай.",
-    ctr_missing="- Кардиоторакальный индекс не измерен; размер сердца не оценивай.",
+    "сердца не оценивается.",
+    ctr_missing="- Кардиоторакальный индекс не измерен: размер сердца не оценивается.",
     lungs="- Доля общей площади лёгких: справа {right}, слева {left}.",
     flags="- Замечания к качеству изображения: {names}.",
     no_flags="- Замечаний к качеству изображения нет.",
@@ -203,7 +207,7 @@ _RU = PromptTexts(
     ),
     example_answer={
         "findings": (
-            "Модель выявила патологическую находку с вероятностью 0,87 (порог 0,64). Карты "
+            "Модель выявила патологическую находку: вероятность находки 0,87 (порог 0,64). Карты "
             "объяснения указывают на левую нижнюю зону (интенсивность 0,58) и, слабее, на "
             "левую среднюю зону (интенсивность 0,33); Grad-CAM и LIME согласны в левой нижней "
             "зоне. Кардиоторакальный индекс 0,44: размер сердца в пределах нормы."
@@ -218,7 +222,7 @@ _RU = PromptTexts(
     },
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.0", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.1", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:

@@ -144,3 +144,17 @@ def test_the_worked_example_passes_the_check_for_its_own_facts(lang: Language) -
         check = checker.check_section(name, answer[name], lang, seen)
         assert check.removed == () and checker.enough(name, check), name
     assert json.loads(json.dumps(answer, ensure_ascii=False)) == answer
+
+
+@pytest.mark.parametrize(
+    ("sentence", "lang"),
+    [
+        ("No further action is required.", "en"),
+        ("Follow-up imaging is not needed.", "en"),
+        ("Дальнейшее обследование не требуется.", "ru"),
+    ],
+)
+def test_a_model_cannot_clear_the_patient(sentence: str, lang: Language) -> None:
+    checker = GroundingChecker(_ev(0.1, zones=()), GroundingPolicy())
+    found = checker.violation(sentence, lang)
+    assert found is not None and found[0] == "out_of_scope"
