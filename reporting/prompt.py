@@ -138,9 +138,10 @@ _EN = PromptTexts(
     example_answer={
         "findings": (
             "The model reports an abnormal finding: the probability of a finding is 0.87 "
-            "(threshold 0.64). The explanation maps point to the left lower zone (intensity 0.58) and, "
-            "less strongly, the left mid zone (intensity 0.33); Grad-CAM and LIME agree on "
-            "the left lower zone. Cardiothoracic ratio 0.44: heart size within normal limits."
+            "(threshold 0.64). The explanation maps point to the left lower zone "
+            "(intensity 0.58) and, less strongly, the left mid zone (intensity 0.33); "
+            "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio 0.44: "
+            "heart size within normal limits."
         ),
         "interpretation": (
             "The appearance suggests an abnormality, such as an opacity, in the left lower "
