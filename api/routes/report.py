@@ -40,6 +40,7 @@ from api.schemas.report import (
     ReportResponse,
     ReportTimingsOut,
     ReproducibilityOut,
+    SectionEventOut,
     SectionsOut,
     TokenAttributionOut,
     ZoneOut,
@@ -48,6 +49,7 @@ from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import AGREEMENT_MIN, ZONE_NAMES, Measurements
+from reporting.report import HEADINGS
 from reporting.schema import Sections
 from reporting.stream import StreamEvent
 from service.errors import ServiceUnavailable
@@ -310,12 +312,13 @@ async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
     operation_id="report_stream",
     summary="The same report as Server-Sent Events, sentence by sentence as it is written",
     description="Events, in order: `evidence` (EvidenceOut, as soon as the vision stage is "
-    "done); then while the model writes, `sentence` ({section, text}) for each sentence that "
-    "passed the grounding check; then `section` ({section, text, provenance}) for each final "
-    "section (replace what was shown for it: a section without enough supported text falls "
-    "back to its template); then `report` (ReportResponse), or `error` ({code, detail, "
-    "retry_after_s}) at any point. Unchecked model text is never sent unless debug=true "
-    "(`draft` events, {text}). A client that disconnects stops the generation within a token.",
+    "done); then while the model writes, `sentence` ({name, text}) for each sentence that "
+    "passed the grounding check; then one `section` per report section in order "
+    "(SectionEventOut: name, heading, text, provenance; replace what was shown for it: a "
+    "section without enough supported text falls back to its template); then `report` (the "
+    "whole ReportResponse), or `error` ({code, detail, retry_after_s}) as the last event. "
+    "Unchecked model text is never sent unless debug=true (`draft` events, {text}). A client "
+    "that disconnects stops the generation within a token.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     openapi_extra=upload_request_body(),
@@ -337,13 +340,16 @@ def _sse(event: str, payload: str) -> str:
     return f"event: {event}\ndata: {payload}\n\n"
 
 
-def _stream_event(e: StreamEvent) -> str:
+def _stream_event(e: StreamEvent, lang: Literal["en", "ru"]) -> str:
     if e.kind == "draft":
         return _sse("draft", json.dumps({"text": e.text}, ensure_ascii=False))
-    payload: dict[str, str | None] = {"section": e.section, "text": e.text}
-    if e.kind == "section":
-        payload["provenance"] = e.provenance
-    return _sse(e.kind, json.dumps(payload, ensure_ascii=False))
+    if e.kind == "sentence":
+        return _sse("sentence", json.dumps({"name": e.section, "text": e.text}, ensure_ascii=False))
+    assert e.section is not None and e.provenance is not None
+    section = SectionEventOut(
+        name=e.section, heading=HEADINGS[lang][e.section], text=e.text, provenance=e.provenance
+    )
+    return _sse("section", section.model_dump_json())
 
 
 def _error_event(exc: Exception) -> str:
@@ -384,7 +390,7 @@ async def _report_events(
             )
             task.add_done_callback(lambda _: queue.put_nowait(None))
             while (event := await queue.get()) is not None:
-                yield _stream_event(event)
+                yield _stream_event(event, lang)
             outcome = await task
             yield _sse("report", report_response(outcome, service, debug).model_dump_json())
         except JobCancelled:

@@ -223,17 +223,21 @@ def test_stream_sends_evidence_then_the_same_report(app_and_swap) -> None:
     kinds = [e for e, _ in events]
     assert kinds[0] == "evidence" and kinds[-1] == "report"
     assert "draft" not in kinds  # unchecked model text only with debug=true
-    sections = [p for e, p in events if e == "section"]
-    assert [p["section"] for p in sections] == ["findings", "interpretation", "recommendations"]
+    assert kinds[-4:-1] == ["section"] * 3
     assert kinds.index("sentence") < kinds.index("section")  # text arrives while being written
     plain = _report(client, _png()).json()
     assert events[0][1] == plain["evidence"]
     assert events[-1][1]["text"] == plain["text"]
-    for p in sections:  # streamed sentences are exactly the kept model text of each section
-        said = [x["text"] for e, x in events if e == "sentence" and x["section"] == p["section"]]
-        assert p["text"] == plain["sections"][p["section"]]
-        if p["provenance"] != "template":
-            assert " ".join(said) == p["text"]
+    sections = [payload for e, payload in events if e == "section"]
+    assert [s["name"] for s in sections] == ["findings", "interpretation", "recommendations"]
+    for s in sections:
+        assert s["text"] == plain["sections"][s["name"]]
+        assert s["provenance"] == plain["provenance"][s["name"]]
+        assert s["heading"] == "Radiological findings" or s["name"] != "findings"
+        # streamed sentences are exactly the kept model text of each section
+        said = [x["text"] for e, x in events if e == "sentence" and x["name"] == s["name"]]
+        if s["provenance"] != "template":
+            assert " ".join(said) == s["text"]
 
 
 def test_stream_sends_raw_model_text_only_in_debug(app_and_swap) -> None:
