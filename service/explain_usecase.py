@@ -35,6 +35,7 @@ from inference.classify import Classification, predict_probabilities
 from inference.errors import IntakeError
 from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload
+from inference.measure import ChestMeasurements, measure_chest
 from inference.operating import Population
 from service.gate import WorkGate
 from service.jobs import JobControl
@@ -69,6 +70,7 @@ class GradCamOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
     input_quality: InputQuality = InputQuality()
 
 
@@ -83,6 +85,7 @@ class LimeOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
     input_quality: InputQuality = InputQuality()
 
 
@@ -94,6 +97,7 @@ class _Prepared:
     cam: npt.NDArray[np.float32]
     decode_ms: float
     inference_ms: float
+    chest: ChestMeasurements
     input_quality: InputQuality
 
 
@@ -144,6 +148,7 @@ class ExplainService:
         gated = gated_classify(self.registry, [radiograph], population)[0]
         anatomy = segment(self.registry.segmenter, radiograph.pixels)
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
+        chest = measure_chest(lungs.right, lungs.left, anatomy.mask("heart_mediastinum"))
         return _Prepared(
             radiograph=radiograph,
             lungs=lungs,
@@ -151,6 +156,7 @@ class ExplainService:
             cam=gated.output.cam,
             decode_ms=decode_ms,
             inference_ms=_ms(t1),
+            chest=chest,
             input_quality=gated.input_quality,
         )
 
@@ -189,6 +195,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.chest,
             p.input_quality,
         )
 
@@ -234,6 +241,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.chest,
             p.input_quality,
         )
 

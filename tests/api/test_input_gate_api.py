@@ -74,25 +74,37 @@ def _assert_refused(r: Any, reason: str) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-IMAGE_ROUTES = [
+REFUSING_ROUTES = [
     ("/classify", {}),
     ("/segment", {}),
+    ("/segment", {"format": "dicom-seg"}),
     ("/explain/gradcam", {}),
     ("/explain/lime", {"n_samples": 50}),
     ("/report", {"lime": "false"}),
     ("/report", {"lime": "true"}),
     ("/explain/report", {"lime": "false"}),
-    ("/report/stream", {"lime": "false"}),
+]
+IMAGE_ROUTES = [r for r in REFUSING_ROUTES if "format" not in r[1]] + [
+    ("/report/stream", {"lime": "false"})
 ]
 
 
 @pytest.mark.parametrize(
-    ("route", "params"), IMAGE_ROUTES, ids=[f"{r}{p}" for r, p in IMAGE_ROUTES]
+    ("route", "params"), REFUSING_ROUTES, ids=[f"{r}{p}" for r, p in REFUSING_ROUTES]
 )
 def test_every_image_endpoint_refuses_a_blank_image(
     client: TestClient, route: str, params: dict[str, Any]
 ) -> None:
     _assert_refused(_post(client, route, BLACK, **params), "constant")
+
+
+def test_report_stream_ends_with_the_refusal_before_any_model_output(client: TestClient) -> None:
+    r = _post(client, "/report/stream", BLACK, lime="false")
+    assert r.status_code == 200  # an event stream: domain errors travel in-band
+    events = [block for block in r.text.strip().split("\n\n") if block]
+    assert len(events) == 1 and events[0].startswith("event: error")
+    payload = json.loads(events[0].split("data: ", 1)[1])
+    assert payload["code"] == "not_a_chest_radiograph" and payload["reason"] == "constant"
 
 
 @pytest.mark.parametrize(
