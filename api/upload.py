@@ -126,6 +126,7 @@ def upload_request_body(description: str = "The radiograph.") -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "required": ["file"],
+                        "additionalProperties": False,
                         "properties": {
                             "file": {
                                 "type": "string",
@@ -146,6 +147,7 @@ def study_request_body() -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["files"],
+        "additionalProperties": False,
         "properties": {"files": {"type": "array", "items": item, "maxItems": MAX_STUDY_IMAGES}},
     }
     return {
