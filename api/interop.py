@@ -24,6 +24,7 @@ from service.interop_usecase import (
     DicomObject,
     InteropService,
     encode_bundle,
+    stand_in_objects,
 )
 
 PushQuery = Annotated[
@@ -112,8 +113,7 @@ async def dicom_answer(
     result = None
     if push:
         source = await interop.source(data, sha256)
-        extra = [DicomObject("source", source.stand_in)] if source.stand_in is not None else []
-        result = await interop.push([*extra, obj])
+        result = await interop.push([*stand_in_objects(source), obj])
     return Response(obj.encode(), media_type=DICOM, headers=push_header(result))
 
 

@@ -2,11 +2,13 @@
 
 Used by the API process (in-memory jobs) and by ``python -m service.worker`` (Redis jobs), so a
 job's result is the same JSON whichever process ran it. Results are encoded outputs (PNGs as
-base64, rounded numbers), never arrays. A DICOM/FHIR bundle job adds a handler here.
+base64, rounded numbers), never arrays; the bundle's DICOM instances and FHIR Bundle are kept as
+base64 parts (what the multipart/related answer carries), never as datasets.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -14,18 +16,20 @@ from api.problems import problem_for_exception
 from api.routes.report import report_response
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import lime_response
+from api.schemas.report import bundle_result
 from explain import Target
 from reporting.evidence import Language
-from service.explain_usecase import ExplainService
+from service.interop_usecase import InteropService
 from service.jobs import JobControl, JobKind, JobSpec, Json, Runner
 from service.lifespan import JobKinds
-from service.registry import ModelRegistry
-from service.report_usecase import ReportService
 
 Handler = Callable[[JobSpec, bytes, JobControl], Awaitable[Json]]
 
 
-def make_runner(explain: ExplainService, report: ReportService, registry: ModelRegistry) -> Runner:
+def make_runner(interop: InteropService) -> Runner:
+    explain, report = interop.explain, interop.report_service
+    registry = explain.registry
+
     async def lime(spec: JobSpec, data: bytes, control: JobControl) -> Json:
         p = spec.params
         target = cast(Target | None, p.get("target"))
@@ -43,7 +47,22 @@ def make_runner(explain: ExplainService, report: ReportService, registry: ModelR
         out = await report.report(data, language, bool(p["lime"]), attributions, control)
         return report_response(out, report).model_dump(mode="json")
 
-    handlers: dict[JobKind, Handler] = {"lime": lime, "report": written, "explain_report": written}
+    async def bundle(spec: JobSpec, data: bytes, control: JobControl) -> Json:
+        p = spec.params
+        control.started()
+        language = cast(Language, p["lang"])
+        sha256 = hashlib.sha256(data).hexdigest()
+        b = await interop.bundle(
+            data, sha256, language, bool(p["lime"]), bool(p.get("push")), control
+        )
+        return bundle_result(b).model_dump(mode="json")
+
+    handlers: dict[JobKind, Handler] = {
+        "lime": lime,
+        "report": written,
+        "explain_report": written,
+        "bundle": bundle,
+    }
 
     async def run(spec: JobSpec, data: bytes, control: JobControl) -> Json:
         return await handlers[spec.kind](spec, data, control)

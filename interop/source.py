@@ -87,6 +87,16 @@ class SourceImage:
         return str(self.reference.StudyInstanceUID)
 
 
+def _person_name(value: object) -> str:
+    """A PN as text, single-component names with their trailing "^" (PS3.5 6.2: the same name).
+
+    highdicom warns about a PN without "^" and quotes it in the warning text, which would put
+    the patient's name into logs; the explicit form is equivalent and warns about nothing.
+    """
+    text = str(value)
+    return text if "^" in text or "=" in text or not text else text + "^"
+
+
 def _copy_linked(header: Dataset) -> Dataset:
     """A new dataset with only :data:`LINKED` attributes whose values convert cleanly."""
     out = Dataset()
@@ -97,6 +107,9 @@ def _copy_linked(header: Dataset) -> Dataset:
             continue  # a malformed value is dropped, never echoed
         if value is not None and value != "":
             setattr(out, keyword, value)
+    for keyword in ("PatientName", "ReferringPhysicianName"):
+        if keyword in out:
+            setattr(out, keyword, _person_name(out[keyword].value))
     for keyword in _TYPE2:
         if keyword not in out:
             setattr(out, keyword, "")

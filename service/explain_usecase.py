@@ -18,7 +18,7 @@ from explain import (
     ExplanationQuality,
     GradCamResult,
     LimeConfig,
-    LimeResult,
+    LimeSummary,
     LungMasks,
     Target,
     ZoneDescriptor,
@@ -37,7 +37,9 @@ from inference.intake import Limits, Radiograph, decode_upload
 from service.gate import WorkGate
 from service.jobs import JobControl
 from service.registry import ModelRegistry
-from service.usecases import ImageInfo, image_info
+from service.usecases import GRADCAM_WEIGHT, ImageInfo, image_info, pixel_cost
+
+LIME_WEIGHT = 1.0  # LIME has a gate of its own: only LIME requests are compared
 
 
 class LungsNotFound(IntakeError):
@@ -69,9 +71,11 @@ class GradCamOutcome:
 
 @dataclass(frozen=True)
 class LimeOutcome:
+    """Holds no per-pixel arrays: LIME jobs keep outcomes for minutes."""
+
     target: Target
     classification: Classification
-    lime: LimeResult
+    lime: LimeSummary
     zones: tuple[ZoneDescriptor, ...]
     quality: ExplanationQuality
     image: ImageInfo
@@ -211,11 +215,18 @@ class ExplainService:
         zones = fused_descriptors(p.lungs, gradcam, lime)
         timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
         return LimeOutcome(
-            chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
+            chosen,
+            p.classification,
+            lime.summary(),
+            zones,
+            quality,
+            image_info(p.radiograph),
+            timings,
         )
 
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
-        return await self.gate.run(lambda: self._gradcam_sync(data, target))
+        cost = pixel_cost(data, self.limits, GRADCAM_WEIGHT)
+        return await self.gate.run(lambda: self._gradcam_sync(data, target), cost)
 
     async def lime(
         self,
@@ -225,6 +236,7 @@ class ExplainService:
         seed: int,
         control: JobControl | None = None,
     ) -> LimeOutcome:
+        cost = pixel_cost(data, self.limits, LIME_WEIGHT) * n_samples / 200
         return await self.lime_gate.run(
-            lambda: self._lime_sync(data, target, n_samples, seed, control)
+            lambda: self._lime_sync(data, target, n_samples, seed, control), cost
         )

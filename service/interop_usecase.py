@@ -18,6 +18,7 @@ from anyio import to_thread
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from explain.masks import resize_mask
 from inference.anatomy import Anatomy, segment
 from inference.intake import Radiograph, decode_upload
 from inference.sessions import VerifiedModel
@@ -98,6 +99,21 @@ def findings_of(o: ReportOutcome) -> Findings:
     )
 
 
+def findings_of_gradcam(gc: GradCamOutcome) -> Findings:
+    """Findings without a report: the classification and the Grad-CAM zone descriptors."""
+    c = gc.classification
+    return Findings(
+        decision=c.decision,
+        probability_finding=float(c.probability_finding),
+        threshold=float(c.threshold),
+        zones=tuple(
+            ZoneFinding(z.zone_id, z.name_en, z.gradcam_mean, z.lime_intensity, float(z.fused))
+            for z in gc.gradcam.zones
+        ),
+        explanation_weak=gc.quality.weak,
+    )
+
+
 def report_text_of(o: ReportOutcome) -> ReportText:
     r, rep = o.report, o.report.reproducibility
     return ReportText(
@@ -109,8 +125,12 @@ def report_text_of(o: ReportOutcome) -> ReportText:
     )
 
 
-def segments_of(anatomy: Anatomy) -> tuple[Segment, ...]:
-    return tuple(Segment(s.name, s.mask, s.provenance) for s in anatomy.structures)
+def segments_of(anatomy: Anatomy, rows: int, cols: int) -> tuple[Segment, ...]:
+    """Masks at the source image's [rows, cols]: segmentation ran on the bounded working copy,
+    so a large DICOM source gets its masks scaled up here, for the SEG only (nearest)."""
+    return tuple(
+        Segment(s.name, resize_mask(s.mask, rows, cols), s.provenance) for s in anatomy.structures
+    )
 
 
 def overlay_rgb(gc: GradCamOutcome) -> np.ndarray:
@@ -159,7 +179,9 @@ class InteropService:
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
         radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
         source = self._source_sync(data, sha256, radiograph)
-        seg = build_seg(source, algorithm(self.registry.segmenter), segments_of(anatomy))
+        rows, cols = int(source.reference.Rows), int(source.reference.Columns)
+        segments = segments_of(anatomy, rows, cols)
+        seg = build_seg(source, algorithm(self.registry.segmenter), segments)
         return DicomObject("seg", seg)
 
     async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
@@ -172,6 +194,12 @@ class InteropService:
         return DicomObject(
             "sr", build_sr(source, classifier, findings_of(o), report_text_of(o), role=role)
         )
+
+    def sr_from_gradcam(self, source: SourceImage, gc: GradCamOutcome) -> DicomObject:
+        """An SR of the classification and Grad-CAM zones only (no report text)."""
+        classifier = algorithm(self.registry.classifier)
+        findings = findings_of_gradcam(gc)
+        return DicomObject("sr", build_sr(source, classifier, findings, None, role="sr.gradcam"))
 
     def fhir_from(self, source: SourceImage, o: ReportOutcome, lime: bool) -> bytes:
         role = f"fhir.{o.report.language}.{'lime' if lime else 'gradcam'}"
@@ -201,8 +229,7 @@ class InteropService:
             seg,
             DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}")),
         ]
-        if source.stand_in is not None:
-            objects.insert(0, DicomObject("source", source.stand_in))
+        objects[:0] = stand_in_objects(source)
         result = await self.push(objects) if do_push else None
         return Bundle(tuple(objects), self.fhir_from(source, outcome, lime), result)
 
@@ -212,6 +239,11 @@ class InteropService:
         cfg = self.pacs
         datasets = [o.dataset for o in objects]
         return await to_thread.run_sync(lambda: push(datasets, cfg))
+
+
+def stand_in_objects(source: SourceImage) -> list[DicomObject]:
+    """The Secondary Capture of a non-DICOM upload, which the results reference; [] for DICOM."""
+    return [DicomObject("source", source.stand_in)] if source.stand_in is not None else []
 
 
 def encode_bundle(b: Bundle, problem_json: bytes | None) -> Related:

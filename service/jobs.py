@@ -29,9 +29,9 @@ from service.gate import Overloaded
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: frozenset[JobState] = frozenset({"queued", "running"})
-# Kinds of job. A DICOM/FHIR bundle kind is added here (and a handler in api/job_kinds.py)
-# when that export exists.
-JobKind = Literal["lime", "report", "explain_report"]
+# Kinds of job; each has a handler in api/job_kinds.py. "bundle": the DICOM SR/SEG/SC + FHIR
+# export of a report (POST /report?format=bundle).
+JobKind = Literal["lime", "report", "explain_report", "bundle"]
 Params = Mapping[str, str | int | float | bool | None]
 Json = dict[str, Any]
 

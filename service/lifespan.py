@@ -55,9 +55,10 @@ class AppState(TypedDict):
 @dataclass(frozen=True)
 class JobKinds:
     """How jobs run and fail, supplied by the composition root (the runner renders each kind's
-    response, which is the API layer's business): ``runner(explain, report, registry)``."""
+    response, which is the API layer's business). ``runner`` gets the interop service, which
+    holds every other service the kinds need (analysis, explain, report)."""
 
-    runner: Callable[[ExplainService, ReportService, ModelRegistry], Runner]
+    runner: Callable[[InteropService], Runner]
     describe: Describe
 
 
@@ -82,7 +83,11 @@ def build_state(
         max_wait_s=c.max_wait_s,
         metrics=metrics,
     )
-    limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    limits = Limits(
+        max_pixels=settings.limits.max_pixels,
+        max_side=settings.limits.max_side,
+        work_side=settings.limits.work_max_side,
+    )
     e = settings.explain
     lime_gate = WorkGate(
         "lime",
@@ -100,11 +105,12 @@ def build_state(
     readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
-    analysis = AnalysisService(registry, gate, limits)
+    analysis = AnalysisService(registry, gate, limits, settings.limits.max_study_pixels)
     report = build_report_service(registry, explain, settings.report, *llm, metrics=metrics)
+    interop = InteropService(analysis, explain, report, stow_config(settings.pacs))
     if jobs is None:
         jobs = MemoryJobStore(
-            kinds.runner(explain, report, registry),
+            kinds.runner(interop),
             kinds.describe,
             e.job_capacity,
             e.job_ttl_s,
@@ -121,7 +127,7 @@ def build_state(
         report=report,
         jobs=jobs,
         metrics=metrics,
-        interop=InteropService(analysis, explain, report, stow_config(settings.pacs)),
+        interop=interop,
     )
 
 

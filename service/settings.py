@@ -28,6 +28,21 @@ class LimitSettings(BaseModel):
         description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
+    work_max_side: int = Field(
+        2048,
+        ge=32,
+        le=16_384,
+        description="Longer side of the working copy every model and explanation runs on; "
+        "larger uploads are scaled down once at decode, and masks, heat maps and overlays come "
+        "back at that size (the response states it as image.analysis_*). Bounds memory and "
+        "time per request whatever the upload's size.",
+    )
+    max_study_pixels: int = Field(
+        60_000_000,
+        ge=10_000,
+        description="Pixel budget of one /classify/study request, all views together, checked "
+        "from the headers before decoding (422 pixel_budget_exceeded above).",
+    )
     min_free_temp_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,
@@ -40,6 +55,30 @@ class LimitSettings(BaseModel):
         le=600.0,
         description="Grace seconds for a request body; each byte received extends the deadline "
         "by 1/body_min_rate_bytes_s (slow-loris defence: 408 and the connection closed).",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; 431 and the "
+        "connection closed above, before authentication or the app run.",
+    )
+    max_headers: int = Field(
+        100, ge=8, le=10_000, description="Most header fields in one request (431 above)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600.0,
+        description="Seconds a request head may take from its first byte (from the connection's "
+        "start for the first request); 408 and the connection closed after that.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Open connections (or running requests) before new requests get 503 "
+        "(uvicorn limit_concurrency).",
     )
     body_min_rate_bytes_s: int = Field(
         64 * 1024,
@@ -262,6 +301,19 @@ class Settings(BaseSettings):
         True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
+    trusted_hosts: list[str] | None = Field(
+        None,
+        description="Host header names this service answers to (without port; '*' for any). "
+        "Default: the loopback names while serving anonymously on loopback (so a web page cannot "
+        "reach it through DNS rebinding), any otherwise (keys protect it). Others get 400.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto are believed; empty: none, the socket peer is the client address "
+        "(audit src_ip, failed-key throttle). The proxy must overwrite, not append, "
+        "X-Forwarded-For.",
+    )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)

@@ -59,7 +59,7 @@ async def serve(settings: Settings) -> None:
     redis = await create_pool(RedisSettings.from_dsn(j.redis_url))
     context = WorkerContext(
         job_records(redis, settings.explain.job_ttl_s, j.timeout_s),
-        JOB_KINDS.runner(state["explain"], state["report"], registry),
+        JOB_KINDS.runner(state["interop"]),
         JOB_KINDS.describe,
         j.timeout_s,
         metrics.job,

@@ -19,7 +19,8 @@ from pydicom.dataset import Dataset
 
 def require_binary(name: str) -> str:
     """Path of a system tool; skip without it, but fail in CI (which installs it)."""
-    path = shutil.which(name)
+    # Daemons such as Orthanc live in /usr/sbin, which a non-root PATH may lack.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if path is None:
         if os.environ.get("CI"):
             pytest.fail(f"{name} is missing in CI (scripts/system_deps.sh installs it)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.deps import ReadinessDep, RegistryDep
 from api.problems import problem_responses
@@ -18,6 +18,19 @@ router = APIRouter(tags=["health"])
 @router.get("/health/live", operation_id="health_live", response_model=Liveness)
 async def live() -> Liveness:
     return Liveness()
+
+
+# HEAD for load balancers that probe with it (they got 405 and marked the service down, F10).
+@router.head("/health/live", include_in_schema=False)
+async def live_head() -> Response:
+    return Response()
+
+
+@router.head("/health/ready", include_in_schema=False)
+async def ready_head(readiness: ReadinessDep) -> Response:
+    if readiness.ready:
+        return Response()
+    return Response(status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get(

@@ -27,6 +27,7 @@ from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out
 from api.schemas.report import (
     AttributionsOut,
+    BundleJob,
     EvidenceOut,
     GenerationOut,
     GroundingOut,
@@ -233,6 +234,62 @@ async def get_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJ
 async def cancel_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
     view = await cancel_job(request, job_id, "explain_report")
     return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+BUNDLE_JOBS = "/report/bundle/jobs"
+
+
+@router.post(
+    BUNDLE_JOBS,
+    operation_id="submit_bundle_job",
+    summary="Queue the DICOM SR/SEG/SC + FHIR bundle of a report (202 + job URL)",
+    description="The same objects as POST /report?format=bundle (optionally pushed over "
+    "STOW-RS), built in the background; the job's result holds each part base64-encoded.",
+    status_code=202,
+    response_model=BundleJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_bundle_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    interop: InteropDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    push: PushQuery = False,
+) -> BundleJob:
+    check_push(push, "bundle", interop)
+    params = {"lang": lang, "lime": lime, "push": push}
+    view = await submit_job(
+        request, response, "bundle", params, upload.data, idempotency_key, BUNDLE_JOBS
+    )
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
+
+
+@router.get(
+    BUNDLE_JOBS + "/{job_id}",
+    operation_id="get_bundle_job",
+    summary="State of a bundle job, with its parts once it has succeeded",
+    response_model=BundleJob,
+    responses=JOB_ERRORS,
+)
+async def get_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
+    view = await read_job(request, job_id, "bundle")
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
+
+
+@router.delete(
+    BUNDLE_JOBS + "/{job_id}",
+    operation_id="cancel_bundle_job",
+    summary="Cancel a bundle job",
+    response_model=BundleJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
+    view = await cancel_job(request, job_id, "bundle")
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
 
 
 @router.post(

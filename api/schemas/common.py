@@ -36,6 +36,18 @@ class ImageInfoOut(BaseModel):
     format: str = Field(description="Detected container format: png, jpeg, webp or dicom.")
     bits_stored: int = Field(description="Bit depth of the stored samples.")
     photometric: str = Field(description="Photometric interpretation before conversion.")
+    analysis_width: int = Field(
+        description="Width of the working copy the models ran on; masks, heat maps and "
+        "overlays in the response have this size (uploads whose longer side exceeds "
+        "CXR_LIMITS__WORK_MAX_SIDE are scaled down once at decode)."
+    )
+    analysis_height: int = Field(description="Height of the working copy.")
+    analysis_scale: float = Field(
+        gt=0.0,
+        le=1.0,
+        description="analysis_width / width: multiply upload pixel coordinates by this to "
+        "index the returned maps (1.0 when the upload was not scaled).",
+    )
 
 
 class TimingsOut(BaseModel):

@@ -104,3 +104,31 @@ def test_cancelled_report_job_is_cancelled(client: TestClient, chest_png: bytes)
     cancelled = client.delete(job["status_url"])
     assert cancelled.status_code == 200
     assert _settled(client, job["status_url"])["state"] in ("cancelled", "succeeded")
+
+
+def test_bundle_job_holds_the_dicom_and_fhir_parts(client: TestClient, chest_png: bytes) -> None:
+    import base64
+    import io
+    import json
+
+    import pydicom
+
+    r = client.post("/report/bundle/jobs", params={"lime": "false"}, files=_files(chest_png))
+    assert r.status_code == 202, r.text
+    assert r.headers["location"].startswith("/report/bundle/jobs/")
+    done = _settled(client, r.json()["status_url"])
+    assert done["state"] == "succeeded", done
+    parts = {p["role"]: p for p in done["result"]["parts"]}
+    assert {"sr", "seg", "fhir"} <= set(parts) and any(k.startswith("sc") for k in parts)
+    sr = pydicom.dcmread(io.BytesIO(base64.b64decode(parts["sr"]["data_base64"])))
+    assert sr.Modality == "SR" and parts["sr"]["content_type"] == "application/dicom"
+    fhir = json.loads(base64.b64decode(parts["fhir"]["data_base64"]))
+    assert fhir["resourceType"] == "Bundle"
+    assert done["result"]["push"] is None
+
+
+def test_bundle_job_push_without_pacs_is_refused_at_submit(
+    client: TestClient, chest_png: bytes
+) -> None:
+    r = client.post("/report/bundle/jobs", params={"push": "true"}, files=_files(chest_png))
+    assert r.status_code == 422 and r.json()["code"] == "push_not_configured"

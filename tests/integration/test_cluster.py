@@ -93,14 +93,14 @@ def radiograph() -> bytes:
 
 
 def _submit(
-    c: Cluster, data: bytes, *, key: str | None = None, rid: str | None = None
+    c: Cluster, data: bytes, *, key: str | None = None, rid: str | None = None, samples: int = 100
 ) -> httpx.Response:
     headers = {"X-Request-ID": rid or uuid.uuid4().hex}
     if key:
         headers["Idempotency-Key"] = key
     return httpx.post(
         f"{c.base_url}/explain/lime/jobs",
-        params={"n_samples": 100, "seed": 0},
+        params={"n_samples": samples, "seed": 0},
         files={"file": ("x.jpg", data, "image/jpeg")},
         headers=headers,
         timeout=30,
@@ -180,6 +180,21 @@ def test_metrics_of_every_process_pass_promtool_and_count_jobs(cluster: Cluster)
     )
     assert float(line.split()[-1]) >= 2
     assert 'cxr_gate_work_seconds_count{gate="lime"}' in text
+
+
+def test_cancel_reaches_the_running_worker(cluster: Cluster, radiograph: bytes) -> None:
+    job = _submit(cluster, radiograph, samples=1000).json()
+    running = _poll(cluster, job["status_url"], ("running", "succeeded", "failed"), 60)
+    assert running["state"] == "running"
+    cancelled = httpx.delete(cluster.base_url + job["status_url"], timeout=10)
+    assert cancelled.status_code == 200
+    # The worker sees the flag within 0.25 s and stops the LIME at its next model batch.
+    t0 = time.monotonic()
+    done = _poll(cluster, job["status_url"], ("cancelled", "succeeded", "failed"), 30)
+    assert done["state"] == "cancelled" and done["result"] is None, done
+    assert time.monotonic() - t0 < 20
+    marker = f"job {job['job_id']} cancelled"
+    assert any(marker in cluster.log(w) for w in cluster.names("worker-"))
 
 
 def test_killing_the_accepting_replica_and_the_running_worker_mid_job(

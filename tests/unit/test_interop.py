@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from email.parser import BytesParser
 from email.policy import HTTP
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,6 +16,21 @@ from interop.multipart import Part, encode_related
 from interop.source import dicom_source
 from interop.uids import UidFactory
 from tests.factories import dicom_bytes, dicom_dataset, synthetic_chest
+
+
+def test_interop_is_a_core_package() -> None:
+    """No FastAPI, settings or service imports: api -> service -> interop, never back."""
+    root = Path(__file__).resolve().parents[2] / "interop"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in {"fastapi", "starlette", "service", "api"}, (path.name, name)
 
 
 def test_uids_are_deterministic_per_seed_and_role() -> None:
