@@ -41,10 +41,10 @@ LOG = logging.getLogger(__name__)
 # The expensive lower stages are cached once at this boundary; higher boundaries derive from it.
 LOWER_CUT = 6
 FOLDS: tuple[tuple[str, ...], ...] = (
-    ("nih",),
-    ("jsrt",),
     ("covidqu",),
     ("ieee8023", "covid19rad"),
+    ("nih",),
+    ("jsrt",),
 )
 
 
@@ -190,6 +190,7 @@ def trunk_for(cache_dir: Path, work: Path, init: str, cfg: TailConfig) -> TrunkC
         np.load(cache_dir / "cls256u8.npy", mmap_mode="r"),
         work / "trunk" / f"{init}-cut{lower_cut}",
         cfg.base.seed,
+        aug_budget_s=cfg.aug_budget_s,
     )
     if cfg.cut == lower_cut:
         return lower
@@ -263,6 +264,9 @@ def run_loso_tail(
 
 
 def _merge(result: dict[str, Any], row: dict[str, Any], work: Path, seed: int, out: Path) -> None:
+    # re-read first: folds may run as parallel processes (one per core) writing the same file
+    if out.exists():
+        result["runs"] = json.loads(out.read_text(encoding="utf-8")).get("runs", [])
     result["runs"] = [
         r for r in result["runs"] if (r["fold"], r["init"]) != (row["fold"], row["init"])
     ] + [row]

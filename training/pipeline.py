@@ -103,7 +103,10 @@ def run_classifier_tail(
         for s in ("val", "test")
     }
     np.savez(out / "classifier_logits.npz", **logits)
-    frun = FinetuneRun(run.history, run.wall_s, run.sampler, run.steps)
+    augmented = [int(ok.sum()) for ok in trunk.valid[1:]]
+    frun = FinetuneRun(
+        run.history, run.wall_s, run.sampler | {"augmented_rows": augmented}, run.steps
+    )
     return finalize_classifier(
         model, frun, logits, table, weights, cfg.base, command, work, cfg.as_dict()
     )

@@ -44,21 +44,26 @@ class TailConfig:
     base: FinetuneConfig
     cut: int = 6
     n_aug: int = 1
+    aug_budget_s: float = 1e9  # augmented views stop here (rows without one use the clean view)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cut": self.cut, "n_aug": self.n_aug} | asdict(self.base)
+        return {"cut": self.cut, "n_aug": self.n_aug, "aug_budget_s": self.aug_budget_s} | asdict(
+            self.base
+        )
 
 
 @dataclass(frozen=True)
 class TrunkCache:
     """Lower-trunk activations (float16) of every row of ``rows``: view 0 clean, 1.. augmented.
 
-    Augmented views are filled for training rows only (other rows keep zeros, never read).
+    Augmented views are filled for training rows only, and only as far as the time budget
+    allowed: ``valid[v]`` marks the rows whose view ``v`` exists (others are never read).
     """
 
     rows: ClsSplit
     splits: npt.NDArray[np.str_]
     views: list[npt.NDArray[np.float16]]
+    valid: list[npt.NDArray[np.bool_]]
 
 
 def build_trunk_cache(
@@ -72,6 +77,7 @@ def build_trunk_cache(
     out_dir: Path,
     seed: int,
     batch_size: int = 32,
+    aug_budget_s: float = 1e9,
 ) -> TrunkCache:
     """Compute (or reuse, batch by batch, after an interruption) the views under ``out_dir``."""
     trunk = features_of(model)[:cut]
@@ -90,12 +96,21 @@ def build_trunk_cache(
     start = time.monotonic()
     count = 0
     for v in range(n_aug + 1):
-        for b in range(done.shape[1]):
+        # augmented views visit batches in a seeded random order: a partial (time-budgeted)
+        # view then covers every source, not the first rows of the table
+        order = (
+            np.arange(done.shape[1])
+            if v == 0
+            else np.random.default_rng(seed + v).permutation(done.shape[1])
+        )
+        for b in order.tolist():
             sl = slice(b * batch_size, (b + 1) * batch_size)
             # augmented views only for training rows; one generator per batch keeps a resumed
             # cache equal to an uninterrupted one
             if done[v, b] or (v > 0 and not (splits[sl] == "train").any()):
                 continue
+            if v > 0 and time.monotonic() - start > aug_budget_s:
+                break
             if v == 0:
                 gray = torch.from_numpy(np.asarray(cache224[rows.index[sl]]))
             else:
@@ -119,7 +134,10 @@ def build_trunk_cache(
         views[v].flush()
         np.save(done_path, done)
     final = [np.load(out_dir / f"view{v}.npy", mmap_mode="r") for v in range(n_aug + 1)]
-    return TrunkCache(rows, splits, final)
+    valid = [np.repeat(done[v], batch_size)[: len(rows.labels)] for v in range(n_aug + 1)]
+    valid = [ok & (splits == "train") if v else ok for v, ok in enumerate(valid)]
+    LOG.info("augmented rows per view: %s", [int(ok.sum()) for ok in valid[1:]])
+    return TrunkCache(rows, splits, final, valid)
 
 
 def derive_trunk_cache(
@@ -134,9 +152,8 @@ def derive_trunk_cache(
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / "derived.done"
     if not marker.exists():
-        train = lower.splits == "train"
         for v, src in enumerate(lower.views):
-            rows = np.arange(len(src)) if v == 0 else np.flatnonzero(train)
+            rows = np.flatnonzero(lower.valid[v])
             probe = run(np.asarray(src[:1], dtype=np.float32))
             dst = np.lib.format.open_memmap(
                 out_dir / f"view{v}.npy", "w+", np.float16, (len(src), *probe.shape[1:])
@@ -148,7 +165,7 @@ def derive_trunk_cache(
             LOG.info("derived view %d at cut %d", v, to_cut)
         marker.touch()
     views = [np.load(out_dir / f"view{v}.npy", mmap_mode="r") for v in range(len(lower.views))]
-    return TrunkCache(lower.rows, lower.splits, views)
+    return TrunkCache(lower.rows, lower.splits, views, lower.valid)
 
 
 def tail_of(model: nn.Module, cut: int) -> nn.Sequential:
@@ -221,6 +238,9 @@ def train_tail(
     for step in range(1, total + 1):
         rows = draw_batch(sampler, rng, base.batch_size)
         view = rng.integers(0, len(trunk.views), base.batch_size)
+        view = np.where(
+            [trunk.valid[v][train_pos[r]] for v, r in zip(view, rows, strict=True)], view, 0
+        )
         x = torch.from_numpy(
             np.stack(
                 [

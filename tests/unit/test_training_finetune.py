@@ -140,7 +140,13 @@ def test_excluded_sources_are_never_sampled(tmp_path: Path) -> None:
 
 def test_cached_trunk_recipe_and_loso_fold_on_a_tiny_network(tmp_path: Path) -> None:
     from training.loso import _fold_metrics, capped_positions, paired_difference_ci
-    from training.tailtune import TailConfig, build_trunk_cache, tail_logits, train_tail
+    from training.tailtune import (
+        TailConfig,
+        build_trunk_cache,
+        derive_trunk_cache,
+        tail_logits,
+        train_tail,
+    )
 
     split = _split(8)
     n = len(split.labels)
@@ -166,6 +172,17 @@ def test_cached_trunk_recipe_and_loso_fold_on_a_tiny_network(tmp_path: Path) -> 
     assert np.abs(trunk.views[1][splits == "train"]).sum() > 0
     again = build_trunk_cache(model, 1, 1, split, splits, f32, u8, tmp_path / "trunk", seed=0)
     np.testing.assert_array_equal(trunk.views[1], again.views[1])  # reused, not recomputed
+    assert trunk.valid[1].sum() == (splits == "train").sum() and trunk.valid[0].all()
+    none = build_trunk_cache(
+        model, 1, 1, split, splits, f32, u8, tmp_path / "t0", seed=0, aug_budget_s=0.0
+    )
+    assert not none.valid[1].any()  # budget spent: training falls back to the clean view
+    derived = derive_trunk_cache(model, trunk, 1, 2, tmp_path / "cut2")
+    with torch.no_grad():
+        expect = model.features[1].eval()(
+            torch.from_numpy(np.asarray(trunk.views[0][:4], np.float32))
+        )
+    np.testing.assert_allclose(derived.views[0][:4].astype(np.float32), expect.numpy(), atol=2e-2)
     stem = [p.detach().clone() for p in model.features[0].parameters()]
     run = train_tail(model, cfg, trunk, exclude=("b",))
     assert run.steps == cfg.base.total_steps and "b" not in run.sampler["source"]
