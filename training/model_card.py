@@ -223,6 +223,11 @@ def write_model_card(weights: Path, work: Path) -> Path:
         parts["goals"] = _goals(cls, loso)
         parts["sampler"] = "```\n" + json.dumps(ex.get("sampler", {}), indent=1) + "\n```"
         parts["cls_recipe"] = json.dumps(ex["training_config"])
+        choice = ex.get("architecture_choice", {})
+        parts["arch_choice"] = (
+            f"shipped `{choice.get('chosen', ex['init'])}`. Criterion: "
+            f"{choice.get('criterion', 'n/a')}. {choice.get('note', '')}"
+        )
         parts["cls_recipe_note"] = ex.get("recipe", "frozen trunk, last stage trained")
         parts["youden"] = f"{ex['youden_threshold']:.4f}"
         parts["cls_arch"] = ex["architecture"]

@@ -207,12 +207,20 @@ def operating_points_block(points: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def architecture_choice(loso: dict[str, Any], chosen: str) -> dict[str, Any]:
     """The LOSO evidence behind the shipped architecture (rendered by the model card)."""
+    paired = loso.get("paired", [])
+    inits = sorted({r["init"] for r in loso.get("runs", [])})
     return {
         "chosen": chosen,
         "criterion": "ship EfficientNet-B0 (the design card's architecture) unless it is "
         "measurably worse than Lite0 on leave-one-source-out AUROC: the paired bootstrap 95 % "
         "CI of AUROC(B0) - AUROC(Lite0) lies entirely below 0 on any fold",
-        "paired": loso.get("paired", []),
+        "compared": inits,
+        "paired": paired,
+        "note": ""
+        if paired
+        else "not compared in this build: only "
+        + ", ".join(inits)
+        + " was run through LOSO (CPU budget); the shipped architecture is unchanged",
     }
 
 
