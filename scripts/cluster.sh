@@ -85,6 +85,8 @@ api_env() {  # the environment every API replica and worker gets
   export CXR_JOBS__BACKEND=redis
   export CXR_JOBS__REDIS_URL="redis://127.0.0.1:$(cat "$dir/redis.port")/0"
   export PROMETHEUS_MULTIPROC_DIR="$dir/metrics"
+  # nginx runs on loopback: believe X-Forwarded-For from it (nginx overwrites the header).
+  export CXR_TRUSTED_PROXIES='["127.0.0.1"]'
 }
 
 start_api() {  # INDEX PORT
@@ -141,6 +143,7 @@ PY
   for i in $(seq 1 "$workers"); do
     ( api_env
       export CXR_CONCURRENCY__INTRA_OP_THREADS="${CXR_WORKER_THREADS:-1}"
+      export CXR_LOG_LEVEL=info  # `up` waits for the worker's "worker ready" info line
       start "worker-$i" nice -n "${CXR_WORKER_NICE:-10}" "$python" -m service.worker )
   done
   for i in $(seq 1 "$replicas"); do

@@ -65,6 +65,9 @@ def test_compose_scales_out_like_the_local_cluster() -> None:
     assert "ports" not in api and nginx["ports"] == ["127.0.0.1:8000:8080"]
     assert "/health/ready" in " ".join(nginx["healthcheck"]["test"])
     assert any(v.endswith(":/etc/nginx/nginx.conf:ro") for v in nginx["volumes"])
+    # X-Forwarded-For is believed from nginx's fixed address only.
+    nginx_ip = nginx["networks"]["default"]["ipv4_address"]
+    assert api["environment"]["CXR_TRUSTED_PROXIES"] == f'["{nginx_ip}"]'
 
 
 def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:
