@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         help="LOSO folds ('+' joins sources held out together), default: all",
     )
     p.add_argument(
+        "--previous-manifest",
+        type=Path,
+        default=None,
+        help="loso: instead of training, score this exported classifier on the folds' rows",
+    )
+    p.add_argument(
         "--max-eval", type=int, default=LOSO_MAX_EVAL, help="LOSO images scored per source"
     )
     return p
@@ -171,6 +177,17 @@ def _classifier(args: argparse.Namespace, command: str) -> None:
     run_classifier_tail(args.work / "cache", args.work, args.weights, tail, command)
 
 
+def _previous(args: argparse.Namespace, out: Path, folds: list[tuple[str, ...]], seed: int) -> None:
+    """Score a previous release on the LOSO folds' held-out rows (kept in ``loso.json``)."""
+    from training.loso import score_release
+
+    result = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {"runs": []}
+    result["previous_release"] = score_release(
+        args.previous_manifest, args.work / "cache", folds, args.max_eval, seed
+    )
+    _write_json(out, result)
+
+
 def _loso(args: argparse.Namespace, command: str) -> None:
     from training.loso import FOLDS, run_loso, run_loso_tail
 
@@ -186,6 +203,9 @@ def _loso(args: argparse.Namespace, command: str) -> None:
         tail = replace(TAIL_LOSO, base=_overrides(TAIL_LOSO.base, args))
         if args.aug_budget_s is not None:
             tail = replace(tail, aug_budget_s=args.aug_budget_s)
+        if args.previous_manifest is not None:
+            _previous(args, out, folds, tail.base.seed)
+            return
         run_loso_tail(args.work / "cache", args.work, out, inits, folds, tail, args.max_eval)
 
 

@@ -280,6 +280,32 @@ def _merge(result: dict[str, Any], row: dict[str, Any], work: Path, seed: int, o
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
+def score_release(
+    manifest_path: Path, cache_dir: Path, folds: list[tuple[str, ...]], max_eval: int, seed: int
+) -> dict[str, Any]:
+    """An already exported classifier on the same held-out rows as the LOSO folds.
+
+    Meant for a previous release that never saw some sources (there it is a true held-out
+    score; for sources it was trained on it is not, and the card says which).
+    """
+    from training.pipeline import onnx_logits
+
+    table = cache_dir / "images.csv"
+    rows = all_rows(table)
+    cache = np.load(cache_dir / "cls224.npy", mmap_mode="r")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    trained_on = sorted(manifest["extra"]["training_data"]["train"]["classification"])
+    out: dict[str, Any] = {"sha256": manifest["sha256"], "trained_on": trained_on, "folds": {}}
+    for fold in folds:
+        pos = np.flatnonzero(np.isin(rows.sources, fold))
+        held = rows.subset(pos[capped_positions(rows.subset(pos), max_eval, seed)])
+        logits = onnx_logits(manifest_path.parent / manifest["file"], cache, held.index)
+        out["folds"]["+".join(fold)] = _fold_metrics(
+            held, logits, manifest["threshold"], manifest["temperature"], seed
+        )
+    return out
+
+
 def compare_pairs(work: Path, rows: list[dict[str, Any]], a: str, b: str, seed: int) -> list[Any]:
     """Paired AUROC differences (a - b) per fold where both inits were run."""
     out = []

@@ -94,6 +94,35 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
                 ],
             )
         )
+    prev = loso.get("previous_release")
+    if prev:
+        lines.append("")
+        lines.append(
+            "Previous release on the same held-out rows (frozen-trunk Lite0 trained on "
+            f"{', '.join(prev['trained_on'])}; a held-out score only for sources outside that "
+            "list):"
+        )
+        lines.append("")
+        lines.append(
+            _table(
+                ["held out", "scored", "n (pos)", "AUROC [95 % CI]; sens / spec @ its threshold"],
+                [
+                    [
+                        fold,
+                        scored,
+                        f"{m['n']} ({m['n_positive']})",
+                        f"{_ci(m)}; {_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}"
+                        + (
+                            ""
+                            if scored not in prev["trained_on"]
+                            else " (trained on: not held out)"
+                        ),
+                    ]
+                    for fold, metrics in sorted(prev["folds"].items())
+                    for scored, m in metrics.items()
+                ],
+            )
+        )
     run0 = loso["runs"][0]["config"]
     lines.append("")
     lines.append(
@@ -103,7 +132,8 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
         f"{max(m['n'] for r in loso['runs'] for m in r['metrics'].values())} images per "
         "held-out source (stratified by label, seeded). Wall time per run: "
         + ", ".join(
-            f"{LOSO_NAMES.get(r['init'], r['init'])}/{r['fold']} {r['wall_s'] / 60:.1f} min"
+            f"{LOSO_NAMES.get(r['init'], r['init'])}/{r['fold']} {r['wall_s'] / 60:.1f} min "
+            f"({r['train_steps']} steps done)"
             for r in loso["runs"]
         )
         + "."

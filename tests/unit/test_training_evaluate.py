@@ -101,16 +101,22 @@ def test_model_card_renders_loso_goals_and_operating_points(tmp_path: Path) -> N
                 "fold": "covidqu",
                 "init": "lite0",
                 "wall_s": 60.0,
+                "train_steps": 55,
                 "config": {"size": 224, "epochs": 3, "samples_per_epoch": 4096, "batch_size": 64},
                 "metrics": {"covidqu": held | {"sensitivity": 0.9, "specificity": 0.5}},
             }
         ],
         "paired": [],
+        "previous_release": {
+            "trained_on": ["kermany", "nih"],
+            "folds": {"covidqu": {"covidqu": held | {"sensitivity": 0.8, "specificity": 0.5}}},
+        },
     }
     (tmp_path / "loso.json").write_text(json.dumps(loso))
     card = write_model_card(tmp_path, tmp_path / "work").read_text(encoding="utf-8")
     assert "0.800 [0.700, 0.900]" in card
     assert "LOSO AUROC ≥ 0.85: covidqu (held out: covidqu) | 0.800 | **not met**" in card
+    assert "(55 steps done)" in card and "Previous release on the same held-out rows" in card
     assert "| adult |" in card and "| pediatric |" in card
     for key in ("loso", "goals", "op_points", "cls_test", "sampler", "cls_recipe_note"):
         assert "{{" + key + "}}" not in card
