@@ -113,9 +113,10 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
                         f"{m['n']} ({m['n_positive']})",
                         f"{_ci(m)}; {_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}"
                         + (
-                            ""
-                            if scored not in prev["trained_on"]
-                            else " (trained on: not held out)"
+                            " (trained on: not held out)"
+                            if set(fold.split("+") if scored == "pooled" else [scored])
+                            & set(prev["trained_on"])
+                            else ""
                         ),
                     ]
                     for fold, metrics in sorted(prev["folds"].items())
@@ -129,7 +130,8 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
         f"Reduced LOSO protocol (CPU budget): {run0['size']} px, {run0['epochs']} epochs × "
         f"{run0['samples_per_epoch']} sampled images, batch {run0['batch_size']}; held-out "
         "images scored at the same size; at most "
-        f"{max(m['n'] for r in loso['runs'] for m in r['metrics'].values())} images per "
+        f"{max(m['n'] for r in loso['runs'] for k, m in r['metrics'].items() if k != 'pooled')}"
+        " images per "
         "held-out source (stratified by label, seeded). Wall time per run: "
         + ", ".join(
             f"{LOSO_NAMES.get(r['init'], r['init'])}/{r['fold']} {r['wall_s'] / 60:.1f} min "
