@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         help="LOSO folds ('+' joins sources held out together), default: all",
     )
     p.add_argument(
+        "--exclude-families",
+        nargs="+",
+        default=None,
+        help="finding families left out of classifier training (e.g. covid)",
+    )
+    p.add_argument(
         "--previous-manifest",
         type=Path,
         default=None,
@@ -161,6 +167,8 @@ def _overrides(cfg: FinetuneConfig, args: argparse.Namespace) -> FinetuneConfig:
         cfg = replace(cfg, samples_per_epoch=args.samples)
     if args.budget_s:
         cfg = replace(cfg, time_budget_s=args.budget_s)
+    if args.exclude_families:
+        cfg = replace(cfg, exclude_families=tuple(args.exclude_families))
     return cfg
 
 

@@ -51,6 +51,9 @@ class FinetuneConfig:
     max_positive_share: float = 0.45
     source_power: float = 0.5
     exclude_sources: tuple[str, ...] = ()
+    # finding families left out of training (e.g. "covid": positives from other hospitals than
+    # the adult normals, a site shortcut); evaluation is unaffected
+    exclude_families: tuple[str, ...] = ()
     checkpoint_every: int = 25
     time_budget_s: float = 1e9
     seed: int = 20260228

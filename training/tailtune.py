@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.adapters import finding_type
 from training.augment import normalise, site_augment
 from training.dataset import ClsSplit
 from training.finetune import FinetuneConfig, _schedule, draw_batch, sampling_weights
@@ -212,8 +213,16 @@ def train_tail(
     """Train the upper blocks + head on the training rows of ``trunk`` minus ``exclude``."""
     base = cfg.base
     torch.manual_seed(base.seed)
+    families = np.array(
+        [
+            finding_type(int(y), f)
+            for y, f in zip(trunk.rows.labels, trunk.rows.findings, strict=True)
+        ]
+    )
     train_pos = np.flatnonzero(
-        (trunk.splits == "train") & ~np.isin(trunk.rows.sources, list(exclude))
+        (trunk.splits == "train")
+        & ~np.isin(trunk.rows.sources, list(exclude))
+        & ~np.isin(families, list(base.exclude_families))
     )
     train = trunk.rows.subset(train_pos)
     sampler = sampling_weights(train, base)
