@@ -261,6 +261,20 @@ class AuthSettings(BaseModel):
     )
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin access for frontend teams that host their own single-page app."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose browser scripts may call the API, JSON "
+        "list in the environment. Empty: no CORS headers (the bundled viewer is same-origin and "
+        "needs none). Never '*' with API keys in browsers you do not control.",
+    )
+    max_age_s: int = Field(
+        600, ge=0, le=86_400, description="Seconds browsers may cache a preflight answer."
+    )
+
+
 class PacsSettings(BaseModel):
     """Where ``push=true`` sends result objects (STOW-RS). Unset: pushing is refused (422)."""
 
@@ -316,6 +330,7 @@ class Settings(BaseSettings):
     )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

@@ -38,6 +38,7 @@ from api.schemas.report import (
     ReportResponse,
     ReportTimingsOut,
     ReproducibilityOut,
+    SectionEventOut,
     SectionsOut,
     TokenAttributionOut,
     ZoneOut,
@@ -46,7 +47,8 @@ from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import ZONE_NAMES
-from reporting.schema import Sections
+from reporting.report import HEADINGS
+from reporting.schema import SECTION_NAMES, Sections
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
 from service.interop_usecase import InteropService
@@ -297,8 +299,10 @@ async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
     operation_id="report_stream",
     summary="The same report as Server-Sent Events: evidence first, then the grounded report",
     description="Events: `evidence` (EvidenceOut, as soon as the vision stage is done), then "
-    "`report` (ReportResponse) or `error` ({code, detail, retry_after_s}). Model text is only "
-    "sent after the grounding check, never as an unchecked draft.",
+    "one `section` per report section in order (SectionEventOut: name, heading, text, "
+    "provenance), then `report` (the whole ReportResponse, with the grounding result); or "
+    "`error` ({code, detail, retry_after_s}) as the last event. Model text is only sent after "
+    "the grounding check, never as an unchecked draft.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     openapi_extra=upload_request_body(),
@@ -324,6 +328,8 @@ async def _report_events(
         yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
         vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
         outcome = await service.write(vision, lang, False, vision_ms)
+        for section in _section_events(outcome):
+            yield _sse("section", section.model_dump_json())
         yield _sse("report", report_response(outcome, service).model_dump_json())
     except (ServiceUnavailable, Overloaded, IntakeError) as exc:
         # The status line is already sent: report domain errors in-band, as the last event.
@@ -332,6 +338,19 @@ async def _report_events(
         retry = getattr(exc, "retry_after_s", None)
         payload = {"code": code, "detail": detail, "retry_after_s": retry}
         yield _sse("error", json.dumps(payload))
+
+
+def _section_events(o: ReportOutcome) -> list[SectionEventOut]:
+    r = o.report
+    return [
+        SectionEventOut(
+            name=name,
+            heading=HEADINGS[r.language][name],
+            text=r.sections.get(name),
+            provenance=r.provenance[name],
+        )
+        for name in SECTION_NAMES
+    ]
 
 
 def _sections(s: Sections) -> SectionsOut:

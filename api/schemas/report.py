@@ -28,6 +28,15 @@ class ProvenanceOut(BaseModel):
     recommendations: SectionProvenance
 
 
+class SectionEventOut(BaseModel):
+    """One grounded report section, as sent by the ``section`` event of /report/stream."""
+
+    name: Literal["findings", "interpretation", "recommendations"]
+    heading: str = Field(description="Section heading in the report language.")
+    text: str = Field(description="Grounded section text (plain text; escape to display).")
+    provenance: SectionProvenance
+
+
 class RemovedSentenceOut(BaseModel):
     section: str
     text: str = Field(description="The removed model sentence (plain text; escape to display).")

@@ -215,10 +215,15 @@ def test_stream_sends_evidence_then_the_same_report(app_and_swap) -> None:
     r = client.post("/report/stream", params={"lime": "false"}, files=files)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = _events(r.text)
-    assert [e for e, _ in events] == ["evidence", "report"]
+    assert [e for e, _ in events] == ["evidence", "section", "section", "section", "report"]
     plain = _report(client, _png()).json()
     assert events[0][1] == plain["evidence"]
-    assert events[1][1]["text"] == plain["text"]
+    assert events[-1][1]["text"] == plain["text"]
+    sections = [payload for e, payload in events if e == "section"]
+    assert [s["name"] for s in sections] == ["findings", "interpretation", "recommendations"]
+    for s in sections:
+        assert s["text"] == plain["sections"][s["name"]]
+        assert s["provenance"] == plain["provenance"][s["name"]]
 
 
 def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
