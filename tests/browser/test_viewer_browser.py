@@ -387,3 +387,35 @@ def test_refusals_are_explained_in_the_interface_language(viewer: ViewerPage) ->
     assert page.text_content("#decision") == "Неопределённо"
     assert "low_contrast" in (page.text_content("#quality") or "")
     assert page.is_hidden("#error")
+
+
+def test_api_key_stays_in_the_tab_and_travels_as_bearer(viewer: ViewerPage) -> None:
+    page = viewer.page
+    sent: dict[str, list[str | None]] = {"limits": [], "classify": []}
+
+    def capture(name: str) -> Any:
+        def handler(route: Any) -> None:
+            sent[name].append(route.request.headers.get("authorization"))
+            route.continue_()
+
+        return handler
+
+    page.route("**/limits", capture("limits"))
+    page.route("**/classify", capture("classify"))
+    _open(viewer)
+    assert sent["limits"] == [None]
+    page.fill("#api-key", "k-0123456789")
+    page.click("#key-save")
+    for _ in range(100):
+        if len(sent["limits"]) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert sent["limits"][-1] == "Bearer k-0123456789"
+    page.set_input_files("#file-input", str(viewer.server.png))
+    page.wait_for_selector("#decision:not(:empty)")
+    assert sent["classify"] == ["Bearer k-0123456789"]
+    assert page.evaluate("() => sessionStorage.getItem('cxr.apiKey')") == "k-0123456789"
+    assert page.evaluate("() => localStorage.length") == 0
+    assert page.context.cookies() == []
+    page.click("#key-clear")
+    assert page.evaluate("() => sessionStorage.getItem('cxr.apiKey')") is None
