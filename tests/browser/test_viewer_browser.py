@@ -3,6 +3,7 @@ radiographs). Screenshots of the main states go to test-artifacts/viewer/ (not c
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,99 @@ def test_api_docs_work_offline(viewer: ViewerPage) -> None:
     viewer.allow_csp_blocked = True  # ReDoc always asks cdn.redoc.ly for its logo
     page.goto(viewer.server.base_url + "/redoc")
     page.wait_for_selector("h1:text('cxr-xai')", timeout=60_000)
+
+
+def _problem(status: int, code: str, retry_after: int | None = None) -> dict[str, Any]:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    body = {
+        "type": f"about:{code}",
+        "title": "x",
+        "status": status,
+        "code": code,
+        "detail": "generic",
+        "request_id": "abcdef0123456789",
+    }
+    return {
+        "status": status,
+        "headers": headers,
+        "content_type": "application/problem+json",
+        "body": json.dumps(body),
+    }
+
+
+def test_refusals_are_explained_in_the_interface_language(viewer: ViewerPage) -> None:
+    """Answers the real service cannot be made to give on demand (a full gate, the input gate's
+    codes before they land) are played by Playwright's router inside the browser."""
+    page = viewer.page
+    # The size check uses the limit the server states, before anything is sent.
+    limits = httpx.get(viewer.server.base_url + "/limits").json() | {"max_upload_bytes": 1024}
+    page.route("**/limits", lambda r: r.fulfill(json=limits))
+    _open(viewer)
+    page.set_input_files("#file-input", str(viewer.server.png))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "this service accepts files up to 1 KB" in (page.text_content("#error") or "")
+    assert not any(u.endswith("/classify") for u in viewer.requests)
+    page.unroute("**/limits")
+
+    page.route("**/classify", lambda r: r.fulfill(**_problem(422, "not_a_chest_radiograph")))
+    page.reload()
+    page.wait_for_selector("#limit-hint:not(:empty)")
+    page.select_option("#lang-select", "ru")
+    page.set_input_files("#file-input", str(viewer.server.png))
+    page.wait_for_selector("#error:has-text('не похоже на рентгенограмму грудной клетки')")
+    assert "abcdef0123456789" in (page.text_content("#error") or "")
+    page.unroute("**/classify")
+
+    # 503 + Retry-After: retried after the stated wait, then explained with the wait.
+    busy: list[int] = []
+    page.route(
+        "**/classify", lambda r: (busy.append(1), r.fulfill(**_problem(503, "overloaded", 1)))
+    )
+    page.set_input_files("#file-input", str(viewer.server.png))
+    page.wait_for_selector("#status:has-text('Сервис занят; повтор через 1 с')")
+    page.wait_for_selector("#error:has-text('Повторить можно через 1 с.')")
+    assert len(busy) == 3 and "Сервис перегружен." in (page.text_content("#error") or "")
+    page.unroute("**/classify")
+    viewer.shot("11-busy-ru")
+
+    # The input gate's 'indeterminate' and quality flags, as the result panel shows them.
+    real = _classify(viewer.server, viewer.server.png.read_bytes())
+    gated = real | {"decision": "indeterminate", "quality": {"flags": ["low_contrast"]}}
+    page.route("**/classify", lambda r: r.fulfill(json=gated))
+    page.set_input_files("#file-input", str(viewer.server.png))
+    _wait_views(viewer)
+    assert page.text_content("#decision") == "Неопределённо"
+    assert "low_contrast" in (page.text_content("#quality") or "")
+    assert page.is_hidden("#error")
+
+
+def test_api_key_stays_in_the_tab_and_travels_as_bearer(viewer: ViewerPage) -> None:
+    page = viewer.page
+    sent: dict[str, list[str | None]] = {"limits": [], "classify": []}
+
+    def capture(name: str) -> Any:
+        def handler(route: Any) -> None:
+            sent[name].append(route.request.headers.get("authorization"))
+            route.continue_()
+
+        return handler
+
+    page.route("**/limits", capture("limits"))
+    page.route("**/classify", capture("classify"))
+    _open(viewer)
+    assert sent["limits"] == [None]
+    page.fill("#api-key", "k-0123456789")
+    page.click("#key-save")
+    for _ in range(100):
+        if len(sent["limits"]) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert sent["limits"][-1] == "Bearer k-0123456789"
+    page.set_input_files("#file-input", str(viewer.server.png))
+    page.wait_for_selector("#decision:not(:empty)")
+    assert sent["classify"] == ["Bearer k-0123456789"]
+    assert page.evaluate("() => sessionStorage.getItem('cxr.apiKey')") == "k-0123456789"
+    assert page.evaluate("() => localStorage.length") == 0
+    assert page.context.cookies() == []
+    page.click("#key-clear")
+    assert page.evaluate("() => sessionStorage.getItem('cxr.apiKey')") is None
