@@ -126,7 +126,6 @@ def upload_request_body(description: str = "The radiograph.") -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "required": ["file"],
-                        "additionalProperties": False,
                         "properties": {
                             "file": {
                                 "type": "string",
@@ -147,7 +146,6 @@ def study_request_body() -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["files"],
-        "additionalProperties": False,
         "properties": {"files": {"type": "array", "items": item, "maxItems": MAX_STUDY_IMAGES}},
     }
     return {
