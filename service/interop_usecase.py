@@ -104,6 +104,8 @@ def findings_of(o: ReportOutcome) -> Findings:
             ZoneFinding(d.zone_id, d.name_en, d.gradcam_mean, d.lime_intensity, float(d.fused))
             for d in v.descriptors
         ),
+        # Only a CTR that passed the mask plausibility checks goes into SR / FHIR.
+        ctr=v.chest.ctr if v.chest.reliable else None,
         explanation_weak=v.quality.weak,
     )
 
@@ -119,6 +121,7 @@ def findings_of_gradcam(gc: GradCamOutcome) -> Findings:
             ZoneFinding(z.zone_id, z.name_en, z.gradcam_mean, z.lime_intensity, float(z.fused))
             for z in gc.gradcam.zones
         ),
+        ctr=gc.chest.ctr if gc.chest.reliable else None,
         explanation_weak=gc.quality.weak,
     )
 

@@ -146,6 +146,18 @@ class ReportSettings(BaseModel):
         description="CPU threads of the in-process model. llama.cpp workers busy-wait: on a "
         "shared 2-core host 2 threads fell to 2 tokens/s (1 thread: 42); raise on dedicated cores.",
     )
+    n_ctx: int = Field(
+        2048,
+        ge=512,
+        le=32768,
+        description="Context size of the in-process model (prompt with the worked example is "
+        "~700 tokens, the report up to max_tokens).",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="Keep the KV state of the fixed prompt prefix (system turn + worked "
+        "example) between requests, so each report evaluates only its evidence turn.",
+    )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
     min_zone_intensity: float = Field(
