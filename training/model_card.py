@@ -124,6 +124,20 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
                 ],
             )
         )
+    for exp in loso.get("experiments", []):
+        lines.append("")
+        lines.append(f"Experiment `{exp['name']}` ({exp['what']}), same folds and protocol:")
+        lines.append("")
+        lines.append(
+            _table(
+                ["held out", "scored", "n (pos)", "AUROC [95 % CI]", "steps done"],
+                [
+                    [r["fold"], scored, f"{m['n']} ({m['n_positive']})", _ci(m), r["train_steps"]]
+                    for r in sorted(exp["runs"], key=lambda r: r["fold"])
+                    for scored, m in sorted(r["metrics"].items())
+                ],
+            )
+        )
     run0 = loso["runs"][0]["config"]
     lines.append("")
     lines.append(
