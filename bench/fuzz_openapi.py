@@ -51,6 +51,8 @@ def main() -> int:
             f"{server.url}/openapi.json",
             "--checks",
             "all",
+            "--exclude-checks",
+            "use_after_free" if args.keyed else "use_after_free,ignored_auth",
             "--max-examples",
             str(args.max_examples),
             "--max-time",
