@@ -126,7 +126,7 @@ up() {
   export CXR_CLUSTER_DIR="$dir"
   start redis redis-server --bind 127.0.0.1 --port "${ports[0]}" --dir "$dir/redis" \
     --appendonly yes --save "" --daemonize no
-  "$python" - "${ports[0]}" "$wait_s" <<'PY' || die "redis did not start; see $dir/logs/redis.log"
+  "$python" - "${ports[0]}" "$wait_s" <<'PY' || { down; die "redis did not start; see $dir/logs/redis.log"; }
 import socket, sys, time
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
@@ -205,7 +205,7 @@ status() {
     read -r pid name _ <"$f"
     if kill -0 "$pid" 2>/dev/null; then echo "$name $pid running"; else echo "$name $pid exited"; fi
   done
-  [ -f "$dir/base_url" ] && cat "$dir/base_url"
+  [ -n "$(ls -A "$dir/pids" 2>/dev/null)" ] && [ -f "$dir/base_url" ] && cat "$dir/base_url"
   return 0
 }
 
