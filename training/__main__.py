@@ -157,6 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="gate: re-evaluate the fitted gate (rules changed) without refitting it",
     )
+    p.add_argument(
+        "--gate-train-images",
+        type=int,
+        default=1200,
+        help="gate: training radiographs (each with its 5 generated variants)",
+    )
     r = p.add_argument_group("recalibrate (site temperature and thresholds)")
     r.add_argument(
         "--labels",
@@ -287,7 +293,8 @@ def _gate(args: argparse.Namespace, command: str) -> None:
     from training.gate import GateConfig, reevaluate, run_gate
 
     step = reevaluate if args.evaluate_only else run_gate
-    step(args.work / "cache", args.weights, GateConfig(seed=args.seed), command, args.threads)
+    cfg = GateConfig(seed=args.seed, n_train=args.gate_train_images)
+    step(args.work / "cache", args.weights, cfg, command, args.threads)
 
 
 def _operating_points(args: argparse.Namespace, command: str) -> None:
