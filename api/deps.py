@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.explain_usecase import ExplainService
+from service.interop_usecase import InteropService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.report_usecase import ReportService
@@ -42,3 +43,10 @@ def get_explain(request: Request) -> ExplainService:
 
 
 ExplainDep = Annotated[ExplainService, Depends(get_explain)]
+
+
+def get_interop(request: Request) -> InteropService:
+    return request.state.interop  # type: ignore[no-any-return]
+
+
+InteropDep = Annotated[InteropService, Depends(get_interop)]

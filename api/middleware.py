@@ -19,15 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 from service.auth import ApiKeyAuthenticator
 from service.gate import WorkGate
+from service.metrics import Metrics
 
 # Given the request's lifespan state and path: the gate that would refuse it now, if any.
 Admission = Callable[[dict[str, Any], str], WorkGate | None]
+# The route template a request matches ("/explain/lime/jobs/{job_id}"), or "unmatched".
+RouteOf = Callable[[Scope], str]
 
 audit_log = logging.getLogger("cxr.audit")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -67,6 +71,15 @@ class BodyDeadline:
         return started + self.grace_s + received / self.min_rate_bytes_s - now
 
 
+def host_name(host: str) -> str:
+    """The name part of a Host header value, lower-case: 'Example:80' -> 'example',
+    '[::1]:8000' -> '[::1]'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -82,7 +95,13 @@ class RequestContextMiddleware:
         body_deadline: BodyDeadline | None = None,
         authenticator: ApiKeyAuthenticator | None = None,
         admission: Admission | None = None,
+        metrics: Metrics | None = None,
+        route_of: RouteOf | None = None,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        self.trusted_hosts = trusted_hosts  # None: any Host
+        self.metrics = metrics
+        self.route_of = route_of or (lambda scope: "unmatched")
         self.app = app
         self.admission = admission
         self.max_body_bytes = max_body_bytes
@@ -93,9 +112,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Always the server's own id: a client-chosen one made request ids collide across
+        # principals in the audit log (review F7). The client's, when well-formed, is logged
+        # next to it for correlation.
+        rid = uuid.uuid4().hex
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["client_request_id"] = (
+            incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else None
+        )
         started = time.perf_counter()
         status_holder = {"status": 0}
 
@@ -108,6 +134,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            framing = self._framing(scope)
+            if framing is not None:
+                state["principal"] = None
+                await self._send_problem(send_with_id, *framing, rid, close=True)
+                return
             denial = self._authenticate(scope)
             if denial is not None:
                 status, code, detail, headers = denial
@@ -121,6 +152,7 @@ class RequestContextMiddleware:
                 return
             gate = self._full_gate(scope)
             if gate is not None:
+                scope["state"]["refusal"] = f"overloaded_{gate.resource}"
                 # Refused before a byte of the body is read (and the connection closed, since
                 # the body stays unread): ~1 ms instead of receiving and parsing the upload.
                 await self._send_problem(
@@ -158,6 +190,18 @@ class RequestContextMiddleware:
                     )
         finally:
             self._audit(scope, rid, status_holder["status"], started)
+            self._measure(scope, status_holder["status"], started)
+
+    def _measure(self, scope: Scope, status: int, started: float) -> None:
+        if self.metrics is None:
+            return
+        route = scope.get("route")
+        # The template, never the raw path (ids, probes of random paths: unbounded labels).
+        template = getattr(route, "path", None) or self.route_of(scope)
+        method = str(scope.get("method", ""))
+        self.metrics.request(method, template, status, time.perf_counter() - started)
+        if status == 503:
+            self.metrics.refused(str(scope.get("state", {}).get("refusal", "unavailable")))
 
     def _authenticate(self, scope: Scope) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
         """None when the request may go on (principal recorded), else the denial to send.
@@ -198,7 +242,31 @@ class RequestContextMiddleware:
             return None
         return self.admission(scope.get("state", {}), scope.get("path", ""))
 
+    def _framing(self, scope: Scope) -> tuple[int, str, str] | None:
+        """400 for a request whose meaning depends on which parser reads it (review F8, F12):
+        a repeated Host or credential header (one parser takes the first, another the last),
+        an HTTP/1.1 request without Host (RFC 9112 3.2), or a Host this service does not
+        answer to (DNS rebinding of the anonymous loopback mode)."""
+        names = [name.lower() for name, _ in scope.get("headers", [])]
+        for name in (b"host", b"authorization", b"x-api-key"):
+            if names.count(name) > 1:
+                return 400, "duplicate_header", "Send Host, Authorization and X-API-Key once."
+        host = _header(scope, b"host")
+        if host is None:
+            if scope.get("http_version") == "1.1":
+                return 400, "missing_host", "HTTP/1.1 requests must send a Host header."
+            return None
+        if self.trusted_hosts is not None and host_name(host) not in self.trusted_hosts:
+            return 400, "untrusted_host", "This service does not answer to that Host."
+        return None
+
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+        if len(names) != len(set(names)):
+            # Every parameter is a scalar; FastAPI would silently take the last value
+            # (?lang=en&lang=ru wrote Russian), another parser the first (review F12).
+            return 422, "invalid_parameter", "Send each query parameter at most once."
         encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
         if encoding not in ("", "identity"):
             # Never inflate: a 10 MB gzip body can expand to 10 GB.
@@ -265,6 +333,7 @@ class RequestContextMiddleware:
         record = {
             "ts_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "request_id": rid,
+            "client_request_id": state.get("client_request_id"),
             "principal": state.get("principal"),
             "outcome": "denied" if state.get("denied") else ("ok" if status < 400 else "error"),
             "src_ip": client[0],

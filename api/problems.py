@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from api.upload import UploadProblem
 from inference.errors import (
@@ -111,6 +112,9 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
     if isinstance(exc, IntakeError):
         status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
         return problem_body(status, exc.code, exc.public_detail, request_id)
+    if isinstance(exc, ServiceUnavailable):
+        body = problem_body(503, exc.code, exc.detail, request_id)
+        return body | {"retry_after_s": exc.retry_after_s}
     log.error("job failed with %s", type(exc).__name__)  # the type only, as for requests
     return problem_body(500, "internal_error", "An unexpected error occurred.", request_id)
 
@@ -128,6 +132,7 @@ async def _upload(request: Request, exc: Exception) -> JSONResponse:
 
 async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Overloaded)
+    request.state.refusal = f"overloaded_{exc.resource}"  # the 503's reason, for metrics
     return problem(
         request,
         503,
@@ -139,6 +144,7 @@ async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceUnavailable)
+    request.state.refusal = exc.code
     return problem(
         request, 503, exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
     )
@@ -160,11 +166,29 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    partially matching route's (``Allow: GET`` for a path that also takes DELETE, F10)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     code = _GENERIC_CODES.get(status, "http_error")
-    return problem(request, status, code, _TITLES.get(status, "Error"), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = allowed_methods(request)
+    return problem(request, status, code, _TITLES.get(status, "Error"), headers=headers)
 
 
 async def _cancelled(request: Request, exc: Exception) -> JSONResponse:

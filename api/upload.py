@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
 from service.errors import ServiceUnavailable
@@ -40,10 +41,20 @@ class Upload:
 async def _read_files(request: Request, field: str, max_count: int) -> list[Upload]:
     """Bytes of every file in multipart ``field`` (1..max_count), other file fields refused."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    media, params = parse_options_header(content_type)
+    if not content_type:
         raise UploadProblem(
             422, "missing_file", f"Send the radiograph as the multipart/form-data field '{field}'."
         )
+    if media != b"multipart/form-data":
+        # A raw image body (or a urlencoded form) is the wrong encoding, not a missing field.
+        raise UploadProblem(
+            415,
+            "multipart_required",
+            f"Send the radiograph as the multipart/form-data field '{field}'.",
+        )
+    if b"charset" in params:
+        _drop_charset(request, params)
     try:
         return await _parse(request, field, max_count)
     except OSError as exc:
@@ -53,6 +64,18 @@ async def _read_files(request: Request, field: str, max_count: int) -> list[Uplo
                 "insufficient_storage", "Temporary storage is full; retry later.", 30
             ) from exc
         raise
+
+
+def _drop_charset(request: Request, params: dict[bytes, bytes]) -> None:
+    """Parse field names as UTF-8 whatever ``charset=`` says: Starlette decodes part names with
+    the client's charset, so ``charset=utf-16`` turned the field ``file`` into garbage and the
+    upload into ``missing_file`` (review F12; RFC 7578 4.6 has no charset parameter)."""
+    boundary = params.get(b"boundary", b"").decode("latin-1")
+    value = f'multipart/form-data; boundary="{boundary}"'.encode("latin-1")
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"content-type"]
+    request.scope["headers"] = [*headers, (b"content-type", value)]
+    if hasattr(request, "_headers"):
+        del request._headers  # Starlette caches the parsed headers
 
 
 async def _parse(request: Request, field: str, max_count: int) -> list[Upload]:

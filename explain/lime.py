@@ -138,6 +138,38 @@ class LimeResult:
     overlay_png: bytes
     timing: LimeTiming
 
+    def summary(self) -> LimeSummary:
+        """The response's content without the per-pixel maps."""
+        return LimeSummary(
+            target=self.target,
+            seed=self.seed,
+            n_samples=self.n_samples,
+            n_superpixels=int(self.weights.size),
+            score=self.score,
+            base_probability=self.base_probability,
+            positive=self.positive,
+            negative=self.negative,
+            overlay_png=self.overlay_png,
+            timing=self.timing,
+        )
+
+
+@dataclass(frozen=True)
+class LimeSummary:
+    """What a LIME answer shows, without per-pixel arrays: small enough to keep as a job
+    result for minutes (the full :class:`LimeResult` of a 30 MP upload held ~254 MB)."""
+
+    target: Target
+    seed: int
+    n_samples: int
+    n_superpixels: int
+    score: float
+    base_probability: float
+    positive: tuple[SuperpixelWeight, ...]
+    negative: tuple[SuperpixelWeight, ...]
+    overlay_png: bytes
+    timing: LimeTiming
+
 
 def chest_superpixels(
     image: FloatMap,

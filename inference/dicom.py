@@ -33,6 +33,7 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
+from inference.dicom_walk import walk_elements
 from inference.errors import (
     CorruptImage,
     IntakeError,
@@ -119,13 +120,16 @@ def _check_meta_length(ds: pydicom.Dataset, size: int) -> None:
         raise MalformedDicom()
 
 
-def _refuse_deflated(data: bytes) -> None:
-    """Refuse the Deflated transfer syntax before ``dcmread`` sees it.
+def _precheck(data: bytes) -> None:
+    """Refuse what ``dcmread`` must never see, from the file meta and element headers only.
 
-    pydicom inflates a deflated dataset with an unbounded ``zlib.decompress`` (filereader,
-    pydicom 3.0.2): 10 MB of upload can ask for 10 GB. The file meta is read on its own first
-    (it is never deflated); pydicom has no public API for that on a stream, hence the private
-    ``_read_file_meta_info``.
+    - The Deflated transfer syntax: pydicom inflates it with an unbounded ``zlib.decompress``
+      (filereader, pydicom 3.0.2): 10 MB of upload can ask for 10 GB.
+    - An element flood: ``dcmread`` builds every element (F4: 1 M empty elements, 30 s,
+      +348 MB); :func:`walk_elements` counts them first, reading headers only.
+
+    The file meta is read on its own first (it is never deflated); pydicom has no public API
+    for that on a stream, hence the private ``_read_file_meta_info``.
     """
     fp = io.BytesIO(data)
     try:
@@ -136,10 +140,11 @@ def _refuse_deflated(data: bytes) -> None:
         raise MalformedDicom() from exc
     if ts is not None and str(ts) == DeflatedExplicitVRLittleEndian:
         raise UnsupportedTransferSyntax()
+    walk_elements(data, fp.tell(), str(ts) if ts is not None else "")
 
 
 def _read_dataset(data: bytes) -> pydicom.Dataset:
-    _refuse_deflated(data)
+    _precheck(data)
     try:
         # force=False: a stream without the DICM marker is refused instead of guessed at.
         ds = pydicom.dcmread(io.BytesIO(data), force=False)

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 
 import uvicorn
 
-from service.app import create_app
+from service.app import create_app, is_loopback, server_options
 from service.settings import Settings
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def anonymous_exposure(settings: Settings) -> str | None:
@@ -53,9 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        # The access log would print query strings; the audit logger records what ops need.
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        **server_options(settings),
     )
 
 

@@ -5,17 +5,24 @@ The only module that imports ``api``. Nothing is loaded here: models load in the
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
+from starlette.types import Scope
 
+from api.job_kinds import JOB_KINDS
 from api.middleware import PUBLIC_PATHS, BodyDeadline, RequestContextMiddleware
 from api.problems import install_problem_handlers, problem_responses
-from api.routes import analysis, explain, health, report
+from api.routes import analysis, explain, health, metrics, report
 from api.schemas.common import Problem
+from api.server_protocol import HeadLimits, guarded_protocol
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan, refusing_gate
+from service.metrics import Metrics
 from service.settings import AuthSettings, Settings
 
 API_DESCRIPTION = """\
@@ -79,13 +86,71 @@ def make_authenticator(auth: AuthSettings) -> ApiKeyAuthenticator | None:
     return ApiKeyAuthenticator(parse_key_specs(auth.api_keys), throttle)
 
 
+def route_finder(app: FastAPI) -> Callable[[Scope], str]:
+    """The template of the route a request would reach, for requests refused before routing
+    (401, 413, early 503), so their metrics land on the route and not on a raw path."""
+
+    def route_of(scope: Scope) -> str:
+        for route in app.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
+
+    return route_of
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def trusted_hosts(settings: Settings) -> frozenset[str] | None:
+    """Host names to answer to, or None for any (see ``Settings.trusted_hosts``)."""
+    configured = settings.trusted_hosts
+    if configured is not None:
+        return None if "*" in configured else frozenset(h.lower() for h in configured)
+    if is_loopback(settings.host) and not settings.auth.api_keys:
+        return LOOPBACK_NAMES
+    return None
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn keyword arguments that enforce the HTTP-level limits (review F3, F5, F9):
+    bounded request heads (431/408 problem+json, see api/server_protocol.py), a connection
+    cap, and forwarded headers believed only from configured proxies (uvicorn's default
+    trusts X-Forwarded-For from 127.0.0.1, so any local process could pick its address)."""
+    lim = settings.limits
+    head = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
+    proxies = settings.trusted_proxies
+    return {
+        "http": guarded_protocol(head),
+        "limit_concurrency": lim.max_connections,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": list(proxies) if proxies else None,
+        # The access log would print query strings; the audit logger records what ops need.
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app_metrics = Metrics()
     app = FastAPI(
         title="cxr-xai",
         version="0.1.0",
         description=API_DESCRIPTION,
-        lifespan=make_lifespan(settings),
+        lifespan=make_lifespan(settings, JOB_KINDS, app_metrics),
+        # No 307 to http://<client's Host>/path/ (an open redirect with a forged Host, F8).
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
     app.add_middleware(
@@ -96,8 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_deadline=BodyDeadline(
             settings.limits.body_timeout_s, settings.limits.body_min_rate_bytes_s
         ),
+        metrics=app_metrics,
+        route_of=route_finder(app),
+        trusted_hosts=trusted_hosts(settings),
     )
-    for module in (health, analysis, report, explain):
+    for module in (health, analysis, report, explain, metrics):
         app.include_router(module.router)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -3,8 +3,9 @@
 Keys are configured as ``key_id:sha256hex`` so the service never stores the secret itself; the
 audit record names the ``key_id`` (the *principal*), never the key. Comparison is constant-time.
 A client (source address) that fails ``max_failures`` times within ``window_s`` is refused
-(429 + Retry-After) until the window has passed, whatever it sends, so keys cannot be guessed
-at line rate.
+(429 + Retry-After) until the window has passed, so keys cannot be guessed at line rate; a
+valid key still gets through. The address is the socket peer unless a configured trusted
+proxy forwarded the request (``Settings.trusted_proxies``).
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ class ApiKeyAuthenticator:
         self._throttle = throttle
 
     def check(self, client: str, presented: str | None) -> AuthDecision:
-        wait = self._throttle.blocked_for(client)
-        if wait > 0:
-            return AuthDecision(None, 429, "too_many_auth_failures", int(wait) + 1)
+        """A valid key is accepted even while ``client`` is throttled: keys carry 256 bits, so
+        the throttle only has to slow guessing, and checking it first let ten bad tries from a
+        shared address (a proxy, the compose bridge) lock every key holder out (review F5)."""
         if presented:
             digest = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
             # Compare against every key so timing does not reveal which ids exist.
@@ -100,6 +101,9 @@ class ApiKeyAuthenticator:
                     match = key_id
             if match is not None:
                 return AuthDecision(match, 0)
+        wait = self._throttle.blocked_for(client)
+        if wait > 0:
+            return AuthDecision(None, 429, "too_many_auth_failures", int(wait) + 1)
         self._throttle.record_failure(client)
         code = "invalid_credentials" if presented else "missing_credentials"
         return AuthDecision(None, 401, code)

@@ -18,7 +18,7 @@ from explain import (
     ExplanationQuality,
     GradCamResult,
     LimeConfig,
-    LimeResult,
+    LimeSummary,
     LungMasks,
     Target,
     ZoneDescriptor,
@@ -34,11 +34,12 @@ from inference.anatomy import segment
 from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
-from inference.sniff import detect_format
 from service.gate import WorkGate
-from service.jobs import Job, JobControl, JobQueue
+from service.jobs import JobControl
 from service.registry import ModelRegistry
-from service.usecases import ImageInfo, image_info
+from service.usecases import GRADCAM_WEIGHT, ImageInfo, image_info, pixel_cost
+
+LIME_WEIGHT = 1.0  # LIME has a gate of its own: only LIME requests are compared
 
 
 class LungsNotFound(IntakeError):
@@ -70,9 +71,11 @@ class GradCamOutcome:
 
 @dataclass(frozen=True)
 class LimeOutcome:
+    """Holds no per-pixel arrays: LIME jobs keep outcomes for minutes."""
+
     target: Target
     classification: Classification
-    lime: LimeResult
+    lime: LimeSummary
     zones: tuple[ZoneDescriptor, ...]
     quality: ExplanationQuality
     image: ImageInfo
@@ -212,27 +215,18 @@ class ExplainService:
         zones = fused_descriptors(p.lungs, gradcam, lime)
         timings = ExplainTimings(p.decode_ms, p.inference_ms, _ms(t1), _ms(t0))
         return LimeOutcome(
-            chosen, p.classification, lime, zones, quality, image_info(p.radiograph), timings
-        )
-
-    def submit_lime(
-        self,
-        jobs: JobQueue,
-        principal: str | None,
-        data: bytes,
-        target: Target | None,
-        n_samples: int,
-        seed: int,
-    ) -> Job:
-        """Queue a LIME explanation as a job. The container format is checked now (415 at
-        submit rather than a failed job later); everything else is checked when it runs."""
-        detect_format(data)
-        return jobs.submit(
-            principal, lambda control: self.lime(data, target, n_samples, seed, control)
+            chosen,
+            p.classification,
+            lime.summary(),
+            zones,
+            quality,
+            image_info(p.radiograph),
+            timings,
         )
 
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
-        return await self.gate.run(lambda: self._gradcam_sync(data, target))
+        cost = pixel_cost(data, self.limits, GRADCAM_WEIGHT)
+        return await self.gate.run(lambda: self._gradcam_sync(data, target), cost)
 
     async def lime(
         self,
@@ -242,6 +236,7 @@ class ExplainService:
         seed: int,
         control: JobControl | None = None,
     ) -> LimeOutcome:
+        cost = pixel_cost(data, self.limits, LIME_WEIGHT) * n_samples / 200
         return await self.lime_gate.run(
-            lambda: self._lime_sync(data, target, n_samples, seed, control)
+            lambda: self._lime_sync(data, target, n_samples, seed, control), cost
         )

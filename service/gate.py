@@ -4,19 +4,30 @@ Work beyond ``slots + queue`` is refused at once with :class:`Overloaded` (503 +
 instead of piling up until clients time out. With ``max_wait_s`` a request is also refused when
 the wait it would face (requests ahead of it x the recent service time / slots) exceeds that
 budget: a count alone cannot bound latency when one request takes 0.05 s on a small JPEG and
-2 s on a 5 MP DICOM Grad-CAM. Blocking work runs in worker threads so the event loop keeps
-answering health checks.
+2 s on a 5 MP DICOM Grad-CAM.
+
+Requests therefore carry a *cost* (work units, e.g. route weight x megapixels; see
+``service.usecases.pixel_cost``) and the gate learns seconds per unit. The expected wait
+replays the admitted work on the slots: what the running requests have left, then every
+queued request's cost. Counting requests let two 29 KB uploads that decode to 30 MP each hold
+both slots for 18-55 s while the gate, taught by cheap requests, kept admitting victims
+(security review F1). Blocking work runs in worker threads so the event loop keeps answering
+health checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
 from anyio import to_thread
+
+from service.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -30,6 +41,12 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
+@dataclass
+class _Ticket:
+    cost: float
+    started: float | None = None  # perf_counter when its worker thread began
+
+
 class WorkGate:
     def __init__(
         self,
@@ -39,57 +56,86 @@ class WorkGate:
         retry_after_s: int,
         on_idle: Callable[[], None] | None = None,
         max_wait_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.resource = resource
         self.slots = slots
         self.capacity = slots + queue
         self.retry_after_s = retry_after_s
         self.max_wait_s = max_wait_s
-        self._admitted = 0
+        self._tickets: list[_Ticket] = []  # admitted: running and waiting, in arrival order
         self._limiter = anyio.CapacityLimiter(slots)
-        self._service_s: float | None = None  # moving average of recent calls' durations
+        self._unit_s: float | None = None  # moving average of seconds per unit of cost
         # Housekeeping when the last admitted request finishes (e.g. returning freed memory);
         # started in a worker thread and not awaited, so no response waits for it.
         self._on_idle = on_idle
+        self._metrics = metrics
+
+    def _report_load(self) -> None:
+        if self._metrics is not None:
+            admitted = len(self._tickets)
+            self._metrics.gate_load(self.resource, admitted, max(0, admitted - self.slots))
 
     @property
     def in_flight(self) -> int:
-        return self._admitted
+        return len(self._tickets)
+
+    @property
+    def admitted_cost(self) -> float:
+        return sum(t.cost for t in self._tickets)
 
     def expected_wait_s(self) -> float:
-        """Queueing delay a request admitted now should expect (0 while a slot is free)."""
-        ahead = self._admitted - self.slots + 1
-        if ahead <= 0 or self._service_s is None:
+        """Queueing delay a request admitted now should expect (0 while a slot is free):
+        each slot's remaining work, then the waiting requests' costs assigned to the slot
+        that frees first."""
+        if len(self._tickets) < self.slots or self._unit_s is None:
             return 0.0
-        return ahead * self._service_s / self.slots
+        now = time.perf_counter()
+        free_at = [0.0] * self.slots
+        running = [t for t in self._tickets if t.started is not None][: self.slots]
+        for i, t in enumerate(running):
+            free_at[i] = max(0.0, t.cost * self._unit_s - (now - (t.started or now)))
+        heapq.heapify(free_at)
+        for t in self._tickets:
+            if t.started is None:
+                heapq.heappush(free_at, heapq.heappop(free_at) + t.cost * self._unit_s)
+        return free_at[0]
 
-    def _record(self, seconds: float) -> None:
-        previous = self._service_s
-        self._service_s = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+    def _record(self, seconds: float, cost: float) -> None:
+        if self._metrics is not None:
+            self._metrics.gate_work(self.resource, seconds)
+        per_unit = seconds / max(cost, 1e-6)
+        previous = self._unit_s
+        self._unit_s = per_unit if previous is None else 0.8 * previous + 0.2 * per_unit
 
     def would_refuse(self) -> bool:
         """Whether a request arriving now would be refused (used to refuse before its body is
         read: a refusal must stay cheap, or refused 18 MB uploads starve the accepted ones)."""
-        return self._admitted >= self.capacity or (
+        return len(self._tickets) >= self.capacity or (
             self.max_wait_s is not None and self.expected_wait_s() > self.max_wait_s
         )
 
-    async def run(self, func: Callable[[], T]) -> T:
-        """Run blocking ``func`` in a worker thread once a slot is free, or refuse immediately."""
+    async def run(self, func: Callable[[], T], cost: float = 1.0) -> T:
+        """Run blocking ``func`` in a worker thread once a slot is free, or refuse immediately.
+
+        ``cost``: the request's work in the gate's units (1.0 = a typical small request)."""
         if self.would_refuse():
             raise Overloaded(self.resource, self.retry_after_s)
-        self._admitted += 1
+        ticket = _Ticket(max(cost, 1e-3))
+        self._tickets.append(ticket)
+        self._report_load()
 
         def timed() -> T:
-            started = time.perf_counter()
+            ticket.started = time.perf_counter()
             try:
                 return func()
             finally:
-                self._record(time.perf_counter() - started)
+                self._record(time.perf_counter() - ticket.started, ticket.cost)
 
         try:
             return await to_thread.run_sync(timed, limiter=self._limiter)
         finally:
-            self._admitted -= 1
-            if self._admitted == 0 and self._on_idle is not None:
+            self._tickets.remove(ticket)
+            self._report_load()
+            if not self._tickets and self._on_idle is not None:
                 asyncio.get_running_loop().run_in_executor(None, self._on_idle)

@@ -11,16 +11,21 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from anyio import to_thread
+from arq.connections import RedisSettings, create_pool
 
 from inference.intake import Limits
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
-from service.jobs import JobQueue
+from service.interop_usecase import InteropService, stow_config
+from service.jobs import Describe, JobStore, MemoryJobStore, Runner
 from service.memory import release_free_heap
+from service.metrics import Metrics
 from service.readiness import Readiness
+from service.redis_jobs import RedisJobStore
 from service.registry import ModelRegistry, load_registry
 from service.report_usecase import LoadedBackend, ReportService, build_report_service, load_backend
 from service.settings import Settings
@@ -42,12 +47,32 @@ class AppState(TypedDict):
     readiness: Readiness
     model_versions: dict[str, str]
     report: ReportService
-    jobs: JobQueue
+    jobs: JobStore
+    metrics: Metrics
+    interop: InteropService
+
+
+@dataclass(frozen=True)
+class JobKinds:
+    """How jobs run and fail, supplied by the composition root (the runner renders each kind's
+    response, which is the API layer's business). ``runner`` gets the interop service, which
+    holds every other service the kinds need (analysis, explain, report)."""
+
+    runner: Callable[[InteropService], Runner]
+    describe: Describe
 
 
 def build_state(
-    settings: Settings, registry: ModelRegistry, llm: LoadedBackend = (None, "not loaded")
+    settings: Settings,
+    registry: ModelRegistry,
+    llm: LoadedBackend = (None, "not loaded"),
+    *,
+    kinds: JobKinds,
+    metrics: Metrics,
+    jobs: JobStore | None = None,
 ) -> AppState:
+    """Every service of one process. ``jobs``: a store built elsewhere (Redis), else the
+    in-memory one running jobs here."""
     c = settings.concurrency
     gate = WorkGate(
         "inference",
@@ -56,8 +81,13 @@ def build_state(
         c.retry_after_s,
         on_idle=release_free_heap,
         max_wait_s=c.max_wait_s,
+        metrics=metrics,
     )
-    limits = Limits(max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side)
+    limits = Limits(
+        max_pixels=settings.limits.max_pixels,
+        max_side=settings.limits.max_side,
+        work_side=settings.limits.work_max_side,
+    )
     e = settings.explain
     lime_gate = WorkGate(
         "lime",
@@ -66,6 +96,7 @@ def build_state(
         e.retry_after_s,
         on_idle=release_free_heap,
         max_wait_s=e.lime_max_wait_s,
+        metrics=metrics,
     )
     explain = ExplainService(registry, gate, lime_gate, limits, e.lime_batch_size)
     readiness = Readiness()
@@ -74,24 +105,58 @@ def build_state(
     readiness.probe("temp_storage", lambda: temp_free_bytes() >= min_free)
     readiness.optional.add("llm")
     readiness.set("llm", llm[0] is not None)
+    analysis = AnalysisService(registry, gate, limits, settings.limits.max_study_pixels)
+    report = build_report_service(registry, explain, settings.report, *llm, metrics=metrics)
+    interop = InteropService(analysis, explain, report, stow_config(settings.pacs))
+    if jobs is None:
+        jobs = MemoryJobStore(
+            kinds.runner(interop),
+            kinds.describe,
+            e.job_capacity,
+            e.job_ttl_s,
+            e.retry_after_s,
+            on_transition=metrics.job,
+        )
     return AppState(
         settings=settings,
         registry=registry,
-        analysis=AnalysisService(registry, gate, limits),
+        analysis=analysis,
         explain=explain,
         readiness=readiness,
         model_versions=registry.versions(),
-        report=build_report_service(registry, explain, settings.report, *llm),
-        jobs=JobQueue(e.job_capacity, e.job_ttl_s, e.retry_after_s),
+        report=report,
+        jobs=jobs,
+        metrics=metrics,
+        interop=interop,
     )
 
 
-def make_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextManager[AppState]]:
+async def redis_job_store(settings: Settings, metrics: Metrics) -> RedisJobStore:
+    """The API side of durable jobs (settings.jobs.backend == "redis")."""
+    j, e = settings.jobs, settings.explain
+    redis = await create_pool(RedisSettings.from_dsn(j.redis_url))
+    return RedisJobStore(
+        redis,
+        capacity=e.job_capacity,
+        ttl_s=e.job_ttl_s,
+        timeout_s=j.timeout_s,
+        retry_after_s=e.retry_after_s,
+        queue_name=j.queue_name,
+        on_transition=metrics.job,
+    )
+
+
+def make_lifespan(
+    settings: Settings, kinds: JobKinds, metrics: Metrics
+) -> Callable[[Any], AbstractAsyncContextManager[AppState]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[AppState]:
         registry = await to_thread.run_sync(load_registry, settings)
         llm = await to_thread.run_sync(load_backend, settings.report)
-        state = build_state(settings, registry, llm)
+        jobs = None
+        if settings.jobs.backend == "redis":
+            jobs = await redis_job_store(settings, metrics)
+        state = build_state(settings, registry, llm, kinds=kinds, metrics=metrics, jobs=jobs)
         log.info("models ready: %s", ", ".join(sorted(state["model_versions"])))
         try:
             yield state

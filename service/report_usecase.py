@@ -31,6 +31,7 @@ from service.errors import ServiceUnavailable
 from service.explain_usecase import ExplainService, LungsNotFound
 from service.gate import WorkGate
 from service.jobs import JobControl
+from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
 from service.usecases import ImageInfo
@@ -157,7 +158,9 @@ class ReportService:
         backend: LLMBackend | None,
         settings: ReportSettings,
         backend_error: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.registry = registry
         self.explain = explain
         self.llm_gate = llm_gate
@@ -258,6 +261,8 @@ class ReportService:
                 "The report language model did not answer; retry later.",
                 max(self.settings.retry_after_s, round(exc.retry_after)),
             ) from exc
+        if self.metrics is not None:
+            self.metrics.generation(report.generation.tokens, report.generation.seconds)
         total = round(vision_ms + _ms(t0), 2)
         return ReportOutcome(
             report, vision, attribution, ReportTimings(vision_ms, llm_ms, attr_ms, total)
@@ -288,6 +293,8 @@ def build_report_service(
     settings: ReportSettings,
     backend: LLMBackend | None,
     backend_error: str | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> ReportService:
-    llm_gate = WorkGate("llm", 1, settings.max_queue, settings.retry_after_s)
-    return ReportService(registry, explain, llm_gate, backend, settings, backend_error)
+    llm_gate = WorkGate("llm", 1, settings.max_queue, settings.retry_after_s, metrics=metrics)
+    return ReportService(registry, explain, llm_gate, backend, settings, backend_error, metrics)

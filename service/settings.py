@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -28,6 +28,21 @@ class LimitSettings(BaseModel):
         description="Pixel budget (width x height) checked from headers (422 above).",
     )
     max_side: int = Field(16_384, ge=64, description="Largest accepted image side in pixels.")
+    work_max_side: int = Field(
+        2048,
+        ge=32,
+        le=16_384,
+        description="Longer side of the working copy every model and explanation runs on; "
+        "larger uploads are scaled down once at decode, and masks, heat maps and overlays come "
+        "back at that size (the response states it as image.analysis_*). Bounds memory and "
+        "time per request whatever the upload's size.",
+    )
+    max_study_pixels: int = Field(
+        60_000_000,
+        ge=10_000,
+        description="Pixel budget of one /classify/study request, all views together, checked "
+        "from the headers before decoding (422 pixel_budget_exceeded above).",
+    )
     min_free_temp_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,
@@ -40,6 +55,30 @@ class LimitSettings(BaseModel):
         le=600.0,
         description="Grace seconds for a request body; each byte received extends the deadline "
         "by 1/body_min_rate_bytes_s (slow-loris defence: 408 and the connection closed).",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; 431 and the "
+        "connection closed above, before authentication or the app run.",
+    )
+    max_headers: int = Field(
+        100, ge=8, le=10_000, description="Most header fields in one request (431 above)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600.0,
+        description="Seconds a request head may take from its first byte (from the connection's "
+        "start for the first request); 408 and the connection closed after that.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Open connections (or running requests) before new requests get 503 "
+        "(uvicorn limit_concurrency).",
     )
     body_min_rate_bytes_s: int = Field(
         64 * 1024,
@@ -165,6 +204,40 @@ class ExplainSettings(BaseModel):
     retry_after_s: int = Field(10, ge=1, description="Retry-After seconds when LIME is busy.")
 
 
+class JobSettings(BaseModel):
+    """Where asynchronous jobs (LIME, reports) run. Capacity and result TTL:
+    CXR_EXPLAIN__JOB_CAPACITY / CXR_EXPLAIN__JOB_TTL_S."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="memory: jobs run in this process and are lost on restart (single process, "
+        "the default); redis: jobs are stored in Redis and run by `python -m service.worker` "
+        "processes, so any replica can answer for them and they survive API restarts.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for backend=redis (API and workers)."
+    )
+    queue_name: str = Field("cxr:queue", description="arq queue the API and workers share.")
+    timeout_s: float = Field(
+        300.0,
+        ge=5,
+        le=86_400,
+        description="Longest a job may run. A killed worker's job is retried by another worker "
+        "once its lock expires, timeout_s + 10 s after it started (retried once at most).",
+    )
+    worker_concurrency: int = Field(
+        1, ge=1, le=64, description="Jobs one `python -m service.worker` process runs at once."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port where a worker serves Prometheus metrics (all interfaces; for a "
+        "worker on its own host or container). Unset: none; on one host the API replicas' "
+        "/metrics already includes the workers (shared PROMETHEUS_MULTIPROC_DIR).",
+    )
+
+
 class AuthSettings(BaseModel):
     """API keys (see service/auth.py). Health probes and the OpenAPI document stay open."""
 
@@ -188,6 +261,28 @@ class AuthSettings(BaseModel):
     )
 
 
+class PacsSettings(BaseModel):
+    """Where ``push=true`` sends result objects (STOW-RS). Unset: pushing is refused (422)."""
+
+    stow_url: str | None = Field(
+        None,
+        description="DICOMweb base URL of the PACS (STOW-RS posts to {stow_url}/studies), e.g. "
+        "http://pacs:8042/dicom-web. Unset disables push=true.",
+    )
+    username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
+    password: SecretStr | None = Field(None, description="HTTP basic-auth password.")
+    bearer_token: SecretStr | None = Field(
+        None, description="Bearer token for the PACS (instead of basic auth)."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout per STOW-RS attempt.")
+    attempts: int = Field(
+        3, ge=1, le=10, description="STOW-RS tries on network errors and 408/429/5xx answers."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, le=60, description="Wait before the second try; doubles for each next one."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CXR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -206,8 +301,23 @@ class Settings(BaseSettings):
         True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
+    trusted_hosts: list[str] | None = Field(
+        None,
+        description="Host header names this service answers to (without port; '*' for any). "
+        "Default: the loopback names while serving anonymously on loopback (so a web page cannot "
+        "reach it through DNS rebinding), any otherwise (keys protect it). Others get 400.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto are believed; empty: none, the socket peer is the client address "
+        "(audit src_ip, failed-key throttle). The proxy must overwrite, not append, "
+        "X-Forwarded-For.",
+    )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)

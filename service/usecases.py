@@ -1,4 +1,8 @@
-"""Use cases: decode -> infer -> post-process, run off the event loop behind the work gate."""
+"""Use cases: decode -> infer -> post-process, run off the event loop behind the work gate.
+
+Every use case works on the radiograph's bounded working copy (see ``inference.intake``) and
+tells the gate what it costs (:func:`pixel_cost`), so that admission counts work, not requests.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import TypeVar
 
 from inference.anatomy import Anatomy, segment
 from inference.classify import Classification, decide, postprocess, run_classifier
-from inference.intake import Limits, Radiograph, decode_upload
+from inference.errors import PixelBudgetExceeded
+from inference.intake import Limits, Radiograph, decode_upload, estimate_pixels
 from inference.render import anatomy_overlay, mask_png
 from service.gate import WorkGate
 from service.registry import ModelRegistry
@@ -26,11 +31,15 @@ class Timings:
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """The upload's size and encoding, and the size of the working copy the models saw."""
+
     width: int
     height: int
     format: str
     bits_stored: int
     photometric: str
+    analysis_width: int
+    analysis_height: int
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,26 @@ class SegmentOutcome:
 
 
 def image_info(r: Radiograph) -> ImageInfo:
-    return ImageInfo(r.width, r.height, r.format.value, r.bits_stored, r.photometric)
+    height, width = r.pixels.shape
+    return ImageInfo(
+        r.width, r.height, r.format.value, r.bits_stored, r.photometric, int(width), int(height)
+    )
+
+
+# Work per working-copy megapixel relative to a classification, and per upload megapixel for
+# decoding (rough ratios from bench/RESULTS.md; the gate learns the seconds per unit).
+CLASSIFY_WEIGHT = 1.0
+SEGMENT_WEIGHT = 2.0
+GRADCAM_WEIGHT = 4.0
+DECODE_WEIGHT = 0.05
+_BASE_MEGAPIXELS = 0.25  # fixed cost of a request: model runs at 224-512 px whatever the size
+
+
+def pixel_cost(data: bytes, limits: Limits, weight: float) -> float:
+    """Gate cost of running work of ``weight`` on an upload (from its header, not decoded)."""
+    megapixels = estimate_pixels(data) / 1e6
+    working = min(megapixels, limits.work_side**2 / 1e6)
+    return weight * (_BASE_MEGAPIXELS + working) + DECODE_WEIGHT * megapixels
 
 
 def _ms(start: float) -> float:
@@ -89,10 +117,17 @@ def timed_pipeline(
 class AnalysisService:
     """Classification and segmentation of uploaded radiographs."""
 
-    def __init__(self, registry: ModelRegistry, gate: WorkGate, limits: Limits) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        gate: WorkGate,
+        limits: Limits,
+        max_study_pixels: int = 60_000_000,
+    ) -> None:
         self.registry = registry
         self.gate = gate
         self.limits = limits
+        self.max_study_pixels = max_study_pixels
 
     def _classify_sync(self, data: bytes) -> ClassifyOutcome:
         def work(r: Radiograph) -> Classification:
@@ -104,9 +139,15 @@ class AnalysisService:
 
     def _study_sync(self, blobs: list[bytes]) -> StudyOutcome:
         decoded = []
+        total_pixels = 0
         for data in blobs:
             t0 = time.perf_counter()
-            decoded.append((decode_upload(data, self.limits), _ms(t0)))
+            radiograph = decode_upload(data, self.limits)
+            # Headers were checked before admission; DICOM sizes are known only now.
+            total_pixels += radiograph.width * radiograph.height
+            if total_pixels > self.max_study_pixels:
+                raise PixelBudgetExceeded()
+            decoded.append((radiograph, _ms(t0)))
         t1 = time.perf_counter()
         # One batched forward pass for all views.
         outputs = run_classifier(self.registry.classifier, [r.pixels for r, _ in decoded])
@@ -136,10 +177,15 @@ class AnalysisService:
         return SegmentOutcome(structures, overlay, image_info(radiograph), timings)
 
     async def classify(self, data: bytes) -> ClassifyOutcome:
-        return await self.gate.run(lambda: self._classify_sync(data))
+        cost = pixel_cost(data, self.limits, CLASSIFY_WEIGHT)
+        return await self.gate.run(lambda: self._classify_sync(data), cost)
 
     async def classify_study(self, blobs: list[bytes]) -> StudyOutcome:
-        return await self.gate.run(lambda: self._study_sync(blobs))
+        if sum(estimate_pixels(b) for b in blobs) > self.max_study_pixels:
+            raise PixelBudgetExceeded()  # refused from the headers, before any decoding
+        cost = sum(pixel_cost(b, self.limits, CLASSIFY_WEIGHT) for b in blobs)
+        return await self.gate.run(lambda: self._study_sync(blobs), cost)
 
     async def segment(self, data: bytes) -> SegmentOutcome:
-        return await self.gate.run(lambda: self._segment_sync(data))
+        cost = pixel_cost(data, self.limits, SEGMENT_WEIGHT)
+        return await self.gate.run(lambda: self._segment_sync(data), cost)

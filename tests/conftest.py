@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from service.app import create_app
 from service.settings import Settings
 from tests.factories import SHARED
 from tests.tiny_models import write_tiny_weights
+
+# TestClient sends "Host: testserver", which the anonymous loopback default refuses (DNS
+# rebinding guard). Tests that check the Host allowlist pass trusted_hosts themselves.
+os.environ.setdefault("CXR_TRUSTED_HOSTS", '["*"]')
 
 
 @pytest.fixture(scope="session")

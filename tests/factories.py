@@ -343,6 +343,16 @@ def nested_sequences_defined(depth: int) -> bytes:
     return inner
 
 
+def element_flood(count: int) -> bytes:
+    """``count`` empty private LO elements, (0011..,1000..FFFF) in tag order (review F4)."""
+    per_group = 0x10000 - 0x1000
+    out = bytearray()
+    for i in range(count):
+        group, element = 0x0011 + 2 * (i // per_group), 0x1000 + i % per_group
+        out += struct.pack("<HH", group, element) + b"LO" + b"\0\0"
+    return bytes(out)
+
+
 def strip_preamble(data: bytes) -> bytes:
     """Drop the 128-byte preamble and the ``DICM`` magic (a raw, non-Part-10 stream)."""
     return data[132:]

@@ -2,7 +2,9 @@
 
 Three readers, each taking the dataset's own folder as it is downloaded:
 
-* :func:`read_shared` — the curated ``classification.csv`` in ``../shared/data/cxr``.
+* :func:`read_shared` — the curated ``classification.csv`` in ``../shared/data/cxr``, including
+  the adult supplement (``covidqu``, ``covid19rad``: view ``FRONTAL``, one patient id per image,
+  squashed to a square upstream).
 * :func:`read_nih` — NIH ChestX-ray14: ``Data_Entry_2017*.csv`` plus any ``images*/`` folders.
 * :func:`read_chexpert` — CheXpert-v1.0-small: ``train.csv`` / ``valid.csv``.
 
@@ -35,6 +37,44 @@ CHEXPERT_PATHOLOGIES = (
     "Pleural Other",
     "Fracture",
 )
+
+
+# Sources in the order they joined the shared data. The split draws its shuffles source
+# generation by generation, so adding a source never moves an earlier source's images
+# between train/val/test (the internal test split stays comparable across releases).
+SOURCE_GENERATION = {"covidqu": 1, "covid19rad": 1}
+# Images for which no age survives are adults unless the source says otherwise (the service's
+# documented default population).
+PEDIATRIC = "pediatric"
+ADULT = "adult"
+
+
+def source_generation(source: str) -> int:
+    """0 for the original sources, 1 for the adult supplement (see ``SOURCE_GENERATION``)."""
+    return SOURCE_GENERATION.get(source, 0)
+
+
+def population(age_group: str) -> str:
+    """``pediatric`` when the source says so, else ``adult`` (unknown ages count as adult)."""
+    return PEDIATRIC if age_group.strip().lower() == PEDIATRIC else ADULT
+
+
+def finding_type(label: int, findings: str) -> str:
+    """Coarse finding family of a record, used to keep one family from dominating positives.
+
+    ``normal`` for label 0; ``covid`` (COVID-19, SARS), ``nodule``, ``pneumonia`` (bacterial,
+    viral, non-COVID opacity and NIH pneumonia with co-findings) or ``other``.
+    """
+    if label != 1:
+        return "normal"
+    text = findings.lower()
+    if "covid" in text or "sars" in text:
+        return "covid"
+    if "nodule" in text:
+        return "nodule"
+    if any(k in text for k in ("pneumon", "opacity", "consolidation", "infiltrat")):
+        return "pneumonia"
+    return "other"
 
 
 class UncertainPolicy(StrEnum):

@@ -19,6 +19,27 @@ class ClsSplit:
     sources: npt.NDArray[np.str_]
     images: tuple[str, ...]
     findings: tuple[str, ...]
+    age_groups: tuple[str, ...] = ()
+
+    def subset(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.int64]) -> ClsSplit:
+        """Rows selected by a boolean mask or an index array (order kept)."""
+        idx = np.flatnonzero(keep) if keep.dtype == np.bool_ else keep
+        ages = tuple(self.age_groups[i] for i in idx) if self.age_groups else ()
+        return ClsSplit(
+            self.index[idx],
+            self.labels[idx],
+            self.sources[idx],
+            tuple(self.images[i] for i in idx),
+            tuple(self.findings[i] for i in idx),
+            ages,
+        )
+
+    def populations(self) -> npt.NDArray[np.str_]:
+        """``adult`` / ``pediatric`` per row (unknown ages count as adult)."""
+        from training.adapters import population
+
+        ages = self.age_groups or ("",) * len(self.labels)
+        return np.array([population(a) for a in ages])
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,7 @@ def cls_split(table: Path, split: str) -> ClsSplit:
         sources=np.array([r["source"] for r in rows]),
         images=tuple(r["image"] for r in rows),
         findings=tuple(r["findings"] for r in rows),
+        age_groups=tuple(r.get("age_group", "") for r in rows),
     )
 
 

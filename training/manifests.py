@@ -40,6 +40,22 @@ DATA_SOURCES = [
         "licence": "CC BY 4.0",
         "used_for": ["segmenter"],
     },
+    {
+        "source": "covidqu",
+        "citation": "COVID-QU-Ex 'Infection Segmentation Data', Tahir et al., Comput Biol Med "
+        "2021 (normals and non-COVID opacities: RSNA Pneumonia Challenge / NIH; COVID-19 films "
+        "from mixed public sources); adult, squashed to square upstream",
+        "licence": "cite Tahir et al. 2021; RSNA challenge / NIH terms; COVID images under "
+        "their own terms",
+        "used_for": ["classifier (normal 0; non-COVID opacity and masked COVID-19 1)"],
+    },
+    {
+        "source": "covid19rad",
+        "citation": "COVID-19 Radiography Database, Chowdhury et al. 2020; Rahman et al. 2021 "
+        "(Normal class: RSNA normals); adult, squashed to square upstream",
+        "licence": "cite Chowdhury et al. 2020 and Rahman et al. 2021; RSNA / NIH terms",
+        "used_for": ["classifier (all label 0)"],
+    },
 ]
 
 

@@ -9,6 +9,9 @@ Writes into ``out_dir``:
 * ``cls224.npy`` — float32 [Ncls, 224, 224] in [0, 1]: ``resize_gray(load_gray(path), 224, 224)``,
   i.e. exactly the array :func:`inference.preprocess.to_model_input` resizes to before it
   normalises, so evaluation on the cache is bit-identical to serving.
+* ``cls256u8.npy`` — uint8 [Ncls, 256, 256]: the same pictures at 256 px for training (a
+  margin for crops and rescaling; uint8 keeps the ~12k-image cache under 1 GB in memory, so
+  epochs never decode JPEGs).
 * ``seg256.npy`` — float32 [Nseg, 256, 256] likewise, and ``seg_targets.npy`` — uint8
   [Nseg, 4, 256, 256]: right lung, left lung, heart/mediastinum, both lungs; 0/1, 255 where
   the source does not label that structure (see :mod:`training.segmentation_data`).
@@ -27,6 +30,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from inference.preprocess import resize_gray
+from training.adapters import source_generation
 from training.dedup import (
     components,
     confirm_pairs,
@@ -40,6 +44,7 @@ from training.split import assign_splits
 
 LOG = logging.getLogger(__name__)
 CLS_SIZE = 224
+TRAIN_SIZE = 256
 SEG_SIZE = 256
 SEG_CHANNELS = ("right_lung", "left_lung", "heart_mediastinum", "lungs")
 # Which channel each shared-data structure fills; structures absent here are not used.
@@ -112,6 +117,11 @@ def _stratum(rec: ImageRecord) -> str:
     return f"{rec.source}:{rec.label}"
 
 
+def _stratum_order(stratum: str) -> tuple[int, str]:
+    """Original sources first, the adult supplement after (their splits stay as released)."""
+    return source_generation(stratum.split(":")[0]), stratum
+
+
 def prepare(
     root: Path, out_dir: Path, seed: int, extra_records: list[ImageRecord] | None = None
 ) -> Path:
@@ -133,6 +143,9 @@ def prepare(
     cls_set = {r.image for r in cls}
     cls_cache = np.lib.format.open_memmap(
         out_dir / "cls224.npy", "w+", np.float32, (len(cls_set), CLS_SIZE, CLS_SIZE)
+    )
+    train_cache = np.lib.format.open_memmap(
+        out_dir / f"cls{TRAIN_SIZE}u8.npy", "w+", np.uint8, (len(cls_set), TRAIN_SIZE, TRAIN_SIZE)
     )
     seg_cache = np.lib.format.open_memmap(
         out_dir / "seg256.npy", "w+", np.float32, (len(seg), SEG_SIZE, SEG_SIZE)
@@ -156,6 +169,9 @@ def prepare(
         shas.append(pixel_sha256(u8))
         if image in cls_set:
             cls_cache[n_cls] = resize_gray(gray, CLS_SIZE, CLS_SIZE)
+            train_cache[n_cls] = np.clip(
+                np.round(resize_gray(gray, TRAIN_SIZE, TRAIN_SIZE) * 255), 0, 255
+            )
             cls_index[i], n_cls = n_cls, n_cls + 1
         if image in seg_by_image:
             seg_cache[n_seg] = resize_gray(gray, SEG_SIZE, SEG_SIZE)
@@ -163,7 +179,7 @@ def prepare(
             seg_index[i], n_seg = n_seg, n_seg + 1
         if i % 1000 == 0:
             LOG.info("decoded %d/%d images", i, len(images))
-    for array in (cls_cache, seg_cache, seg_tgt):
+    for array in (cls_cache, train_cache, seg_cache, seg_tgt):
         array.flush()
     first_by_sha: dict[str, int] = {}
     dup_links = [
@@ -188,7 +204,12 @@ def prepare(
         keeper = kept_cls.setdefault(dups.root[i], i)
         if keeper != i:
             duplicate_of[i] = images[keeper]
-    splits = assign_splits(list(groups.root), [_stratum(records[im]) for im in images], seed)
+    splits = assign_splits(
+        list(groups.root),
+        [_stratum(records[im]) for im in images],
+        seed,
+        stratum_order=_stratum_order,
+    )
     LOG.info(
         "%d images, %d duplicate links, %d classification duplicates dropped",
         len(images),

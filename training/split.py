@@ -8,7 +8,7 @@ groups are shuffled with the seed and cut at the requested fractions.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,11 +20,14 @@ def assign_splits(
     strata: Sequence[str],
     seed: int,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    stratum_order: Callable[[str], tuple[int, str]] | None = None,
 ) -> list[str]:
     """Split name per item. ``groups[i]``: group id; ``strata[i]``: stratum of the item.
 
     A group's stratum is the lexicographically largest of its items' strata (deterministic).
     Deterministic for a given seed and input order of groups (groups are sorted first).
+    Strata draw from one seeded generator in ``stratum_order`` (default: by name); ordering
+    later-added sources last keeps the earlier sources' assignment unchanged.
     """
     if len(groups) != len(strata):
         raise ValueError("groups and strata must have the same length")
@@ -36,7 +39,7 @@ def assign_splits(
         by_stratum[group_stratum[g]].append(g)
     rng = np.random.default_rng(seed)
     split_of: dict[int, str] = {}
-    for stratum in sorted(by_stratum):
+    for stratum in sorted(by_stratum, key=stratum_order or (lambda s: (0, s))):
         members = by_stratum[stratum]
         order = rng.permutation(len(members))
         n_train = int(round(fractions[0] * len(members)))

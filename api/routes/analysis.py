@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-from api.deps import AnalysisDep, RegistryDep
+from fastapi import APIRouter, Response
+
+from api.deps import AnalysisDep, InteropDep, RegistryDep
+from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
 from api.problems import problem_responses
 from api.schemas.analysis import (
     ClassifyResponse,
@@ -81,12 +84,21 @@ async def classify_study(
     operation_id="segment",
     summary="Anatomy segmentation: lungs, heart/mediastinum, derived spine and abdomen",
     response_model=SegmentResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-seg")},
     openapi_extra=upload_request_body(),
 )
 async def segment(
-    upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep
-) -> SegmentResponse:
+    upload: UploadDep,
+    analysis: AnalysisDep,
+    registry: RegistryDep,
+    interop: InteropDep,
+    fmt: Annotated[Literal["json", "dicom-seg"], format_query("dicom-seg")] = "json",
+    push: PushQuery = False,
+) -> SegmentResponse | Response:
+    check_push(push, fmt, interop)
+    if fmt == "dicom-seg":
+        obj = await interop.seg(upload.data, upload.sha256)
+        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
     out = await analysis.segment(upload.data)
     structures = [
         StructureOut(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import ExplainDep, RegistryDep
+from api.deps import ExplainDep, InteropDep, RegistryDep
 from api.disconnect import cancel_on_disconnect
-from api.problems import problem_for_exception, problem_responses
+from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
+from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
+from api.problems import problem_responses
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import (
     GradCamResponse,
@@ -20,8 +21,6 @@ from api.schemas.explain import (
 )
 from api.upload import UploadDep, upload_request_body
 from explain import MAX_SAMPLES, LimeConfig, Target
-from service.explain_usecase import LimeOutcome
-from service.jobs import Job, JobQueue
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
@@ -40,7 +39,6 @@ SamplesQuery = Annotated[
     ),
 ]
 SeedQuery = Annotated[int, Query(ge=0, le=2**31 - 1, description="Random seed, echoed.")]
-JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job's id.")]
 
 
 @router.post(
@@ -50,13 +48,23 @@ JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job'
     description="Exact Grad-CAM at the classifier's last convolutional block, computed from the "
     "ONNX Runtime feature-map output without a backward pass (equals captum's LayerGradCam).",
     response_model=GradCamResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-sc")},
     openapi_extra=upload_request_body(),
 )
 async def explain_gradcam(
-    upload: UploadDep, explainer: ExplainDep, registry: RegistryDep, target: TargetQuery = None
-) -> GradCamResponse:
+    upload: UploadDep,
+    explainer: ExplainDep,
+    registry: RegistryDep,
+    interop: InteropDep,
+    target: TargetQuery = None,
+    fmt: Annotated[Literal["json", "dicom-sc"], format_query("dicom-sc")] = "json",
+    push: PushQuery = False,
+) -> GradCamResponse | Response:
+    check_push(push, fmt, interop)
     out = await explainer.gradcam(upload.data, target)
+    if fmt == "dicom-sc":
+        obj = await interop.sc(upload.data, upload.sha256, out)
+        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
     return gradcam_response(out, model_info(registry.classifier), image_out(out.image))
 
 
@@ -86,39 +94,8 @@ async def explain_lime(
     return lime_response(out, model_info(registry.classifier), image_out(out.image))
 
 
-def _jobs(request: Request) -> JobQueue:
-    return request.state.jobs  # type: ignore[no-any-return]
-
-
-def _principal(request: Request) -> str | None:
-    return getattr(request.state, "principal", None)
-
-
-def _job_out(job: Job, request: Request, registry: RegistryDep) -> LimeJob:
-    result = None
-    if job.state == "succeeded" and isinstance(job.result, LimeOutcome):
-        out = job.result
-        result = lime_response(out, model_info(registry.classifier), image_out(out.image))
-    error = None
-    if job.state == "failed" and job.error is not None:
-        error = problem_for_exception(job.error, getattr(request.state, "request_id", None))
-    return LimeJob(
-        job_id=job.id,
-        state=job.state,
-        status_url=f"/explain/lime/jobs/{job.id}",
-        created_utc=datetime.fromtimestamp(job.created_unix, UTC).isoformat(timespec="seconds"),
-        result=result,
-        error=error,  # type: ignore[arg-type]
-    )
-
-
 JOB_ERRORS = problem_responses(404, 422, 500)
-
-
-def _found(job: Job | None) -> Job:
-    if job is None:
-        raise HTTPException(404)  # unknown, expired, or another key's job
-    return job
+LIME_JOBS = "/explain/lime/jobs"
 
 
 @router.post(
@@ -126,9 +103,9 @@ def _found(job: Job | None) -> Job:
     operation_id="submit_lime_job",
     summary="Queue a LIME explanation and answer at once (202 + job URL)",
     description="For large uploads or busy servers: the same explanation as POST /explain/lime, "
-    "computed in the background. Poll the job URL; results are kept for "
-    "CXR_EXPLAIN__JOB_TTL_S seconds. At most CXR_EXPLAIN__JOB_CAPACITY jobs queued or running: "
-    "503 + Retry-After beyond.",
+    "computed in the background (by a worker process when CXR_JOBS__BACKEND=redis). Poll the "
+    "job URL; results are kept for CXR_EXPLAIN__JOB_TTL_S seconds. At most "
+    "CXR_EXPLAIN__JOB_CAPACITY jobs queued or running: 503 + Retry-After beyond.",
     status_code=202,
     response_model=LimeJob,
     responses=ERRORS,
@@ -138,17 +115,16 @@ async def submit_lime_job(
     request: Request,
     response: Response,
     upload: UploadDep,
-    explainer: ExplainDep,
-    registry: RegistryDep,
+    idempotency_key: IdempotencyKey = None,
     target: TargetQuery = None,
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
 ) -> LimeJob:
-    job = explainer.submit_lime(
-        _jobs(request), _principal(request), upload.data, target, n_samples, seed
+    params = {"target": target, "n_samples": n_samples, "seed": seed}
+    view = await submit_job(
+        request, response, "lime", params, upload.data, idempotency_key, LIME_JOBS
     )
-    response.headers["Location"] = f"/explain/lime/jobs/{job.id}"
-    return _job_out(job, request, registry)
+    return LimeJob(**job_fields(view, request, LIME_JOBS))
 
 
 @router.get(
@@ -158,8 +134,9 @@ async def submit_lime_job(
     response_model=LimeJob,
     responses=JOB_ERRORS,
 )
-async def get_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPath) -> LimeJob:
-    return _job_out(_found(_jobs(request).get(job_id, _principal(request))), request, registry)
+async def get_lime_job(request: Request, job_id: JobIdPath) -> LimeJob:
+    view = await read_job(request, job_id, "lime")
+    return LimeJob(**job_fields(view, request, LIME_JOBS))
 
 
 @router.delete(
@@ -169,5 +146,6 @@ async def get_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPat
     response_model=LimeJob,
     responses=JOB_ERRORS,
 )
-async def cancel_lime_job(request: Request, registry: RegistryDep, job_id: JobIdPath) -> LimeJob:
-    return _job_out(_found(_jobs(request).cancel(job_id, _principal(request))), request, registry)
+async def cancel_lime_job(request: Request, job_id: JobIdPath) -> LimeJob:
+    view = await cancel_job(request, job_id, "lime")
+    return LimeJob(**job_fields(view, request, LIME_JOBS))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
 from api.deps import ReadinessDep, RegistryDep
 from api.problems import problem_responses
@@ -20,18 +20,33 @@ async def live() -> Liveness:
     return Liveness()
 
 
+# HEAD for load balancers that probe with it (they got 405 and marked the service down, F10).
+@router.head("/health/live", include_in_schema=False)
+async def live_head() -> Response:
+    return Response()
+
+
+@router.head("/health/ready", include_in_schema=False)
+async def ready_head(readiness: ReadinessDep) -> Response:
+    if readiness.ready:
+        return Response()
+    return Response(status_code=503, headers={"Retry-After": "5"})
+
+
 @router.get(
     "/health/ready",
     operation_id="health_ready",
     response_model=Readiness,
     responses={503: {"description": "Not ready", "model": Readiness}},
 )
-async def ready(readiness: ReadinessDep) -> JSONResponse:
+async def ready(request: Request, readiness: ReadinessDep) -> JSONResponse:
     body = Readiness(
         status="ready" if readiness.ready else "not_ready", components=readiness.snapshot()
     )
     status = 200 if readiness.ready else 503
     headers = None if readiness.ready else {"Retry-After": "5"}
+    if not readiness.ready:
+        request.state.refusal = "not_ready"
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

@@ -7,22 +7,34 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import ReportDep
+from api.deps import InteropDep, ReportDep
 from api.disconnect import cancel_on_disconnect
+from api.interop import (
+    PushQuery,
+    bundle_answer,
+    check_push,
+    dicom_answer,
+    fhir_answer,
+    format_query,
+    format_responses,
+)
+from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out
 from api.schemas.report import (
     AttributionsOut,
+    BundleJob,
     EvidenceOut,
     GenerationOut,
     GroundingOut,
     LanguageOut,
     ProvenanceOut,
     RemovedSentenceOut,
+    ReportJob,
     ReportResponse,
     ReportTimingsOut,
     ReproducibilityOut,
@@ -30,18 +42,20 @@ from api.schemas.report import (
     TokenAttributionOut,
     ZoneOut,
 )
-from api.upload import UploadDep, upload_request_body
+from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import ZONE_NAMES
 from reporting.schema import Sections
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
+from service.interop_usecase import InteropService
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 
+ReportFormat = Literal["json", "dicom-sr", "fhir", "bundle"]
 LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")]
 LimeQuery = Annotated[bool, Query(description="Include LIME in the zone descriptors.")]
 AttrQuery = Annotated[
@@ -54,20 +68,40 @@ AttrQuery = Annotated[
     operation_id="report",
     summary="Structured radiology report grounded in the classifier and its explanations",
     response_model=ReportResponse,
-    responses=ERRORS,
+    responses={**ERRORS, **format_responses("dicom-sr", "fhir", "bundle")},
     openapi_extra=upload_request_body(),
 )
 async def report(
     request: Request,
     upload: UploadDep,
     service: ReportDep,
+    interop: InteropDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
-) -> ReportResponse:
+    fmt: Annotated[ReportFormat, format_query("dicom-sr", "fhir", "bundle")] = "json",
+    push: PushQuery = False,
+) -> ReportResponse | Response:
+    check_push(push, fmt, interop)
     async with cancel_on_disconnect(request) as control:
+        if fmt == "bundle":
+            b = await interop.bundle(upload.data, upload.sha256, lang, lime, push, control)
+            return bundle_answer(request, b)
         outcome = await service.report(upload.data, lang, lime, attributions, control)
-    return report_response(outcome, service)
+    if fmt == "json":
+        return report_response(outcome, service)
+    return await _interop_report(interop, upload, outcome, fmt, lime, push)
+
+
+async def _interop_report(
+    interop: InteropService, upload: Upload, o: ReportOutcome, fmt: str, lime: bool, push: bool
+) -> Response:
+    source = await interop.source(upload.data, upload.sha256)
+    if fmt == "fhir":
+        return fhir_answer(interop.fhir_from(source, o, lime))
+    return await dicom_answer(
+        interop, interop.sr_from(source, o, lime), push, upload.sha256, upload.data
+    )
 
 
 @router.post(
@@ -88,6 +122,174 @@ async def explain_report(
     async with cancel_on_disconnect(request) as control:
         outcome = await service.report(upload.data, lang, lime, True, control)
     return report_response(outcome, service)
+
+
+REPORT_JOBS = "/report/jobs"
+EXPLAIN_REPORT_JOBS = "/explain/report/jobs"
+JOB_ERRORS = problem_responses(404, 422, 500)
+
+
+@router.post(
+    REPORT_JOBS,
+    operation_id="submit_report_job",
+    summary="Queue a report and answer at once (202 + job URL)",
+    description="The same report as POST /report, written in the background (by a worker "
+    "process when CXR_JOBS__BACKEND=redis). Poll the job URL; kept for CXR_EXPLAIN__JOB_TTL_S "
+    "seconds.",
+    status_code=202,
+    response_model=ReportJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_report_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    attributions: AttrQuery = False,
+) -> ReportJob:
+    params = {"lang": lang, "lime": lime, "attributions": attributions}
+    view = await submit_job(
+        request, response, "report", params, upload.data, idempotency_key, REPORT_JOBS
+    )
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.get(
+    REPORT_JOBS + "/{job_id}",
+    operation_id="get_report_job",
+    summary="State of a report job, with the report once it has succeeded",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def get_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await read_job(request, job_id, "report")
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.delete(
+    REPORT_JOBS + "/{job_id}",
+    operation_id="cancel_report_job",
+    summary="Cancel a report job (its LIME step stops within one model batch)",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await cancel_job(request, job_id, "report")
+    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+
+
+@router.post(
+    EXPLAIN_REPORT_JOBS,
+    operation_id="submit_explain_report_job",
+    summary="Queue a report with Shapley attributions and answer at once (202 + job URL)",
+    description="The same answer as POST /explain/report, computed in the background.",
+    status_code=202,
+    response_model=ReportJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_explain_report_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+) -> ReportJob:
+    params = {"lang": lang, "lime": lime, "attributions": True}
+    view = await submit_job(
+        request,
+        response,
+        "explain_report",
+        params,
+        upload.data,
+        idempotency_key,
+        EXPLAIN_REPORT_JOBS,
+    )
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+@router.get(
+    EXPLAIN_REPORT_JOBS + "/{job_id}",
+    operation_id="get_explain_report_job",
+    summary="State of an explained-report job, with its answer once it has succeeded",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def get_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await read_job(request, job_id, "explain_report")
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+@router.delete(
+    EXPLAIN_REPORT_JOBS + "/{job_id}",
+    operation_id="cancel_explain_report_job",
+    summary="Cancel an explained-report job",
+    response_model=ReportJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
+    view = await cancel_job(request, job_id, "explain_report")
+    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+
+
+BUNDLE_JOBS = "/report/bundle/jobs"
+
+
+@router.post(
+    BUNDLE_JOBS,
+    operation_id="submit_bundle_job",
+    summary="Queue the DICOM SR/SEG/SC + FHIR bundle of a report (202 + job URL)",
+    description="The same objects as POST /report?format=bundle (optionally pushed over "
+    "STOW-RS), built in the background; the job's result holds each part base64-encoded.",
+    status_code=202,
+    response_model=BundleJob,
+    responses=ERRORS,
+    openapi_extra=upload_request_body(),
+)
+async def submit_bundle_job(
+    request: Request,
+    response: Response,
+    upload: UploadDep,
+    interop: InteropDep,
+    idempotency_key: IdempotencyKey = None,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    push: PushQuery = False,
+) -> BundleJob:
+    check_push(push, "bundle", interop)
+    params = {"lang": lang, "lime": lime, "push": push}
+    view = await submit_job(
+        request, response, "bundle", params, upload.data, idempotency_key, BUNDLE_JOBS
+    )
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
+
+
+@router.get(
+    BUNDLE_JOBS + "/{job_id}",
+    operation_id="get_bundle_job",
+    summary="State of a bundle job, with its parts once it has succeeded",
+    response_model=BundleJob,
+    responses=JOB_ERRORS,
+)
+async def get_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
+    view = await read_job(request, job_id, "bundle")
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
+
+
+@router.delete(
+    BUNDLE_JOBS + "/{job_id}",
+    operation_id="cancel_bundle_job",
+    summary="Cancel a bundle job",
+    response_model=BundleJob,
+    responses=JOB_ERRORS,
+)
+async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
+    view = await cancel_job(request, job_id, "bundle")
+    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
 
 
 @router.post(

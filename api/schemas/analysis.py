@@ -54,7 +54,8 @@ class StructureOut(BaseModel):
         description="Structure name; right/left are the patient's sides."
     )
     mask_png: str = Field(
-        description="Base64 PNG mask (0 outside, 255/1 inside), same size as the upload."
+        description="Base64 PNG mask (0 outside, 255/1 inside) at the working size "
+        "(image.analysis_width x analysis_height; the upload's size unless it was scaled)."
     )
     area_fraction: float = Field(ge=0.0, le=1.0, description="Mask area / image area.")
     provenance: Literal["predicted", "derived"] = Field(
@@ -64,7 +65,9 @@ class StructureOut(BaseModel):
 
 class SegmentResponse(BaseModel):
     structures: list[StructureOut]
-    overlay_png: str = Field(description="Base64 RGB PNG of all structures over the radiograph.")
+    overlay_png: str = Field(
+        description="Base64 RGB PNG of all structures over the radiograph, at the working size."
+    )
     model: ModelInfo
     image: ImageInfoOut
     timings: TimingsOut

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 DISCLAIMER = (
@@ -34,9 +36,36 @@ class ImageInfoOut(BaseModel):
     format: str = Field(description="Detected container format: png, jpeg, webp or dicom.")
     bits_stored: int = Field(description="Bit depth of the stored samples.")
     photometric: str = Field(description="Photometric interpretation before conversion.")
+    analysis_width: int = Field(
+        description="Width of the working copy the models ran on; masks, heat maps and "
+        "overlays in the response have this size (uploads whose longer side exceeds "
+        "CXR_LIMITS__WORK_MAX_SIDE are scaled down once at decode)."
+    )
+    analysis_height: int = Field(description="Height of the working copy.")
+    analysis_scale: float = Field(
+        gt=0.0,
+        le=1.0,
+        description="analysis_width / width: multiply upload pixel coordinates by this to "
+        "index the returned maps (1.0 when the upload was not scaled).",
+    )
 
 
 class TimingsOut(BaseModel):
     decode_ms: float
     inference_ms: float
     total_ms: float
+
+
+class JobFields(BaseModel):
+    """What every asynchronous job answers (POST .../jobs, GET and DELETE .../jobs/{job_id})."""
+
+    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
+    created_utc: str
+    attempts: int = Field(
+        description="Times a worker started the job (2 when its first worker died mid-job)."
+    )
+    error: Problem | None = Field(
+        None, description="Set when state is failed: the problem the synchronous call would answer."
+    )

@@ -25,6 +25,9 @@ def image_out(info: ImageInfo) -> ImageInfoOut:
         format=info.format,
         bits_stored=info.bits_stored,
         photometric=info.photometric,
+        analysis_width=info.analysis_width,
+        analysis_height=info.analysis_height,
+        analysis_scale=round(info.analysis_width / info.width, 6),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo, Problem
+from api.schemas.common import DISCLAIMER, ImageInfoOut, JobFields, ModelInfo
 from api.schemas.convert import b64
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
 from service.explain_usecase import GradCamOutcome, LimeOutcome
@@ -87,11 +87,12 @@ class GradCamResponse(BaseModel):
     probability_finding: float = Field(ge=0.0, le=1.0)
     decision: TargetOut
     overlay_png: str = Field(
-        description="Base64 RGB PNG, same size as the upload: jet colour map of the "
-        "lung-restricted heat map over the radiograph."
+        description="Base64 RGB PNG at the working size (image.analysis_*; the upload's size "
+        "unless it was scaled): jet colour map of the lung-restricted heat map over the "
+        "radiograph."
     )
     heatmap_lungs_png: str = Field(
-        description="Base64 8-bit grayscale PNG (0-255 = 0-1), upload size: Grad-CAM times the "
+        description="Base64 8-bit grayscale PNG (0-255 = 0-1), working size: Grad-CAM times the "
         "softly dilated lung mask (spine and areas outside the chest removed)."
     )
     heatmap_full_png: str = Field(description="Base64 grayscale PNG: the unrestricted map.")
@@ -134,7 +135,8 @@ class LimeResponse(BaseModel):
     negative: list[SuperpixelOut] = Field(description="Strongest opposing superpixels.")
     fit_r2: float = Field(description="Weighted R^2 of LIME's local linear model.")
     overlay_png: str = Field(
-        description="Base64 RGB PNG, upload size: top positive superpixels red, negative blue."
+        description="Base64 RGB PNG, working size (image.analysis_*): top positive superpixels "
+        "red, negative blue."
     )
     zones: list[ExplainZoneOut] = Field(description="Grad-CAM and LIME fused per zone, sorted.")
     quality: QualityOut
@@ -231,7 +233,7 @@ def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> Li
         target=out.target,
         seed=lime.seed,
         n_samples=lime.n_samples,
-        n_superpixels=int(lime.weights.size),
+        n_superpixels=lime.n_superpixels,
         probability_finding=round(out.classification.probability_finding, 6),
         decision=out.classification.decision,
         positive=[superpixel_out(s) for s in lime.positive],
@@ -255,14 +257,7 @@ def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> Li
     )
 
 
-class LimeJob(BaseModel):
+class LimeJob(JobFields):
     """An asynchronous LIME explanation (POST /explain/lime/jobs)."""
 
-    job_id: str = Field(description="Opaque id; only the submitting API key can see the job.")
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    status_url: str = Field(description="Poll this URL (GET) for the state and the result.")
-    created_utc: str
     result: LimeResponse | None = Field(None, description="Set when state is succeeded.")
-    error: Problem | None = Field(
-        None, description="Set when state is failed: the problem the synchronous call would answer."
-    )

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ImageInfoOut, ModelInfo
+from api.schemas.common import ImageInfoOut, JobFields, ModelInfo
+from api.schemas.convert import b64
+from service.interop_usecase import DICOM, FHIR_JSON, Bundle
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
 
@@ -139,3 +141,56 @@ class ReportResponse(BaseModel):
     attributions: AttributionsOut | None = None
     image: ImageInfoOut
     timings: ReportTimingsOut
+
+
+class ReportJob(JobFields):
+    """An asynchronous report (POST /report/jobs or /explain/report/jobs)."""
+
+    result: ReportResponse | None = Field(None, description="Set when state is succeeded.")
+
+
+class BundlePartOut(BaseModel):
+    role: str = Field(description="source (stand-in for a non-DICOM upload), sr, seg, sc, fhir.")
+    content_type: str = Field(description="application/dicom or application/fhir+json.")
+    data_base64: str = Field(description="The part's bytes (a DICOM file or the FHIR JSON).")
+
+
+class PushOut(BaseModel):
+    status: Literal["stored", "failed"]
+    instances: int = Field(description="Instances the PACS confirmed.")
+    attempts: int
+    code: str | None = Field(None, description="pacs_unreachable, pacs_rejected, ...")
+    detail: str | None = None
+    http_status: int | None = None
+
+
+class BundleResult(BaseModel):
+    """The parts POST /report?format=bundle answers as multipart/related, base64-encoded."""
+
+    parts: list[BundlePartOut]
+    push: PushOut | None = Field(None, description="Set when push=true was asked.")
+
+
+class BundleJob(JobFields):
+    """An asynchronous DICOM SR/SEG/SC + FHIR bundle (POST /report/bundle/jobs)."""
+
+    result: BundleResult | None = Field(None, description="Set when state is succeeded.")
+
+
+def bundle_result(b: Bundle) -> BundleResult:
+    parts = [
+        BundlePartOut(role=o.role, content_type=DICOM, data_base64=b64(o.encode()))
+        for o in b.objects
+    ]
+    parts.append(BundlePartOut(role="fhir", content_type=FHIR_JSON, data_base64=b64(b.fhir_json)))
+    push = None
+    if b.push is not None:
+        push = PushOut(
+            status=b.push.status,
+            instances=b.push.instances,
+            attempts=b.push.attempts,
+            code=b.push.code,
+            detail=b.push.detail,
+            http_status=b.push.http_status,
+        )
+    return BundleResult(parts=parts, push=push)

@@ -45,6 +45,9 @@ def test_classify_returns_calibrated_decision(client: TestClient, shared_data: P
         "format": "jpeg",
         "bits_stored": 8,
         "photometric": "MONOCHROME2",
+        "analysis_width": 512,
+        "analysis_height": 512,
+        "analysis_scale": 1.0,
     }
     assert "not a diagnosis" in body["disclaimer"]
     assert "x-request-id" in {k.lower() for k in client.post("/classify").headers}

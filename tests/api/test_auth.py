@@ -93,13 +93,19 @@ def test_probes_and_contract_stay_open(secured: TestClient, path: str) -> None:
     assert secured.get(path).status_code == 200
 
 
-def test_repeated_failures_are_throttled_then_even_a_good_key_waits(secured: TestClient) -> None:
+def test_repeated_failures_are_throttled_but_a_valid_key_still_gets_through(
+    secured: TestClient,
+) -> None:
+    """F5: the throttle slows guessing; it must not lock out key holders that share the
+    address (a proxy, the compose bridge). Before the fix the valid key got 429 here."""
     for _ in range(10):
         assert secured.get("/version", headers={"X-API-Key": "guess"}).status_code == 401
-    resp = secured.get("/version", headers={"X-API-Key": KEY})
+    resp = secured.get("/version", headers={"X-API-Key": "guess-again"})
     assert resp.status_code == 429
     assert resp.json()["code"] == "too_many_auth_failures"
     assert 1 <= int(resp.headers["retry-after"]) <= 61
+    assert secured.get("/version", headers={"X-API-Key": KEY}).status_code == 200
+    assert secured.get("/version").status_code == 429  # no key: still throttled
 
 
 def test_audit_names_the_principal_never_the_key(
@@ -115,6 +121,28 @@ def test_audit_names_the_principal_never_the_key(
     ]
     text = caplog.text
     assert KEY not in text and "nope" not in text and key_digest(KEY) not in text
+
+
+def test_client_request_ids_never_become_the_audit_id(
+    secured: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """F7: one client-chosen id appeared on three audit lines of different principals. The
+    server now always mints its own id and logs the client's next to it."""
+    caplog.set_level(logging.INFO, logger="cxr.audit")
+    chosen = {"X-Request-ID": "victim-req-000042"}
+    answers = [
+        secured.get("/version", headers={**chosen, "Authorization": f"Bearer {KEY}"}),
+        secured.get("/version", headers=chosen),  # denied
+        secured.get("/version", headers={**chosen, "X-API-Key": OTHER_KEY}),
+    ]
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "cxr.audit"]
+    ids = [r["request_id"] for r in records]
+    assert len(set(ids)) == 3 and "victim-req-000042" not in ids
+    assert [r["client_request_id"] for r in records] == ["victim-req-000042"] * 3
+    assert [a.headers["x-request-id"] for a in answers] == ids
+    odd = secured.get("/version", headers={"X-Request-ID": "bad id with spaces"})
+    assert json.loads(caplog.records[-1].getMessage())["client_request_id"] is None
+    assert odd.headers["x-request-id"] != "bad id with spaces"
 
 
 def test_without_keys_the_loopback_service_is_open(client: TestClient) -> None:
@@ -164,9 +192,10 @@ def test_throttle_window_and_memory_bound() -> None:
     auth = ApiKeyAuthenticator(parse_key_specs([f"a:{key_digest(KEY)}"]), throttle)
     for _ in range(3):
         assert auth.check("1.1.1.1", "bad").status == 401
-    assert auth.check("1.1.1.1", KEY).status == 429
+    assert auth.check("1.1.1.1", "bad").status == 429
+    assert auth.check("1.1.1.1", KEY).principal == "a"  # a valid key is never throttled
     now[0] = 10.5
-    assert auth.check("1.1.1.1", KEY).principal == "a"
+    assert auth.check("1.1.1.1", "bad").status == 401  # the window has passed
     for client in ("2.2.2.2", "3.3.3.3", "4.4.4.4"):
         throttle.record_failure(client)
     assert len(throttle._failures) == 2  # noqa: SLF001 - the bound is the point

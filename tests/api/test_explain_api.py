@@ -6,6 +6,7 @@ import base64
 import io
 import threading
 import time
+from collections.abc import Iterator
 
 import anyio
 import numpy as np
@@ -18,7 +19,7 @@ from service.explain_usecase import ExplainService
 from service.gate import Overloaded, WorkGate
 from service.registry import load_registry
 from service.settings import Settings
-from tests.factories import png_bytes, synthetic_chest
+from tests.factories import png_bytes, png_header_only, synthetic_chest
 
 HEIGHT, WIDTH = 120, 100
 
@@ -103,8 +104,8 @@ def test_bad_images_are_problem_json(client: TestClient, route: str) -> None:
     r = client.post(route, files={"file": ("x.png", b"not an image at all", "image/png")})
     assert r.status_code in (415, 422)
     assert r.headers["content-type"].startswith("application/problem+json")
-    missing = client.post(route, data={"other": "1"})
-    assert missing.status_code == 422 and missing.json()["code"] == "missing_file"
+    missing = client.post(route, data={"other": "1"})  # urlencoded: not multipart at all
+    assert missing.status_code == 415 and missing.json()["code"] == "multipart_required"
 
 
 def test_lime_without_lungs_is_422(client: TestClient) -> None:
@@ -210,3 +211,103 @@ def test_lime_job_can_be_cancelled(client: TestClient, chest_png: bytes) -> None
     done = _wait_job(client, job["status_url"])
     # Either it was stopped, or it had already finished in the meantime (tiny model).
     assert done["state"] in ("cancelled", "succeeded")
+
+
+# ---- F1 (security review): bounded working copy, pixel-cost admission ------------------------
+
+
+@pytest.fixture(scope="module")
+def small_work_client(tiny_weights: object) -> Iterator[TestClient]:
+    """Working copies bounded at 64 px and a 30,000-pixel study budget, so that a 120x100
+    upload exercises the same paths as a 30 MP one does under the defaults."""
+    from service.app import create_app
+    from service.settings import LimitSettings
+
+    limits = LimitSettings(work_max_side=64, max_study_pixels=30_000)
+    settings = Settings(weights_dir=tiny_weights, limits=limits, _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _scaled_image_info(body: dict) -> None:
+    image = body["image"]
+    assert (image["width"], image["height"]) == (WIDTH, HEIGHT)  # the upload's own size
+    assert (image["analysis_width"], image["analysis_height"]) == (53, 64)
+    assert image["analysis_scale"] == pytest.approx(53 / WIDTH, abs=1e-6)
+
+
+def test_explanations_run_on_the_bounded_working_copy(
+    small_work_client: TestClient, chest_png: bytes
+) -> None:
+    """Before the fix every map and overlay came back at upload size (a 30 MP upload cost
+    +1.6 GB on /explain/gradcam) and the response had no analysis size."""
+    gradcam = _post(small_work_client, "/explain/gradcam", chest_png)
+    _scaled_image_info(gradcam)
+    for key in ("overlay_png", "heatmap_lungs_png", "heatmap_full_png"):
+        assert _png_size(gradcam[key]) == (53, 64)
+    lime = _post(small_work_client, "/explain/lime", chest_png, n_samples=50)
+    _scaled_image_info(lime)
+    assert _png_size(lime["overlay_png"]) == (53, 64)
+    seg = _post(small_work_client, "/segment", chest_png)
+    _scaled_image_info(seg)
+    assert _png_size(seg["overlay_png"]) == (53, 64)
+    assert all(_png_size(s["mask_png"]) == (53, 64) for s in seg["structures"])
+    classify = _post(small_work_client, "/classify", chest_png)
+    _scaled_image_info(classify)
+
+
+def test_unscaled_uploads_say_so(client: TestClient, chest_png: bytes) -> None:
+    image = _post(client, "/classify", chest_png)["image"]
+    assert (image["analysis_width"], image["analysis_height"]) == (WIDTH, HEIGHT)
+    assert image["analysis_scale"] == 1.0
+
+
+def test_study_has_a_total_pixel_budget(small_work_client: TestClient, chest_png: bytes) -> None:
+    """Two 120x100 views (24,000 px) fit the 30,000-pixel budget, three do not: refused
+    from the headers before decoding. Before the fix six 30 MP views cost +781 MB."""
+    view = ("files", ("a.png", chest_png, "image/png"))
+    assert small_work_client.post("/classify/study", files=[view] * 2).status_code == 200
+    r = small_work_client.post("/classify/study", files=[view] * 3)
+    assert r.status_code == 422 and r.json()["code"] == "pixel_budget_exceeded"
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def _array_bytes(value: object, seen: set[int] | None = None) -> int:
+    """Bytes of every numpy array reachable through dataclass fields and tuples."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_array_bytes(getattr(value, f.name), seen) for f in dataclasses.fields(value))
+    if isinstance(value, (tuple, list)):
+        return sum(_array_bytes(v, seen) for v in value)
+    return 0
+
+
+def test_lime_outcomes_hold_no_pixel_arrays(tiny_settings: Settings, chest_png: bytes) -> None:
+    """LIME jobs keep their outcome for minutes: ~254 MB each for a 30 MP upload before the
+    fix (label map, signed map and two zone maps at upload size)."""
+    registry = load_registry(tiny_settings)
+    service = ExplainService(
+        registry, WorkGate("inference", 1, 1, 1), WorkGate("lime", 1, 1, 1), Limits()
+    )
+    outcome = anyio.run(lambda: service.lime(chest_png, None, 50, 0))
+    assert _array_bytes(outcome) < 1024, _array_bytes(outcome)
+    assert outcome.lime.overlay_png.startswith(b"\x89PNG")
+
+
+def test_gradcam_cost_grows_with_the_upload(tiny_settings: Settings) -> None:
+    """Admission counts work, not requests: a 30 MP upload weighs more than a small one, up to
+    the working-copy bound."""
+    from service.usecases import GRADCAM_WEIGHT, pixel_cost
+
+    small = png_bytes(synthetic_chest(512, 512))
+    large = png_header_only(5477, 5477)
+    limits = Limits()
+    assert pixel_cost(large, limits, GRADCAM_WEIGHT) > 10 * pixel_cost(small, limits, 1.0)
+    assert pixel_cost(large, limits, GRADCAM_WEIGHT) < GRADCAM_WEIGHT * (0.25 + 2048**2 / 1e6) + 2

@@ -175,6 +175,9 @@ def test_variant_classifies_and_segments(client: TestClient, variant: Variant) -
         "format": variant.fmt,
         "bits_stored": variant.bits,
         "photometric": variant.photometric,
+        "analysis_width": W,
+        "analysis_height": H,
+        "analysis_scale": 1.0,
     }
     cls = _post(client, "/classify", data)
     assert cls["image"] == expected_image

@@ -285,7 +285,7 @@ def test_h7_not_multipart(client: TestClient, logs: pytest.LogCaptureFixture) ->
     resp = client.post(
         "/classify", content=f.png_bytes(f.synthetic_chest()), headers={"content-type": "image/png"}
     )
-    assert_problem(resp, 422, "missing_file")
+    assert_problem(resp, 415, "multipart_required")  # F12: was 422 missing_file
     assert_problem(client.post("/classify"), 422, "missing_file")
 
 
@@ -416,7 +416,8 @@ def drive(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": headers,
+        # HTTP/1.1 requires Host (400 missing_host without it).
+        "headers": [(b"host", b"127.0.0.1:8000"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "state": dict(state or {}),
@@ -846,15 +847,17 @@ def test_h28_full_gate_refuses_before_reading_the_body(
     receive() call, so refusing a 200 MB upload costs nothing; GET probes are not gated."""
     app, state = small_cap_app
     gate = state["explain"].gate  # type: ignore[attr-defined]
-    saved = gate._admitted  # noqa: SLF001 - simulate a full gate without running work
-    gate._admitted = gate.capacity  # noqa: SLF001
+    from service.gate import _Ticket
+
+    saved = gate._tickets  # noqa: SLF001 - simulate a full gate without running work
+    gate._tickets = [_Ticket(1.0) for _ in range(gate.capacity)]  # noqa: SLF001
     try:
         head, ctype = _multipart_head()
         result = drive(
             app, [(b"content-type", ctype), (b"content-length", b"1000")], iter([head]), state
         )
     finally:
-        gate._admitted = saved  # noqa: SLF001
+        gate._tickets = saved  # noqa: SLF001
     assert result.status == 503
     assert result.receive_calls == 0
     assert result.headers[b"retry-after"] == str(gate.retry_after_s).encode()

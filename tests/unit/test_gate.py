@@ -97,3 +97,29 @@ def test_release_free_heap_is_safe_to_call() -> None:
     from service.memory import release_free_heap
 
     release_free_heap()  # glibc: returns free pages; elsewhere: a no-op
+
+
+def test_expected_wait_counts_the_cost_of_admitted_work() -> None:
+    """F1: two heavy requests (a 30 MP Grad-CAM each) must make a cheap one wait in the
+    estimate, so it is refused at once instead of queueing for tens of seconds. Counting
+    requests, the gate saw two requests and a service time learnt from cheap ones."""
+    import time
+
+    release = threading.Event()
+    gate = WorkGate("inference", slots=2, queue=10, retry_after_s=2, max_wait_s=1.0)
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.05), cost=1.0)  # teaches ~0.05 s per unit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: gate.run(release.wait, cost=60.0))  # ~3 s each
+            tg.start_soon(lambda: gate.run(release.wait, cost=60.0))
+            await anyio.sleep(0.1)
+            assert gate.in_flight == 2 and gate.admitted_cost == 120.0
+            assert gate.expected_wait_s() > 2.0
+            assert gate.would_refuse()
+            with pytest.raises(Overloaded):
+                await gate.run(lambda: None, cost=1.0)
+            release.set()
+        assert gate.expected_wait_s() == 0.0
+
+    anyio.run(main)

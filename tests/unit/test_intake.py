@@ -194,6 +194,22 @@ def _dcm_nested_undefined() -> bytes:
     )
 
 
+def _flood_in_undefined_sequence(count: int) -> bytes:
+    """One undefined-length sequence whose single item holds ``count`` elements: pydicom
+    parses it eagerly to find its end, so the walk must count inside it too."""
+    undefined = struct.pack("<I", 0xFFFFFFFF)
+    return (
+        f.dicom_element(0x0008, 0x1140, b"SQ", b"", length=0xFFFFFFFF)
+        + f.dicom_tag_bytes(0xFFFE, 0xE000)
+        + undefined
+        + f.element_flood(count)
+        + f.dicom_tag_bytes(0xFFFE, 0xE00D)
+        + b"\0\0\0\0"
+        + f.dicom_tag_bytes(0xFFFE, 0xE0DD)
+        + b"\0\0\0\0"
+    )
+
+
 def _dcm_nested_defined() -> bytes:
     return f.insert_before(
         _dcm(height=32, width=32), 0x0010, 0x0010, f.nested_sequences_defined(1000)
@@ -452,6 +468,20 @@ CASES: list[Case] = [
     Case("H17b-rle-corrupt", _dcm_corrupt(RLELossless), CorruptImage),
     # H18-H20 structure
     Case("H18-nested-undefined-200", _dcm_nested_undefined, MalformedDicom, HEADER_REJECT_S),
+    # F4 (security review): pydicom builds every element (1 M took 30 s and +348 MB); refused
+    # from a header walk instead. Before the walk this decoded fine.
+    Case(
+        "F4-element-flood-20k",
+        lambda: f.insert_before(_dcm(height=32, width=32), 0x7FE0, 0x0010, f.element_flood(20_000)),
+        MalformedDicom,
+    ),
+    Case(
+        "F4-element-flood-in-a-sequence",
+        lambda: f.insert_before(
+            _dcm(height=32, width=32), 0x0010, 0x0010, _flood_in_undefined_sequence(20_000)
+        ),
+        MalformedDicom,
+    ),
     Case("H20-pixeldata-vl-beyond-eof", _dcm_pixel_vl_beyond_eof, MalformedDicom),
     Case("H20-patientname-vl-fff0", _dcm_patient_name_vl, MalformedDicom),
     Case("H20-no-dicm-magic", _dcm_no_magic, MalformedDicom),
@@ -726,3 +756,41 @@ def test_decode_peak_memory_is_bounded(build: Callable[[], bytes], ratio: float)
     finally:
         tracemalloc.stop()
     assert peak <= ratio * out.pixels.nbytes, f"{peak / out.pixels.nbytes:.2f}x"
+
+
+# ---- F1 (security review): a bounded working copy ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda a: f.png_bytes(a),
+        lambda a: f.png_bytes(a.astype(np.uint16) * 257),
+        lambda a: f.encode(Image.fromarray(a), "JPEG", quality=90),
+        lambda a: f.encode(Image.fromarray(a).convert("RGB"), "PNG"),
+        lambda a: f.dicom_bytes(f.dicom_dataset(a, bits_stored=8)),
+    ],
+    ids=["png8", "png16", "jpeg", "rgb", "dicom"],
+)
+def test_large_uploads_decode_to_a_bounded_working_copy(build: Callable[[Any], bytes]) -> None:
+    """The longer side is scaled to ``work_side`` (aspect kept); width/height stay the
+    upload's. Before the fix the pixels stayed at upload size (30 MP: 120 MB per float copy,
+    and every mask, map and overlay after it)."""
+    arr = f.synthetic_chest(300, 240)
+    out = decode_upload(build(arr), Limits(work_side=100))
+    assert out.pixels.shape == (100, 80)
+    assert (out.width, out.height) == (240, 300)
+    assert out.scale == pytest.approx(80 / 240)
+    assert out.pixels.dtype == np.float32
+    assert float(out.pixels.min()) >= 0.0 and float(out.pixels.max()) <= 1.0
+    # The working copy is the image, scaled: compare with a plain resize of the upload.
+    reference = decode_upload(build(arr), Limits(work_side=4096)).pixels
+    expected = np.asarray(
+        Image.fromarray(reference, mode="F").resize((80, 100), Image.Resampling.BILINEAR)
+    )
+    assert float(np.abs(out.pixels - expected).mean()) < 0.03
+
+
+def test_small_uploads_are_not_rescaled() -> None:
+    out = decode_upload(f.png_bytes(f.synthetic_chest(96, 80)), Limits(work_side=96))
+    assert out.pixels.shape == (96, 80) and out.scale == 1.0

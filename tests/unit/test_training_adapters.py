@@ -90,3 +90,19 @@ def test_shared_table_roundtrip_and_frontal_filter(tmp_path: Path) -> None:
     back, extra = read_table(tmp_path / "t.csv")
     assert back == frontal
     assert extra == {"split": ["train", "val", "test"]}
+
+
+def test_finding_type_and_population_of_shared_rows() -> None:
+    from training.adapters import finding_type, population, source_generation
+
+    assert finding_type(0, "No Finding") == "normal"
+    assert finding_type(1, "COVID-19, ARDS") == "covid"
+    assert finding_type(1, "Non-COVID pneumonia / lung opacity") == "pneumonia"
+    assert finding_type(1, "bacterial pneumonia") == "pneumonia"
+    assert finding_type(1, "Edema; Infiltration; Pneumonia") == "pneumonia"
+    assert finding_type(1, "Nodule") == "nodule"
+    assert finding_type(1, "Klebsiella") == "other"
+    assert population("pediatric") == "pediatric"
+    assert population("") == population("adult") == "adult"
+    assert source_generation("covidqu") == source_generation("covid19rad") == 1
+    assert source_generation("kermany") == 0

@@ -29,6 +29,11 @@ def test_prepare_writes_table_and_caches(tmp_path: Path) -> None:
     spec = InputSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     served = to_model_input(load_gray(records[i].image), spec)
     np.testing.assert_array_equal(to_model_input(cls[row], spec), served)
+    # the uint8 training cache holds the same picture at 256 px (within rounding)
+    u8 = np.load(tmp_path / "cache" / "cls256u8.npy")
+    assert u8.shape == (3, 256, 256) and u8.dtype == np.uint8
+    back = to_model_input(u8[row].astype(np.float32) / 255, spec)
+    assert np.abs(back - served).mean() < 0.05
 
 
 def test_lungs_only_masks_become_partial_labels(tmp_path: Path) -> None:

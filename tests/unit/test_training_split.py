@@ -97,3 +97,21 @@ def test_pixel_sha_is_encoding_independent_and_shape_sensitive() -> None:
 
 def test_components_merge_transitively() -> None:
     assert components(5, [(0, 1), (1, 2), (3, 4)]).root == (0, 0, 0, 3, 3)
+
+
+def test_adding_a_later_source_keeps_the_earlier_assignment() -> None:
+    from training.prepare import _stratum_order
+
+    groups, strata = _groups_and_strata(300, 2)
+    names = {"a": "nih", "b": "kermany"}
+    strata = [names[s[0]] + s[1:] for s in strata]
+    before = assign_splits(groups, strata, seed=5, stratum_order=_stratum_order)
+    # "covidqu" sorts before "kermany"/"nih" by name; it is a later generation: drawn last
+    extra = 120
+    groups2 = groups + [1000 + i for i in range(extra)]
+    strata2 = strata + [f"covidqu:{i % 2}" for i in range(extra)]
+    after = assign_splits(groups2, strata2, seed=5, stratum_order=_stratum_order)
+    assert after[: len(groups)] == before
+    assert set(after[len(groups) :]) == {"train", "val", "test"}
+    by_name = assign_splits(groups2, strata2, seed=5)
+    assert by_name[: len(groups)] != before  # what the generation order protects against

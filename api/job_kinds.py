@@ -1,0 +1,78 @@
+"""What each kind of job runs and returns: the response its synchronous route would give.
+
+Used by the API process (in-memory jobs) and by ``python -m service.worker`` (Redis jobs), so a
+job's result is the same JSON whichever process ran it. Results are encoded outputs (PNGs as
+base64, rounded numbers), never arrays; the bundle's DICOM instances and FHIR Bundle are kept as
+base64 parts (what the multipart/related answer carries), never as datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from api.problems import problem_for_exception
+from api.routes.report import report_response
+from api.schemas.convert import image_out, model_info
+from api.schemas.explain import lime_response
+from api.schemas.report import bundle_result
+from explain import Target
+from reporting.evidence import Language
+from service.interop_usecase import InteropService
+from service.jobs import JobControl, JobKind, JobSpec, Json, Runner
+from service.lifespan import JobKinds
+
+Handler = Callable[[JobSpec, bytes, JobControl], Awaitable[Json]]
+
+
+def make_runner(interop: InteropService) -> Runner:
+    explain, report = interop.explain, interop.report_service
+    registry = explain.registry
+
+    async def lime(spec: JobSpec, data: bytes, control: JobControl) -> Json:
+        p = spec.params
+        target = cast(Target | None, p.get("target"))
+        out = await explain.lime(
+            data, target, int(p["n_samples"] or 0), int(p["seed"] or 0), control
+        )
+        body = lime_response(out, model_info(registry.classifier), image_out(out.image))
+        return body.model_dump(mode="json")
+
+    async def written(spec: JobSpec, data: bytes, control: JobControl) -> Json:
+        p = spec.params
+        control.started()
+        attributions = spec.kind == "explain_report" or bool(p.get("attributions"))
+        language = cast(Language, p["lang"])
+        out = await report.report(data, language, bool(p["lime"]), attributions, control)
+        return report_response(out, report).model_dump(mode="json")
+
+    async def bundle(spec: JobSpec, data: bytes, control: JobControl) -> Json:
+        p = spec.params
+        control.started()
+        language = cast(Language, p["lang"])
+        sha256 = hashlib.sha256(data).hexdigest()
+        b = await interop.bundle(
+            data, sha256, language, bool(p["lime"]), bool(p.get("push")), control
+        )
+        return bundle_result(b).model_dump(mode="json")
+
+    handlers: dict[JobKind, Handler] = {
+        "lime": lime,
+        "report": written,
+        "explain_report": written,
+        "bundle": bundle,
+    }
+
+    async def run(spec: JobSpec, data: bytes, control: JobControl) -> Json:
+        return await handlers[spec.kind](spec, data, control)
+
+    return run
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """The problem body a synchronous call would have answered (request_id filled when read)."""
+    return problem_for_exception(exc, None)
+
+
+JOB_KINDS = JobKinds(runner=make_runner, describe=describe)

@@ -1,0 +1,255 @@
+"""Results as DICOM (SR, SEG, SC), FHIR and one multipart bundle; optional STOW-RS push.
+
+The analyses are the existing use cases (report, segmentation, Grad-CAM), so the numbers in
+every format are the JSON API's numbers; this module only maps their outcomes to
+:mod:`interop` inputs and links them to the source. UIDs are seeded by the upload's sha256, the
+model versions and the options that change an object's content (language, LIME), so a retried
+request re-creates the same instances. Patient identifiers are read from the upload's header by
+:mod:`interop.source` only, into the objects' patient fields; nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from anyio import to_thread
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from explain.masks import resize_mask
+from inference.anatomy import Anatomy, segment
+from inference.intake import Radiograph, decode_upload
+from inference.sessions import VerifiedModel
+from inference.sniff import ImageFormat, detect_format
+from interop.fhir import build_fhir
+from interop.model import Algorithm, Findings, ReportText, Segment, ZoneFinding
+from interop.multipart import Part, Related, encode_related
+from interop.sc import build_sc
+from interop.seg import build_seg
+from interop.source import SourceImage, dicom_source, stand_in_source
+from interop.sr import build_sr
+from interop.stow import PushResult, StowConfig, push
+from interop.uids import UidFactory
+from reporting.evidence import Language
+from service.explain_usecase import ExplainService, GradCamOutcome
+from service.jobs import JobControl
+from service.report_usecase import ReportOutcome, ReportService
+from service.settings import PacsSettings
+from service.usecases import AnalysisService
+
+DICOM = "application/dicom"
+FHIR_JSON = "application/fhir+json"
+
+
+class PushNotConfigured(Exception):
+    """push=true without CXR_PACS__STOW_URL."""
+
+
+@dataclass(frozen=True)
+class DicomObject:
+    role: str  # sr | seg | sc | source
+    dataset: Dataset
+
+    def encode(self) -> bytes:
+        buf = io.BytesIO()
+        self.dataset.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything one /report?format=bundle call returns, and the push outcome if asked."""
+
+    objects: tuple[DicomObject, ...]
+    fhir_json: bytes
+    push: PushResult | None
+
+
+def stow_config(s: PacsSettings) -> StowConfig | None:
+    if not s.stow_url:
+        return None
+    return StowConfig(
+        url=s.stow_url,
+        timeout_s=s.timeout_s,
+        attempts=s.attempts,
+        backoff_s=s.backoff_s,
+        username=s.username,
+        password=s.password.get_secret_value() if s.password else None,
+        bearer_token=s.bearer_token.get_secret_value() if s.bearer_token else None,
+    )
+
+
+def algorithm(m: VerifiedModel) -> Algorithm:
+    return Algorithm(m.manifest.name, m.manifest.version, m.manifest.sha256)
+
+
+def findings_of(o: ReportOutcome) -> Findings:
+    v = o.vision
+    return Findings(
+        decision=v.classification.decision,
+        probability_finding=float(v.classification.probability_finding),
+        threshold=float(v.classification.threshold),
+        zones=tuple(
+            ZoneFinding(d.zone_id, d.name_en, d.gradcam_mean, d.lime_intensity, float(d.fused))
+            for d in v.descriptors
+        ),
+        explanation_weak=v.quality.weak,
+    )
+
+
+def findings_of_gradcam(gc: GradCamOutcome) -> Findings:
+    """Findings without a report: the classification and the Grad-CAM zone descriptors."""
+    c = gc.classification
+    return Findings(
+        decision=c.decision,
+        probability_finding=float(c.probability_finding),
+        threshold=float(c.threshold),
+        zones=tuple(
+            ZoneFinding(z.zone_id, z.name_en, z.gradcam_mean, z.lime_intensity, float(z.fused))
+            for z in gc.gradcam.zones
+        ),
+        explanation_weak=gc.quality.weak,
+    )
+
+
+def report_text_of(o: ReportOutcome) -> ReportText:
+    r, rep = o.report, o.report.reproducibility
+    return ReportText(
+        language=r.language,
+        findings=r.sections.findings,
+        interpretation=r.sections.interpretation,
+        recommendations=r.sections.recommendations,
+        llm=Algorithm(rep.model, rep.backend, rep.model_sha256 or ""),
+    )
+
+
+def segments_of(anatomy: Anatomy, rows: int, cols: int) -> tuple[Segment, ...]:
+    """Masks at the source image's [rows, cols]: segmentation ran on the bounded working copy,
+    so a large DICOM source gets its masks scaled up here, for the SEG only (nearest)."""
+    return tuple(
+        Segment(s.name, resize_mask(s.mask, rows, cols), s.provenance) for s in anatomy.structures
+    )
+
+
+def overlay_rgb(gc: GradCamOutcome) -> np.ndarray:
+    with Image.open(io.BytesIO(gc.gradcam.overlay_png)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+class InteropService:
+    """Builds the DICOM/FHIR answers from the analysis, explain and report use cases."""
+
+    def __init__(
+        self,
+        analysis: AnalysisService,
+        explain: ExplainService,
+        report: ReportService,
+        pacs: StowConfig | None,
+    ) -> None:
+        self.analysis = analysis
+        self.explain = explain
+        self.report_service = report
+        self.pacs = pacs
+        self.registry = analysis.registry
+
+    # -- linkage --------------------------------------------------------------------------
+
+    def uids(self, sha256: str) -> UidFactory:
+        versions = "|".join(f"{k}={v}" for k, v in sorted(self.registry.versions().items()))
+        return UidFactory(f"{sha256}|{versions}")
+
+    def _source_sync(self, data: bytes, sha256: str, pixels: Radiograph | None) -> SourceImage:
+        uids = self.uids(sha256)
+        if detect_format(data) is ImageFormat.DICOM:
+            return dicom_source(data, uids)
+        radiograph = pixels or decode_upload(data, self.analysis.limits)
+        return stand_in_source(radiograph.pixels, uids)
+
+    async def source(self, data: bytes, sha256: str) -> SourceImage:
+        return await to_thread.run_sync(lambda: self._source_sync(data, sha256, None))
+
+    # -- single objects -------------------------------------------------------------------
+
+    def _anatomy_sync(self, data: bytes) -> tuple[Radiograph, Anatomy]:
+        radiograph = decode_upload(data, self.analysis.limits)
+        return radiograph, segment(self.registry.segmenter, radiograph.pixels)
+
+    async def seg(self, data: bytes, sha256: str) -> DicomObject:
+        radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
+        source = self._source_sync(data, sha256, radiograph)
+        rows, cols = int(source.reference.Rows), int(source.reference.Columns)
+        segments = segments_of(anatomy, rows, cols)
+        seg = build_seg(source, algorithm(self.registry.segmenter), segments)
+        return DicomObject("seg", seg)
+
+    async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
+        source = await self.source(data, sha256)
+        return DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}"))
+
+    def sr_from(self, source: SourceImage, o: ReportOutcome, lime: bool) -> DicomObject:
+        role = f"sr.{o.report.language}.{'lime' if lime else 'gradcam'}"
+        classifier = algorithm(self.registry.classifier)
+        return DicomObject(
+            "sr", build_sr(source, classifier, findings_of(o), report_text_of(o), role=role)
+        )
+
+    def sr_from_gradcam(self, source: SourceImage, gc: GradCamOutcome) -> DicomObject:
+        """An SR of the classification and Grad-CAM zones only (no report text)."""
+        classifier = algorithm(self.registry.classifier)
+        findings = findings_of_gradcam(gc)
+        return DicomObject("sr", build_sr(source, classifier, findings, None, role="sr.gradcam"))
+
+    def fhir_from(self, source: SourceImage, o: ReportOutcome, lime: bool) -> bytes:
+        role = f"fhir.{o.report.language}.{'lime' if lime else 'gradcam'}"
+        models = tuple(algorithm(m) for m in self.registry.models())
+        bundle = build_fhir(source, models, findings_of(o), report_text_of(o), role=role)
+        return bundle.model_dump_json(exclude_none=True).encode("utf-8")
+
+    # -- the bundle -----------------------------------------------------------------------
+
+    async def bundle(
+        self,
+        data: bytes,
+        sha256: str,
+        language: Language,
+        lime: bool,
+        do_push: bool,
+        control: JobControl | None = None,
+    ) -> Bundle:
+        if do_push and self.pacs is None:
+            raise PushNotConfigured()
+        outcome = await self.report_service.report(data, language, lime, False, control)
+        seg = await self.seg(data, sha256)
+        gc = await self.explain.gradcam(data, None)
+        source = await self.source(data, sha256)
+        objects = [
+            self.sr_from(source, outcome, lime),
+            seg,
+            DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}")),
+        ]
+        objects[:0] = stand_in_objects(source)
+        result = await self.push(objects) if do_push else None
+        return Bundle(tuple(objects), self.fhir_from(source, outcome, lime), result)
+
+    async def push(self, objects: list[DicomObject]) -> PushResult:
+        if self.pacs is None:
+            raise PushNotConfigured()
+        cfg = self.pacs
+        datasets = [o.dataset for o in objects]
+        return await to_thread.run_sync(lambda: push(datasets, cfg))
+
+
+def stand_in_objects(source: SourceImage) -> list[DicomObject]:
+    """The Secondary Capture of a non-DICOM upload, which the results reference; [] for DICOM."""
+    return [DicomObject("source", source.stand_in)] if source.stand_in is not None else []
+
+
+def encode_bundle(b: Bundle, problem_json: bytes | None) -> Related:
+    """multipart/related: the DICOM instances, then the FHIR Bundle, then a push problem."""
+    parts = [Part(DICOM, o.encode(), o.role) for o in b.objects]
+    parts.append(Part(FHIR_JSON, b.fhir_json, "fhir"))
+    if problem_json is not None:
+        parts.append(Part("application/problem+json", problem_json, "push"))
+    return encode_related(parts)
