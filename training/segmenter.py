@@ -203,8 +203,8 @@ class SegmenterConfig:
     (Kumar et al., ICLR 2022), and makes the few affordable end-to-end steps count on 2 cores.
     """
 
-    head_epochs: int = 2
-    head_batch: int = 32
+    head_epochs: int = 1
+    head_batch: int = 16
     head_lr: float = 2e-3
     finetune_steps: int = 60
     finetune_batch: int = 8
@@ -394,6 +394,8 @@ def fit_head(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            if len(losses) % 40 == 0:
+                LOG.info("seg head step %d/%d loss %.4f", len(losses), steps, np.mean(losses[-40:]))
         LOG.info(
             "seg head epoch %d/%d loss %.4f (%.0f s)",
             epoch + 1,
@@ -454,6 +456,13 @@ def fit_finetune(
     return cfg.finetune_steps
 
 
+def _head_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration fields stage 1 depends on (stage-2 settings may change on a rerun)."""
+    return {
+        k: v for k, v in config.items() if not k.startswith("finetune") and k != "time_budget_s"
+    }
+
+
 def fit_segmenter(
     model: DeepLabV3Plus,
     cfg: SegmenterConfig,
@@ -473,7 +482,7 @@ def fit_segmenter(
     size = images.shape[-1]
     head_path = out_dir / "head.pt"
     saved = torch.load(head_path, weights_only=False) if head_path.exists() else None
-    if saved is not None and saved["config"] == asdict(cfg):
+    if saved is not None and _head_config(saved["config"]) == _head_config(asdict(cfg)):
         model.load_state_dict(saved["model"])
         LOG.info("segmenter stage 1 reused from %s", head_path)
     else:
