@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="per-run time budget for compare steps; segmenter: wall-time cap of its fine-tuning",
     )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=None,
+        help="segmenter: end-to-end fine-tuning batches after the decoder stage (0 skips it)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     return p
 
@@ -99,6 +105,8 @@ def _segmenter(args: argparse.Namespace, command: str) -> None:
         cfg = replace(cfg, head_epochs=args.epochs)
     if args.budget_s:
         cfg = replace(cfg, time_budget_s=args.budget_s)
+    if args.finetune_steps is not None:
+        cfg = replace(cfg, finetune_steps=args.finetune_steps)
     run_segmenter(args.work / "cache", args.work, args.weights, cfg, 256, command)
 
 

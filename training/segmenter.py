@@ -417,6 +417,8 @@ def fit_finetune(
     BatchNorm statistics stay frozen (eval mode): batches of 8 would give noisy estimates, and
     the trunk's ImageNet statistics are what stage 1 was trained on.
     """
+    if cfg.finetune_steps <= 0:
+        return 0
     weights = source_share_weights(train.sources, dict(cfg.source_shares))
     opt = _optimizer(model, cfg.finetune_lr, cfg)
     sched = torch.optim.lr_scheduler.OneCycleLR(

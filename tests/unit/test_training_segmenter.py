@@ -134,3 +134,24 @@ def test_evaluate_segmenter_scores_only_labelled_structures() -> None:
     assert set(scores["kermany"]) == {"lungs"}
     assert scores["jsrt"]["right_lung"]["dice"] == 1.0
     assert scores["kermany"]["lungs"]["hd95_px"] == 0.0
+
+
+def test_finetune_updates_trunk_and_decoder_and_can_be_skipped() -> None:
+    from training.segmenter import fit_finetune
+
+    torch.manual_seed(0)
+    model = build_segmenter(pretrained=False, aspp_channels=8)
+    images = np.random.default_rng(0).random((4, 64, 64), dtype=np.float32)
+    targets = np.zeros((4, 4, 64, 64), np.uint8)
+    targets[:, 0, 16:48, 8:28] = 1
+    targets[:, 3] = targets[:, 0]
+    split = SegSplit(np.arange(4), np.array(["jsrt"] * 4), ())
+    stem = model.low[0][0].weight.detach().clone()
+    head = model.classify.weight.detach().clone()
+    cfg = SegmenterConfig(finetune_steps=0)
+    assert fit_finetune(model, cfg, images, targets, split) == 0
+    assert torch.equal(model.low[0][0].weight, stem)
+    cfg = SegmenterConfig(finetune_steps=2, finetune_batch=2, source_shares=(("jsrt", 1.0),))
+    assert fit_finetune(model, cfg, images, targets, split) == 2
+    assert not torch.equal(model.low[0][0].weight, stem)  # the trunk is trained too
+    assert not torch.equal(model.classify.weight, head)
