@@ -11,6 +11,7 @@ from service.interop_usecase import InteropService
 from service.readiness import Readiness
 from service.registry import ModelRegistry
 from service.report_usecase import ReportService
+from service.settings import Settings
 from service.usecases import AnalysisService
 
 
@@ -43,6 +44,13 @@ def get_explain(request: Request) -> ExplainService:
 
 
 ExplainDep = Annotated[ExplainService, Depends(get_explain)]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.state.settings  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_interop(request: Request) -> InteropService:

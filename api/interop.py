@@ -47,8 +47,9 @@ _DESCRIPTIONS = {
     "dicom-seg": "Binary DICOM Segmentation of the anatomy",
     "dicom-sc": 'Secondary Capture of the overlay, "AI — not for diagnosis" burned in',
     "fhir": "FHIR R4B Bundle: DiagnosticReport (preliminary), Observations, Device, Provenance",
-    "bundle": "multipart/related; type=application/dicom: SR, SEG, SC (and, for a non-DICOM "
-    "upload, a Secondary Capture of it), then the FHIR Bundle",
+    "bundle": "multipart/related; type=application/dicom: SR, SEG, SC, a GSPS with the "
+    "outlines and the answer (and, for a non-DICOM upload, a Secondary Capture of it first), "
+    "then the FHIR Bundle",
 }
 
 

@@ -35,8 +35,18 @@ RouteOf = Callable[[Scope], str]
 
 audit_log = logging.getLogger("cxr.audit")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-# Open without credentials: orchestrator probes and the API contract itself.
-PUBLIC_PATHS = frozenset({"/health/live", "/health/ready", "/openapi.json", "/docs", "/redoc"})
+# Open without credentials: orchestrator probes, the API contract and its docs, and the
+# viewer's static files (the viewer asks for a key before it calls anything else).
+PUBLIC_PATHS = frozenset(
+    {"/health/live", "/health/ready", "/openapi.json", "/docs", "/redoc", "/", "/viewer"}
+)
+PUBLIC_PREFIXES = ("/viewer/", "/docs-assets/")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 
 
@@ -210,7 +220,7 @@ class RequestContextMiddleware:
         if self.authenticator is None:
             state["principal"] = "anonymous"
             return None
-        if scope.get("path") in PUBLIC_PATHS:
+        if is_public(scope.get("path", "")):
             state["principal"] = "public"
             return None
         client = (scope.get("client") or ("unknown", 0))[0]

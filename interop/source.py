@@ -10,6 +10,8 @@ SEG and SR reference an instance the PACS actually holds.
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -66,8 +68,11 @@ LINKED = PATIENT_STUDY + IMAGE_REFERENCE
 _REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
 
 
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
 class SourceNotLinkable(ValueError):
-    """The DICOM upload lacks a UID the outputs must reference."""
+    """The DICOM upload lacks a valid UID the outputs must reference (message: keywords only)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ class SourceImage:
     @property
     def study_uid(self) -> str:
         return str(self.reference.StudyInstanceUID)
+
+
+def _valid_uid(uid: str) -> bool:
+    return len(uid) <= 64 and _UID.fullmatch(uid) is not None
 
 
 def _person_name(value: object) -> str:
@@ -113,19 +122,25 @@ def _copy_linked(header: Dataset) -> Dataset:
     for keyword in _TYPE2:
         if keyword not in out:
             setattr(out, keyword, "")
-    missing = [k for k in _REQUIRED if k not in out]
-    if missing:
-        raise SourceNotLinkable("the DICOM upload has no " + ", ".join(missing))
+    bad = [k for k in _REQUIRED if not _valid_uid(str(out.get(k, "")))]
+    if bad:
+        raise SourceNotLinkable("missing or invalid: " + ", ".join(bad))
     out.SpecificCharacterSet = "ISO_IR 192"  # values are decoded str now; written as UTF-8
     return out
 
 
 def dicom_source(data: bytes, uids: UidFactory) -> SourceImage:
     """Link to an uploaded DICOM instance (already validated by the intake)."""
-    header = pydicom.dcmread(
-        io.BytesIO(data), stop_before_pixels=True, specific_tags=["SpecificCharacterSet", *LINKED]
-    )
-    return SourceImage(_copy_linked(header), None, uids, True)
+    with warnings.catch_warnings():
+        # pydicom's value validation warns with the offending value quoted (a UID, a name):
+        # those must not reach stderr or logs. Invalid UIDs are refused below instead.
+        warnings.simplefilter("ignore", UserWarning)
+        header = pydicom.dcmread(
+            io.BytesIO(data),
+            stop_before_pixels=True,
+            specific_tags=["SpecificCharacterSet", *LINKED],
+        )
+        return SourceImage(_copy_linked(header), None, uids, True)
 
 
 def stand_in_source(pixels: npt.NDArray[np.float32], uids: UidFactory) -> SourceImage:

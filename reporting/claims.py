@@ -11,7 +11,12 @@ What is extracted from a sentence:
   per side; "basilar" without a side -> {right_lower, left_lower});
 - polarity: whether it states an abnormality, or states normality / absence of disease;
 - out-of-scope terms: pathologies and structures the descriptors say nothing about
-  (effusion, heart, fracture, named diagnoses...);
+  (effusion, mediastinum, fracture, named diagnoses...);
+- cardiac claims (a clause naming the heart or the cardiothoracic ratio): normal size,
+  enlarged, or a plain mention; judged against the measured CTR, never against the lungs;
+- a borderline / indeterminate statement (allowed only inside the borderline band);
+- dismissive advice ("no further action is required", "не требуется"): a model cannot clear
+  a patient, so it is out of scope;
 - decimal numbers and percentages, which must match an evidence value, and bare integers
   (follow-up intervals, sizes, counts), which no evidence supports.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from reporting.evidence import ZONE_IDS, ZoneId
 
@@ -134,9 +140,6 @@ OUT_OF_SCOPE = (
     "effusions",
     "pleural",
     "pneumothorax",
-    "cardiomegaly",
-    "heart",
-    "cardiac",
     "cardiomediastinal",
     "mediastinum",
     "mediastinal",
@@ -201,9 +204,6 @@ OUT_OF_SCOPE = (
     "выпот",
     "плевр",
     "пневмоторакс",
-    "кардиомегал",
-    "сердц",
-    "сердеч",
     "средостен",
     "узел",
     "узл",
@@ -238,6 +238,35 @@ OUT_OF_SCOPE = (
     "ковид",
 )
 
+# The heart is in scope only through the measured cardiothoracic ratio: a clause naming it
+# makes a cardiac claim (normal size / enlarged / a mention), judged against that measurement,
+# and its polarity words say nothing about the lungs.
+CARDIAC = (
+    "heart",
+    "cardiac",
+    "cardiothoracic",
+    "cardiomegaly",
+    "ctr",
+    "сердц",
+    "сердеч",
+    "кардиоторакал",
+    "кардиомегал",
+    "кти",
+)
+ENLARGED = ("enlarged", "enlargement", "cardiomegaly", "increased", "увелич", "кардиомегал")
+BORDERLINE = (
+    "borderline",
+    "indeterminate",
+    "equivocal",
+    "inconclusive",
+    "пограничн",
+    "неопределённ",
+    "неопределенн",
+)
+_RATIO = ("ratio", "cardiothoracic", "ctr", "индекс", "кардиоторакал", "кти")
+# "heart size is not assessed" / "размер сердца не оценивается": a neutral statement.
+_ASSESS = ("assessed", "judged", "evaluated", "called", "call", "оценива", "оцен", "суд")
+CardiacClaim = Literal["normal", "enlarged", "ratio", "other"]
 
 # Sources of information the report does not have: no history, no examination, no prior study.
 _STUDY = r"(?:study|studies|exam\w*|imaging|radiograph\w*|film\w*)"
@@ -246,6 +275,14 @@ _UNSUPPORTED_SOURCES = re.compile(
     r"|(?:medical|patient) history|laborator\w*|lab results"
     rf"|prior {_STUDY}|previous {_STUDY}|compared (?:with|to)|since the (?:prior|previous)"
     r"|unchanged|stable|анамнез\w*|предыдущ\w*|сравнени\w*)",
+)
+# A decision-support model cannot clear a patient: "no further action is required" and the like
+# are claims no evidence supports (a "no finding" does not exclude disease).
+_DISMISSIVE = re.compile(
+    r"\bno (?:further |additional )?(?:action|follow-up|evaluation|imaging|review|treatment|"
+    r"workup|intervention)s? (?:is |are )?(?:required|needed|necessary|indicated|warranted)"
+    r"|\bnot (?:required|needed|necessary|indicated|warranted)\b"
+    r"|не\s+требу\w*|не\s+нужн\w*|нет\s+необходимост\w*|не\s+показан\w*",
 )
 
 
@@ -271,6 +308,8 @@ class Claims:
     decimals: tuple[float, ...]
     percents: tuple[float, ...]
     integers: tuple[int, ...]
+    cardiac: tuple[CardiacClaim, ...] = ()
+    states_borderline: bool = False
 
 
 def _zones(side: str | None, level: str | None) -> frozenset[ZoneId]:
@@ -348,6 +387,23 @@ def _negated(words: list[str], i: int) -> bool:
     return any(a == "not" and b in _POST_NEG_EN for a, b in zip(after, after[1:], strict=False))
 
 
+def _cardiac(words: list[str]) -> CardiacClaim:
+    """What a clause naming the heart says: its size, the ratio itself, or something else
+    (a border, a shape...: nothing measured supports that)."""
+    for i, w in enumerate(words):
+        if _has(w, ENLARGED):
+            return "normal" if _negated(words, i) else "enlarged"
+    for i, w in enumerate(words):
+        if _has(w, NORMAL):
+            return "enlarged" if _negated(words, i) else "normal"
+    if any(_has(w, _RATIO) for w in words):
+        return "ratio"
+    assessed = [i for i, w in enumerate(words) if _has(w, _ASSESS)]
+    if assessed and any(_negated(words, i) for i in assessed):
+        return "ratio"
+    return "other"
+
+
 def extract_claims(sentence: str) -> Claims:
     """Claims made by ``sentence`` (any case, English or Russian)."""
     # "right and left lower zones" names both sides: rewrite to the both-sides cue first.
@@ -355,26 +411,47 @@ def extract_claims(sentence: str) -> Claims:
     reqs: list[frozenset[ZoneId]] = []
     abnormal = normal = False
     scope: list[str] = []
+    cardiac: list[CardiacClaim] = []
+    borderline = False
     for clause in _CLAUSE.split(text):
         words = _WORD.findall(clause or "")
         if not words:
             continue
         reqs += zone_requirements(words)
+        borderline |= any(_has(w, BORDERLINE) for w in words)
+        scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
+        heart = any(_has(w, CARDIAC) for w in words)
+        if heart:
+            cardiac.append(_cardiac(words))
         for i, w in enumerate(words):
             neg = _negated(words, i)
             if _has(w, ABNORMAL):
                 normal |= neg
                 abnormal |= not neg
+            elif heart:
+                continue  # "normal" in a heart clause is about the heart (see CARDIAC)
             elif _has(w, NORMAL):
                 abnormal |= neg
                 normal |= not neg
             elif _has(w, _NEGATABLE) and neg:
                 normal = True
-        scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
+    if borderline:
+        # A hedged sentence ("borderline; an abnormality cannot be excluded") asserts neither
+        # side; it is only allowed when the probability is inside the borderline band.
+        abnormal = normal = False
     scope += [m.group(0) for m in _UNSUPPORTED_SOURCES.finditer(text)]
+    scope += [m.group(0) for m in _DISMISSIVE.finditer(text)]
     decimals = tuple(_number(m) for m in _DECIMAL.findall(text))
     percents = tuple(_number(m) / 100.0 for m in _PERCENT.findall(text))
     integers = tuple(int(m) for m in _INTEGER.findall(text))
     return Claims(
-        tuple(reqs), abnormal, normal, tuple(dict.fromkeys(scope)), decimals, percents, integers
+        tuple(reqs),
+        abnormal,
+        normal,
+        tuple(dict.fromkeys(scope)),
+        decimals,
+        percents,
+        integers,
+        tuple(cardiac),
+        borderline,
     )

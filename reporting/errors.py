@@ -6,7 +6,8 @@ Hierarchy::
     ├── LLMError                  the language model could not produce or score text
     │   ├── LLMUnavailable        backend down, circuit open, model file missing (retry later)
     │   ├── LLMTimeout            a request exceeded its deadline
-    │   └── ScoringUnsupported    the backend cannot return prompt log-probabilities
+    │   ├── ScoringUnsupported    the backend cannot return prompt log-probabilities
+    │   └── GenerationCancelled   the caller cancelled (e.g. its client disconnected)
     └── ModelIntegrityError       a GGUF file's sha256 differs from the expected one
 
 Only the service maps these to HTTP (503 with Retry-After for LLMUnavailable/LLMTimeout).
@@ -41,6 +42,10 @@ class LLMTimeout(LLMError):
 
 class ScoringUnsupported(LLMError):
     """The backend cannot return log-probabilities of a given continuation."""
+
+
+class GenerationCancelled(LLMError):
+    """Generation stopped because the caller set its cancel flag (nobody waits for it)."""
 
 
 class ModelIntegrityError(ReportingError):

@@ -12,6 +12,7 @@ patient's side (patient's right = image left on a PA/AP view).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -42,6 +43,39 @@ ZONE_NAMES: dict[Language, dict[ZoneId, str]] = {
 }
 
 
+QUALITY_FLAG_NAMES: dict[Language, dict[str, str]] = {
+    "en": {
+        "heavy_collimation": "heavy collimation",
+        "inverted": "inverted grey scale",
+        "rotated": "rotated image",
+        "lateral_view": "lateral view",
+        "out_of_distribution": "unlike the training radiographs",
+        "low_confidence_segmentation": "uncertain lung outlines",
+    },
+    "ru": {
+        "heavy_collimation": "сильная коллимация",
+        "inverted": "инвертированная шкала серого",
+        "rotated": "повёрнутое изображение",
+        "lateral_view": "боковая проекция",
+        "out_of_distribution": "не похоже на обучающие рентгенограммы",
+        "low_confidence_segmentation": "неуверенные контуры лёгких",
+    },
+}
+_FLAG = re.compile(r"[a-z][a-z_]{0,39}")
+CTR_UPPER_NORMAL = 0.5
+# The measured CTR's error against human masks (bench/RESULTS.md, "Cardiothoracic ratio"):
+# within this margin of 0.5 the size call could flip, so neither "normal" nor "enlarged" is said.
+CTR_MARGIN = 0.03
+# Grad-CAM and LIME "agree" on a zone when each scores it at least this much (their [0, 1]
+# zone scores are normalised to each map's own peak, so one floor serves both).
+AGREEMENT_MIN = 0.25
+
+
+def flag_name(flag: str, language: Language) -> str:
+    """Display name of a quality flag (unknown flags: the identifier with spaces)."""
+    return QUALITY_FLAG_NAMES[language].get(flag, flag.replace("_", " "))
+
+
 class EvidenceError(ValueError):
     """Evidence breaks its contract (unknown zone, value out of range, duplicate zone)."""
 
@@ -57,23 +91,83 @@ def _check_unit(name: str, value: float) -> None:
 class ZoneEvidence:
     """Explanation strength in one lung zone.
 
-    intensity: mean Grad-CAM activation in the zone, normalised to [0, 1].
-    lime_weight: LIME weight of the zone's superpixels (signed, unbounded) or None when LIME
-        was skipped. fused: the combined descriptor in [0, 1] the explanation stage ranks by.
+    intensity: the zone's score in [0, 1] the report ranks and names zones by (the fused
+        Grad-CAM/LIME descriptor when LIME ran, else the Grad-CAM mean).
+    lime_weight: LIME intensity of the zone (>= 0) or None when LIME was skipped.
+    fused: the combined descriptor in [0, 1] the explanation stage ranks by.
+    gradcam: mean lung-restricted Grad-CAM in the zone, [0, 1], or None.
     """
+
+    def agreed(self, min_intensity: float) -> bool:
+        """Grad-CAM and LIME both point at this zone (each >= ``min_intensity``)."""
+        return (
+            self.gradcam is not None
+            and self.lime_weight is not None
+            and self.gradcam >= min_intensity
+            and self.lime_weight >= min_intensity
+        )
 
     zone_id: ZoneId
     intensity: float
     lime_weight: float | None = None
     fused: float = 0.0
+    gradcam: float | None = None
 
     def __post_init__(self) -> None:
         if self.zone_id not in ZONE_IDS:
             raise EvidenceError(f"unknown zone id: {self.zone_id!r}")
         _check_unit("intensity", self.intensity)
         _check_unit("fused", self.fused)
+        if self.gradcam is not None:
+            _check_unit("gradcam", self.gradcam)
         if self.lime_weight is not None and not math.isfinite(self.lime_weight):
             raise EvidenceError("lime_weight must be finite")
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Measured anatomy from the segmentation masks (all unitless ratios).
+
+    ctr: cardiothoracic ratio = widest horizontal extent of the heart/mediastinum mask / widest
+        internal thoracic width between the lung masks' outer borders (None when not
+        measurable). ctr_reliable: the masks passed the plausibility checks and the view is
+        not AP (AP magnifies the heart); ctr_notes: why not, as short identifiers.
+    right_lung_share / left_lung_share: each lung's share of the total lung mask area in
+    [0, 1] (None without both lungs); lung_ratio: right / left area.
+    """
+
+    ctr: float | None
+    ctr_reliable: bool
+    ctr_notes: tuple[str, ...] = ()
+    right_lung_share: float | None = None
+    left_lung_share: float | None = None
+    lung_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ctr", "right_lung_share", "left_lung_share"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_unit(name, value)
+        if self.lung_ratio is not None and not (
+            math.isfinite(self.lung_ratio) and self.lung_ratio > 0
+        ):
+            raise EvidenceError("lung_ratio must be a positive finite number")
+        if any(not _FLAG.fullmatch(n) for n in self.ctr_notes):
+            raise EvidenceError("ctr_notes must be short snake_case identifiers")
+        if self.ctr is None and self.ctr_reliable:
+            raise EvidenceError("a missing CTR cannot be reliable")
+
+    @property
+    def heart_normal(self) -> bool | None:
+        """True / False when a reliable CTR is clearly below / above 0.5 (by ``CTR_MARGIN``);
+        None when it is unreliable, missing or too close to 0.5 to call."""
+        if self.ctr is None or not self.ctr_reliable:
+            return None
+        if self.ctr < CTR_UPPER_NORMAL - CTR_MARGIN:
+            return True
+        if self.ctr >= CTR_UPPER_NORMAL + CTR_MARGIN:
+            return False
+        return None
 
 
 @dataclass(frozen=True)
@@ -81,9 +175,14 @@ class Evidence:
     """Classifier decision plus zone descriptors for one radiograph.
 
     probability_finding: calibrated probability of a finding in [0, 1]; decision must agree
-    with it and ``threshold`` (finding iff probability >= threshold). explanation_weak: the
-    explanation stage judged the maps too weak/diffuse to localise anything; then no zone is
-    "supported" and the report must not name zones. view: PA/AP/... or None.
+    with it and ``threshold`` (finding iff probability >= threshold: the side of the threshold
+    the explanations explain). explanation_weak: the explanation stage judged the maps too
+    weak/diffuse to localise anything; then no zone is "supported" and the report must not name
+    zones. view: PA/AP/... or None. band: the borderline interval [lo, hi] around the threshold
+    (a probability in [lo, hi) is "indeterminate"); None = no band. quality_flags: soft
+    observations of the input gate (the image was still analysed); unsuitable: reasons the
+    image cannot be analysed at all (the report then says so and nothing else).
+    measurements: CTR and lung areas, or None when not measured.
     """
 
     decision: Decision
@@ -92,8 +191,22 @@ class Evidence:
     zones: tuple[ZoneEvidence, ...]
     explanation_weak: bool = False
     view: str | None = None
+    band: tuple[float, float] | None = None
+    quality_flags: tuple[str, ...] = ()
+    unsuitable: tuple[str, ...] = ()
+    measurements: Measurements | None = None
 
     def __post_init__(self) -> None:
+        if self.band is not None:
+            lo, hi = self.band
+            _check_unit("band", lo)
+            _check_unit("band", hi)
+            if not lo <= self.threshold <= hi:
+                raise EvidenceError("band must satisfy lo <= threshold <= hi")
+        for flag in (*self.quality_flags, *self.unsuitable):
+            if not _FLAG.fullmatch(flag):
+                # Flags reach the prompt: identifiers only, never free text.
+                raise EvidenceError("quality flags must be short snake_case identifiers")
         if self.decision not in get_args(Decision):
             raise EvidenceError(f"unknown decision: {self.decision!r}")
         _check_unit("probability_finding", self.probability_finding)
@@ -116,6 +229,21 @@ class Evidence:
         """Probability of the decided class, in [0.5, 1] when threshold is 0.5."""
         p = self.probability_finding
         return p if self.decision == "finding" else 1.0 - p
+
+    @property
+    def indeterminate(self) -> bool:
+        """The probability lies inside the borderline band."""
+        if self.band is None or self.band[0] == self.band[1]:
+            return False
+        return self.band[0] <= self.probability_finding < self.band[1]
+
+    @property
+    def decision_band(self) -> Literal["finding", "no_finding", "indeterminate"]:
+        return "indeterminate" if self.indeterminate else self.decision
+
+    def agreed_zones(self, min_intensity: float) -> tuple[ZoneEvidence, ...]:
+        """Supported zones on which Grad-CAM and LIME agree (empty when the map is weak)."""
+        return tuple(z for z in self.supported_zones(min_intensity) if z.agreed(AGREEMENT_MIN))
 
     def supported_zones(self, min_intensity: float, max_zones: int = 6) -> tuple[ZoneEvidence, ...]:
         """Zones a report may name: intensity >= min_intensity, strongest first.

@@ -1,18 +1,19 @@
 """A scripted, deterministic backend for tests: it records every prompt it is given.
 
-Scoring is a transparent toy model: a continuation word that also occurs in the prompt gets
-log-probability ``-0.1``, any other word ``-2.0``. That makes attributions testable: a zone
-named in the report is credited to the descriptor that put the zone's words in the prompt.
-"""
+Scoring is a transparent toy model: a continuation word that also occurs in the prompt's last
+turn (the facts) gets log-probability ``-0.1``, any other word ``-2.0``. That makes attributions
+testable: a zone named in the report is credited to the descriptor that put the zone's words in
+the prompt."""
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reporting.errors import LLMTimeout, LLMUnavailable
+from reporting.errors import GenerationCancelled, LLMTimeout, LLMUnavailable
 from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -23,7 +24,8 @@ Responder = Callable[[Sequence[Message], Mapping[str, Any] | None], str]
 class FakeBackend:
     """Returns ``reply`` (a string or a function of the messages) for every generation.
 
-    ``fail`` makes every call raise (``"unavailable"`` or ``"timeout"``). ``prompts`` holds
+    ``fail`` makes every call raise (``"unavailable"`` or ``"timeout"``). ``delay_s`` paces
+    the streamed words (to test what happens while a generation is running). ``prompts`` holds
     every message list seen by generate or score, in order, for assertions.
     """
 
@@ -32,8 +34,12 @@ class FakeBackend:
         reply: str | Responder,
         languages: frozenset[str] = frozenset({"en"}),
         fail: str | None = None,
+        delay_s: float = 0.0,
     ) -> None:
         self._reply = reply
+        self._delay_s = delay_s
+        self.completed = 0  # generations that ran to the end
+        self.cancelled = 0  # generations stopped by their cancel flag
         self._languages = languages
         self._fail = fail
         self._lock = threading.Lock()
@@ -58,13 +64,28 @@ class FakeBackend:
         messages: Sequence[Message],
         json_schema: Mapping[str, Any] | None,
         params: GenerationParams,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        """Streams the reply word by word (``delay_s`` apart) and honours ``cancel``."""
         with self._lock:
             self.prompts.append(tuple(messages))
             self.schemas.append(json_schema)
             self.params.append(params)
         self._maybe_fail()
         text = self._reply if isinstance(self._reply, str) else self._reply(messages, json_schema)
+        pieces = re.findall(r"\S+\s*|\s+", text)
+        for piece in pieces:
+            if cancel is not None and cancel.is_set():
+                with self._lock:
+                    self.cancelled += 1
+                raise GenerationCancelled("fake generation cancelled")
+            if self._delay_s:
+                time.sleep(self._delay_s)
+            if on_text is not None:
+                on_text(piece)
+        with self._lock:
+            self.completed += 1
         n = len(_WORD.findall(text))
         return GenerationResult(text=text, tokens=n, prompt_tokens=0, seconds=0.001)
 
@@ -72,7 +93,9 @@ class FakeBackend:
         with self._lock:
             self.prompts.append(tuple(messages))
         self._maybe_fail()
-        prompt_words = {w.lower() for m in messages for w in _WORD.findall(m.content)}
+        # Only the last turn varies between attribution coalitions (the system turn and the
+        # worked example are fixed), so only its words count.
+        prompt_words = {w.lower() for w in _WORD.findall(messages[-1].content)}
         tokens, offsets, logprobs = [], [], []
         for match in _WORD.finditer(continuation):
             tokens.append(match.group())

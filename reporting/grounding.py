@@ -6,7 +6,10 @@ the Evidence (see :mod:`reporting.claims`). A sentence is removed when it
 - names a zone that is not supported (supported = intensity >= ``min_intensity`` and the
   explanation is not weak),
 - contradicts the classifier's decision (normality when the decision is "finding";
-  an abnormality when it is "no_finding"),
+  an abnormality when it is "no_finding"; either, when the probability is inside the
+  borderline band), or calls the result borderline when it is not,
+- says something about the heart the measured cardiothoracic ratio does not support
+  ("normal heart size" needs a reliable CTR below 0.5, "enlarged" one of 0.5 or more),
 - names a pathology or structure the descriptors say nothing about,
 - quotes a number that matches no evidence value,
 - is not plain prose (URL, markup), is in the wrong script, repeats an earlier sentence or
@@ -25,12 +28,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reporting.claims import Claims, extract_claims
-from reporting.evidence import Evidence, Language, ZoneId
+from reporting.evidence import CTR_UPPER_NORMAL, Evidence, Language, ZoneId
 from reporting.schema import SECTION_NAMES, SectionName, Sections, is_plain_prose
 
 Provenance = Literal["llm", "llm_filtered", "template"]
 RemovalReason = Literal[
     "unsupported_zone",
+    "unsupported_heart",
+    "unsupported_borderline",
     "contradicts_decision",
     "out_of_scope",
     "unsupported_number",
@@ -79,11 +84,36 @@ def split_sentences(text: str) -> list[str]:
 
 def _evidence_numbers(evidence: Evidence) -> list[float]:
     values = [evidence.probability_finding, evidence.confidence, evidence.threshold]
+    # "above 0.99" / "below 0.01": the bound the text shows instead of a rounded 1.00 / 0.00
+    values += [min(v, 0.99) for v in values[:2]] + [max(v, 0.01) for v in values[:2]]
+    if evidence.band is not None:
+        values += list(evidence.band)
     for z in evidence.zones:
         values += [z.intensity, z.fused]
-        if z.lime_weight is not None:
-            values.append(abs(z.lime_weight))
+        values += [v for v in (z.gradcam, z.lime_weight) if v is not None]
+    m = evidence.measurements
+    if m is not None:
+        if m.ctr is not None:
+            values += [m.ctr, CTR_UPPER_NORMAL]
+        values += [v for v in (m.right_lung_share, m.left_lung_share, m.lung_ratio) if v]
     return values
+
+
+def _heart_violation(claims: Claims, evidence: Evidence) -> str | None:
+    """Why a cardiac claim is unsupported, or None. Size claims need a reliable CTR on the
+    matching side of 0.5; naming the ratio needs a measured one; anything else (borders,
+    shape) nothing here measures."""
+    m = evidence.measurements
+    for claim in claims.cardiac:
+        if claim == "other":
+            return "a statement about the heart that no measurement supports"
+        if m is None or m.ctr is None:
+            return "no cardiothoracic ratio was measured"
+        if claim == "normal" and m.heart_normal is not True:
+            return "normal heart size needs a reliable CTR below 0.5"
+        if claim == "enlarged" and m.heart_normal is not False:
+            return "an enlarged heart needs a reliable CTR of 0.5 or more"
+    return None
 
 
 def _repetitive(sentence: str) -> bool:
@@ -124,7 +154,14 @@ class GroundingChecker:
         for req in claims.zone_requirements:
             if not req & self.supported:
                 return "unsupported_zone", ",".join(sorted(req))
+        heart = _heart_violation(claims, self.evidence)
+        if heart is not None:
+            return "unsupported_heart", heart
+        if claims.states_borderline and not self.evidence.indeterminate:
+            return "unsupported_borderline", "the probability is outside the borderline band"
         finding = self.evidence.decision == "finding"
+        if self.evidence.indeterminate and (claims.states_normal or claims.states_abnormal):
+            return "contradicts_decision", "states a definite result; the result is borderline"
         if finding and claims.states_normal:
             return "contradicts_decision", "states normality; the decision is finding"
         if not finding and claims.states_abnormal:
@@ -139,8 +176,11 @@ class GroundingChecker:
         return None
 
     def states_decision(self, sentence: str) -> bool:
-        """True when ``sentence`` affirms the classifier's decision."""
+        """True when ``sentence`` affirms the classifier's decision (inside the borderline
+        band: that the result is borderline)."""
         claims = extract_claims(sentence)
+        if self.evidence.indeterminate:
+            return claims.states_borderline
         if self.evidence.decision == "finding":
             return claims.states_abnormal and not claims.states_normal
         return claims.states_normal and not claims.states_abnormal

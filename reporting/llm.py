@@ -7,7 +7,8 @@ are synchronous and thread-safe; callers in an event loop run them in a worker t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -44,13 +45,20 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Generated text plus accounting. tokens: completion tokens; seconds: wall time."""
+    """Generated text plus accounting. tokens: completion tokens; seconds: wall time.
+
+    cached_prompt_tokens: prompt tokens whose KV state was reused (not evaluated) this time;
+    first_text_seconds: time to the first generated text (None when nothing was generated
+    or the backend cannot tell).
+    """
 
     text: str
     tokens: int
     prompt_tokens: int
     seconds: float
     finish_reason: str = "stop"
+    cached_prompt_tokens: int = 0
+    first_text_seconds: float | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -98,8 +106,15 @@ class LLMBackend(Protocol):
         messages: Sequence[Message],
         json_schema: Mapping[str, Any] | None,
         params: GenerationParams,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """Raises LLMUnavailable or LLMTimeout when the model cannot answer."""
+        """Generate a reply; ``on_text`` receives the text as it is produced (in pieces
+        whose concatenation is the result's text; a backend that cannot stream calls it once).
+
+        Raises LLMUnavailable or LLMTimeout when the model cannot answer, and
+        GenerationCancelled soon after ``cancel`` is set.
+        """
         ...
 
     def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:

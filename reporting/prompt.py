@@ -5,8 +5,16 @@ request text, file name or DICOM tag can reach it, which is what closes the prom
 path. The template text is versioned and hashed so a report can state exactly which prompt
 produced it.
 
+Shape (chosen for small instruction models, measured in bench/RESULTS.md "Report prompts"):
+a system turn with the rules *in the target language*, one worked example (a user turn of
+facts and the assistant's JSON answer, with other zones and numbers than any real case
+shares by construction), then the user turn with this image's facts. Everything before that
+last turn is fixed per language, so its KV state is reused across requests
+(:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
+(:func:`reporting.templates.probability_pair`), so the model copies honest precision.
+
 Descriptors ("players" for attributions) are the prompt's independent facts: one per
-mentioned zone (``zone:<zone_id>``), the decision (``decision``) and the confidence
+mentioned zone (``zone:<zone_id>``), the decision (``decision``) and the probability
 (``confidence``). Leaving a player out removes its line, which is how attributions ask
 "what would the model have said without this fact".
 """
@@ -18,8 +26,17 @@ import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
-from reporting.evidence import ZONE_NAMES, Evidence, Language, ZoneEvidence
+from reporting.evidence import (
+    AGREEMENT_MIN,
+    ZONE_NAMES,
+    Evidence,
+    Language,
+    Measurements,
+    ZoneEvidence,
+    flag_name,
+)
 from reporting.llm import Message
+from reporting.templates import fmt, percent, probability_pair
 
 PLAYER_DECISION = "decision"
 PLAYER_CONFIDENCE = "confidence"
@@ -34,14 +51,26 @@ class PromptTexts:
     """All fixed prompt text for one language. ``{...}`` fields are filled from Evidence."""
 
     system: str
-    header: str
-    zone_item: str
-    no_zones: str
-    weak: str
+    facts: str
     decision_finding: str
     decision_no_finding: str
-    confidence: str
-    instruction: str
+    decision_borderline: str
+    probability: str
+    band: str
+    zones: str
+    zone_item: str
+    no_zones: str
+    agree: str
+    weak: str
+    ctr_reliable: str
+    ctr_close: str
+    ctr_unreliable: str
+    ctr_missing: str
+    lungs: str
+    flags: str
+    no_flags: str
+    example_facts: str
+    example_answer: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -56,54 +85,216 @@ class PromptTemplate:
         return hashlib.sha256(blob).hexdigest()
 
 
-DEFAULT_TEMPLATE = PromptTemplate(
-    version="1.0",
-    texts={
-        "en": PromptTexts(
-            system=(
-                "You are a radiology assistant writing a short chest X-ray report for a "
-                "radiologist. Use only the facts given. Do not name lung zones that are not "
-                "listed. Do not invent findings. Reply with JSON only, with the keys "
-                '"findings", "interpretation" and "recommendations".'
-            ),
-            header="Chest X-ray analysis based on Grad-CAM: highlighted areas in: ",
-            zone_item="{zone} (intensity {intensity:.2f})",
-            no_zones="none reported",
-            weak="The explanation map is weak; no zone can be singled out.",
-            decision_finding="Classifier decision: abnormal finding present.",
-            decision_no_finding="Classifier decision: no finding.",
-            confidence="Confidence {confidence:.2f}.",
-            instruction=(
-                "Provide a detailed radiological description in three sections: "
-                "findings, interpretation, recommendations."
-            ),
+_EN = PromptTexts(
+    system=(
+        "You assist a radiologist. From the facts that an image-analysis model measured on a "
+        'chest X-ray, write a short report as JSON with the keys "findings", '
+        '"interpretation" and "recommendations", one to three sentences each.\n'
+        "Rules:\n"
+        "- Use only the facts given. Name only the lung zones listed in the facts.\n"
+        "- Do not name diseases (pneumonia, effusion, nodule, tumour...) or any structure "
+        "other than the lungs; mention the heart only as the cardiothoracic ratio says.\n"
+        "- Copy numbers exactly as they are written in the facts; write no other numbers.\n"
+        "- findings: the model's decision with its probability, where the explanation maps "
+        "point, and the measurements.\n"
+        "- interpretation: say plainly whether the model found an abnormality or no "
+        "abnormality; if the decision is borderline, say the result is borderline. If the "
+        "decision is no finding, describe no lesion and name no zone.\n"
+        "- recommendations: what the reader should do next, without time intervals; never "
+        "write that no further action is needed.\n"
+        "- Never mention history, symptoms, previous images or comparisons."
+    ),
+    facts="Facts:\n",
+    decision_finding="- Decision: abnormal finding.",
+    decision_no_finding="- Decision: no finding.",
+    decision_borderline="- Decision: borderline (indeterminate).",
+    probability="- Probability of a finding {p}; threshold {t}.",
+    band="- Borderline band from {lo} to {hi}.",
+    zones="- Lung zones highlighted by the explanation maps: {items}.",
+    zone_item="{zone} (intensity {intensity})",
+    no_zones="- No lung zone is highlighted.",
+    agree="- Grad-CAM and LIME agree on: {names}.",
+    weak="- The explanation map is weak; no zone can be singled out.",
+    ctr_reliable="- Cardiothoracic ratio {ctr} (reliable; normal is below {limit}).",
+    ctr_close="- Cardiothoracic ratio {ctr}, too close to {limit}: heart size is not called from "
+    "it.",
+    ctr_unreliable="- Cardiothoracic ratio {ctr}, not reliable on this image: heart size is not "
+    "assessed.",
+    ctr_missing="- Cardiothoracic ratio not measured: heart size is not assessed.",
+    lungs="- Share of the total lung area: right {right}, left {left}.",
+    flags="- Image quality flags: {names}.",
+    no_flags="- Image quality flags: none.",
+    example_facts=(
+        "Facts:\n"
+        "- Decision: abnormal finding.\n"
+        "- Probability of a finding 0.87; threshold 0.64.\n"
+        "- Lung zones highlighted by the explanation maps: left lower zone (intensity 0.58); "
+        "left mid zone (intensity 0.33).\n"
+        "- Grad-CAM and LIME agree on: left lower zone.\n"
+        "- Cardiothoracic ratio 0.44 (reliable; normal is below 0.5).\n"
+        "- Share of the total lung area: right 53 %, left 47 %.\n"
+        "- Image quality flags: none."
+    ),
+    example_answer={
+        "findings": (
+            "The model reports an abnormal finding: the probability of a finding is 0.87 "
+            "(threshold 0.64). The explanation maps point to the left lower zone "
+            "(intensity 0.58) and, less strongly, the left mid zone (intensity 0.33); "
+            "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio 0.44: "
+            "heart size within normal limits."
         ),
-        "ru": PromptTexts(
-            system=(
-                "Ты ассистент рентгенолога и пишешь краткое заключение по рентгенограмме "
-                "грудной клетки. Используй только приведённые факты. Не называй зоны лёгких, "
-                "которых нет в списке. Не придумывай находки. Ответь только JSON с ключами "
-                '"findings", "interpretation" и "recommendations".'
-            ),
-            header="Анализ рентгенограммы грудной клетки по Grad-CAM: выделенные области: ",
-            zone_item="{zone} (интенсивность {intensity:.2f})",
-            no_zones="не указаны",
-            weak="Карта объяснения слабая; выделить отдельную зону нельзя.",
-            decision_finding="Решение классификатора: патологическая находка.",
-            decision_no_finding="Решение классификатора: находок нет.",
-            confidence="Уверенность {confidence:.2f}.",
-            instruction=(
-                "Дай подробное рентгенологическое описание в трёх разделах: находки, "
-                "интерпретация, рекомендации."
-            ),
+        "interpretation": (
+            "The appearance suggests an abnormality, such as an opacity, in the left lower "
+            "zone. The model does not determine its cause."
+        ),
+        "recommendations": (
+            "Review of the image by a radiologist is recommended, together with the "
+            "clinical picture."
         ),
     },
 )
 
+_RU = PromptTexts(
+    system=(
+        "Ты помогаешь врачу-рентгенологу. По фактам, которые модель анализа изображений "
+        "получила на рентгенограмме грудной клетки, напиши краткое заключение на русском "
+        'языке в виде JSON с ключами "findings", "interpretation" и "recommendations", '
+        "по одному-три предложения в каждом.\n"
+        "Правила:\n"
+        "- Используй только приведённые факты. Называй только зоны лёгких из фактов.\n"
+        "- Не называй заболевания (пневмония, выпот, узел, опухоль...) и другие структуры, "
+        "кроме лёгких; о сердце пиши только то, что следует из кардиоторакального индекса.\n"
+        "- Переписывай числа точно так, как они записаны в фактах; других чисел не пиши.\n"
+        "- findings: решение модели с вероятностью, куда указывают карты объяснения, "
+        "измерения.\n"
+        "- interpretation: прямо скажи, выявила ли модель патологические изменения или нет; "
+        "если решение пограничное, скажи, что результат пограничный. Если находок нет, не "
+        "описывай изменений и не называй зон.\n"
+        "- recommendations: что делать дальше, без сроков; никогда не пиши, что дальнейшие "
+        "действия не нужны.\n"
+        "- Не упоминай анамнез, симптомы, прежние снимки и сравнения.\n"
+        "Пиши только по-русски."
+    ),
+    facts="Факты:\n",
+    decision_finding="- Решение: патологическая находка.",
+    decision_no_finding="- Решение: находок нет.",
+    decision_borderline="- Решение: пограничное (неопределённое).",
+    probability="- Вероятность находки {p}; порог {t}.",
+    band="- Пограничный диапазон от {lo} до {hi}.",
+    zones="- Зоны лёгких, выделенные картами объяснения: {items}.",
+    zone_item="{zone} (интенсивность {intensity})",
+    no_zones="- Ни одна зона лёгких не выделена.",
+    agree="- Grad-CAM и LIME согласны: {names}.",
+    weak="- Карта объяснения слабая; выделить отдельную зону нельзя.",
+    ctr_reliable="- Кардиоторакальный индекс {ctr} (достоверный; норма меньше {limit}).",
+    ctr_close="- Кардиоторакальный индекс {ctr} слишком близок к {limit}: размер сердца по "
+    "нему не оценивается.",
+    ctr_unreliable="- Кардиоторакальный индекс {ctr} недостоверен на этом снимке: размер "
+    "сердца не оценивается.",
+    ctr_missing="- Кардиоторакальный индекс не измерен: размер сердца не оценивается.",
+    lungs="- Доля общей площади лёгких: справа {right}, слева {left}.",
+    flags="- Замечания к качеству изображения: {names}.",
+    no_flags="- Замечаний к качеству изображения нет.",
+    example_facts=(
+        "Факты:\n"
+        "- Решение: патологическая находка.\n"
+        "- Вероятность находки 0,87; порог 0,64.\n"
+        "- Зоны лёгких, выделенные картами объяснения: левая нижняя зона (интенсивность "
+        "0,58); левая средняя зона (интенсивность 0,33).\n"
+        "- Grad-CAM и LIME согласны: левая нижняя зона.\n"
+        "- Кардиоторакальный индекс 0,44 (достоверный; норма меньше 0,5).\n"
+        "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
+        "- Замечаний к качеству изображения нет."
+    ),
+    example_answer={
+        "findings": (
+            "Модель выявила патологическую находку: вероятность находки 0,87 (порог 0,64). Карты "
+            "объяснения указывают на левую нижнюю зону (интенсивность 0,58) и, слабее, на "
+            "левую среднюю зону (интенсивность 0,33); Grad-CAM и LIME согласны в левой нижней "
+            "зоне. Кардиоторакальный индекс 0,44: размер сердца в пределах нормы."
+        ),
+        "interpretation": (
+            "Картина соответствует патологическим изменениям, например затемнению, в левой "
+            "нижней зоне. Модель не определяет их причину."
+        ),
+        "recommendations": (
+            "Рекомендуется оценка изображения врачом-рентгенологом с учётом клинической картины."
+        ),
+    },
+)
+
+DEFAULT_TEMPLATE = PromptTemplate(version="2.1", texts={"en": _EN, "ru": _RU})
+
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
-    """The descriptors a prompt built from ``zones`` contains, in prompt order."""
+    """The descriptors a prompt built from ``zones`` contains: zones, decision, probability."""
     return (*[zone_player(z.zone_id) for z in zones], PLAYER_DECISION, PLAYER_CONFIDENCE)
+
+
+def _zone_text(z: ZoneEvidence, language: Language, t: PromptTexts) -> str:
+    return t.zone_item.format(
+        zone=ZONE_NAMES[language][z.zone_id], intensity=fmt(z.intensity, language)
+    )
+
+
+def _decision_text(evidence: Evidence, t: PromptTexts) -> str:
+    if evidence.indeterminate:
+        return t.decision_borderline
+    return t.decision_finding if evidence.decision == "finding" else t.decision_no_finding
+
+
+def _probability_text(evidence: Evidence, language: Language, t: PromptTexts) -> str:
+    p, thr = probability_pair(evidence.probability_finding, evidence.threshold, language)
+    return t.probability.format(p=p, t=thr)
+
+
+def _measurement_lines(m: Measurements | None, language: Language, t: PromptTexts) -> list[str]:
+    if m is None or m.ctr is None:
+        lines = [t.ctr_missing]
+    elif m.ctr_reliable and m.heart_normal is not None:
+        lines = [t.ctr_reliable.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
+    elif m.ctr_reliable:
+        lines = [t.ctr_close.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
+    else:
+        lines = [t.ctr_unreliable.format(ctr=fmt(m.ctr, language))]
+    if m is not None and m.right_lung_share is not None and m.left_lung_share is not None:
+        right, left = percent(m.right_lung_share, language), percent(m.left_lung_share, language)
+        lines.append(t.lungs.format(right=right, left=left))
+    return lines
+
+
+def facts_lines(
+    evidence: Evidence,
+    zones: tuple[ZoneEvidence, ...],
+    language: Language,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    include: Collection[str] | None = None,
+) -> list[str]:
+    """The fact lines of the last user turn (players not in ``include`` left out)."""
+    t = template.texts[language]
+    keep = set(players_for(evidence, zones)) if include is None else set(include)
+    lines = []
+    if PLAYER_DECISION in keep:
+        lines.append(_decision_text(evidence, t))
+    if PLAYER_CONFIDENCE in keep:
+        lines.append(_probability_text(evidence, language, t))
+    if evidence.indeterminate and evidence.band is not None:
+        lo, hi = (fmt(v, language) for v in evidence.band)
+        lines.append(t.band.format(lo=lo, hi=hi))
+    named = tuple(z for z in zones if zone_player(z.zone_id) in keep)
+    if evidence.explanation_weak:
+        lines.append(t.weak)
+    elif named:
+        lines.append(t.zones.format(items="; ".join(_zone_text(z, language, t) for z in named)))
+        agreed = [ZONE_NAMES[language][z.zone_id] for z in named if z.agreed(AGREEMENT_MIN)]
+        if agreed:
+            lines.append(t.agree.format(names=", ".join(agreed)))
+    else:
+        lines.append(t.no_zones)
+    lines += _measurement_lines(evidence.measurements, language, t)
+    flags = ", ".join(flag_name(f, language) for f in evidence.quality_flags)
+    lines.append(t.flags.format(names=flags) if flags else t.no_flags)
+    return lines
 
 
 def build_messages(
@@ -113,28 +304,20 @@ def build_messages(
     template: PromptTemplate = DEFAULT_TEMPLATE,
     include: Collection[str] | None = None,
 ) -> tuple[Message, ...]:
-    """System + user messages for ``evidence``.
+    """System turn, the worked example (user + assistant), and this image's facts.
 
     zones: the zones to mention (normally ``evidence.supported_zones(...)``), in order.
-    include: the players to keep (None = all); others are left out of the user message.
+    include: the players to keep (None = all); others are left out of the last user turn.
     """
     t = template.texts[language]
-    keep = set(players_for(evidence, zones)) if include is None else set(include)
-    items = [
-        t.zone_item.format(zone=ZONE_NAMES[language][z.zone_id], intensity=z.intensity)
-        for z in zones
-        if zone_player(z.zone_id) in keep
-    ]
-    lines = [t.header + ("; ".join(items) if items else t.no_zones) + "."]
-    if evidence.explanation_weak:
-        lines.append(t.weak)
-    if PLAYER_DECISION in keep:
-        finding = evidence.decision == "finding"
-        lines.append(t.decision_finding if finding else t.decision_no_finding)
-    if PLAYER_CONFIDENCE in keep:
-        lines.append(t.confidence.format(confidence=evidence.confidence))
-    lines.append(t.instruction)
-    return (Message("system", t.system), Message("user", "\n".join(lines)))
+    answer = json.dumps(t.example_answer, ensure_ascii=False)
+    facts = t.facts + "\n".join(facts_lines(evidence, zones, language, template, include))
+    return (
+        Message("system", t.system),
+        Message("user", t.example_facts),
+        Message("assistant", answer),
+        Message("user", facts),
+    )
 
 
 def player_texts(
@@ -145,13 +328,7 @@ def player_texts(
 ) -> dict[str, str]:
     """The exact prompt text each player contributes (to locate it for highlighting)."""
     t = template.texts[language]
-    out = {
-        zone_player(z.zone_id): t.zone_item.format(
-            zone=ZONE_NAMES[language][z.zone_id], intensity=z.intensity
-        )
-        for z in zones
-    }
-    finding = evidence.decision == "finding"
-    out[PLAYER_DECISION] = t.decision_finding if finding else t.decision_no_finding
-    out[PLAYER_CONFIDENCE] = t.confidence.format(confidence=evidence.confidence)
+    out = {zone_player(z.zone_id): _zone_text(z, language, t) for z in zones}
+    out[PLAYER_DECISION] = _decision_text(evidence, t)
+    out[PLAYER_CONFIDENCE] = _probability_text(evidence, language, t)
     return out

@@ -9,6 +9,7 @@ redirects and sends nothing but the structured prompt.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,12 @@ import httpx
 
 from reporting.chat_format import CHAT_FORMATS
 from reporting.circuit import CircuitBreaker
-from reporting.errors import LLMTimeout, LLMUnavailable, ScoringUnsupported
+from reporting.errors import (
+    GenerationCancelled,
+    LLMTimeout,
+    LLMUnavailable,
+    ScoringUnsupported,
+)
 from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -117,7 +123,13 @@ class RemoteOpenAIBackend:
         messages: Sequence[Message],
         json_schema: Mapping[str, Any] | None,
         params: GenerationParams,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        """Non-streaming: ``on_text`` receives the whole reply at once, and ``cancel`` is
+        checked before the request and after it (an HTTP call cannot be stopped midway)."""
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("cancelled before generation")
         payload: dict[str, Any] = {
             "model": self._config.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -133,6 +145,10 @@ class RemoteOpenAIBackend:
             text = str(choice["message"]["content"] or "")
         except (KeyError, IndexError, TypeError) as exc:
             raise LLMUnavailable("LLM server response lacks choices[0].message") from exc
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("cancelled during generation")
+        if on_text is not None and text:
+            on_text(text)
         usage = body.get("usage") or {}
         return GenerationResult(
             text=text,

@@ -13,7 +13,8 @@ them so nothing is hidden.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,6 +31,7 @@ from reporting.schema import (
     Sections,
     parse_sections,
 )
+from reporting.stream import SectionStreamer, StreamEvent
 from reporting.templates import DISCLAIMER, render_template
 
 LanguageMode = Literal["native", "english_generation_template_rendering"]
@@ -174,10 +176,16 @@ class ReportGenerator:
     def prompt_for(
         self, evidence: Evidence, language: Language
     ) -> tuple[Language, tuple[ZoneEvidence, ...], tuple[Message, ...]]:
-        """(generation language, prompt zones, messages) for a request."""
+        """(generation language, prompt zones, messages) for a request.
+
+        A "no finding" prompt names no zone: maps explaining normality point at healthy lung,
+        and a small model reads a named zone as the place of a lesion.
+        """
         cfg = self._config
         gen_lang: Language = language if language in self._backend.info.languages else "en"
         zones = evidence.supported_zones(cfg.policy.min_intensity, cfg.max_prompt_zones)
+        if evidence.decision == "no_finding" and not evidence.indeterminate:
+            zones = ()
         return gen_lang, zones, build_messages(evidence, zones, gen_lang, cfg.template)
 
     def generate(
@@ -185,22 +193,38 @@ class ReportGenerator:
         evidence: Evidence,
         language: Language,
         upstream_model_hashes: Mapping[str, str] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Report:
-        """Raises LLMUnavailable / LLMTimeout when the backend cannot answer."""
+        """Raises LLMUnavailable / LLMTimeout when the backend cannot answer, and
+        GenerationCancelled soon after ``cancel`` is set.
+
+        ``on_event`` receives the report as it is written (see :mod:`reporting.stream`):
+        raw model text as ``draft`` events, each sentence that passed the grounding check,
+        and the final sections at the end. An image the input gate marked
+        unsuitable gets the "unsuitable" report without calling the model.
+        """
         cfg = self._config
         gen_lang, zones, messages = self.prompt_for(evidence, language)
-        result = self._backend.generate(messages, REPORT_JSON_SCHEMA, cfg.params)
+        if evidence.unsuitable:
+            return self._unsuitable(evidence, language, messages, on_event, upstream_model_hashes)
+        native = gen_lang == language
+        streamer = SectionStreamer(evidence, gen_lang, cfg.policy, on_event, native)
+        result = self._backend.generate(
+            messages, REPORT_JSON_SCHEMA, cfg.params, on_text=streamer.feed, cancel=cancel
+        )
         generated, gen_prov, removed, reasons, valid = _ground(
             evidence, zones, result.text, gen_lang, cfg.policy
         )
         mode: LanguageMode
-        if gen_lang == language:
+        if native:
             sections, prov, mode = generated, gen_prov, "native"
         else:
             all_zones = evidence.supported_zones(cfg.policy.min_intensity)
             sections = render_template(evidence, all_zones, language)
             prov = {n: "template" for n in SECTION_NAMES}
             mode = "english_generation_template_rendering"
+        streamer.finish(sections, prov)
         left = GroundingChecker(evidence, cfg.policy).count_violations(sections, language)
         grounding = GroundingResult(
             supported_zones=tuple(sorted(GroundingChecker(evidence, cfg.policy).supported)),
@@ -224,6 +248,44 @@ class ReportGenerator:
             disclaimer=DISCLAIMER[language],
             reproducibility=self._reproducibility(upstream_model_hashes or {}),
             generation=result,
+        )
+
+    def _unsuitable(
+        self,
+        evidence: Evidence,
+        language: Language,
+        messages: tuple[Message, ...],
+        on_event: Callable[[StreamEvent], None] | None,
+        upstream: Mapping[str, str] | None,
+    ) -> Report:
+        sections = render_template(evidence, (), language)
+        prov: dict[SectionName, Provenance] = {n: "template" for n in SECTION_NAMES}
+        if on_event is not None:
+            for name in SECTION_NAMES:
+                on_event(StreamEvent("section", name, sections.get(name), "template"))
+        checker = GroundingChecker(evidence, self._config.policy)
+        grounding = GroundingResult(
+            supported_zones=(),
+            removed=(),
+            fallback_reasons={n: "the image is unsuitable for analysis" for n in SECTION_NAMES},
+            llm_output_valid=False,
+            unsupported_claims_left=checker.count_violations(sections, language),
+        )
+        return Report(
+            language=language,
+            generation_language=language,
+            language_mode="native",
+            sections=sections,
+            provenance=prov,
+            generated=sections,
+            generated_provenance=prov,
+            evidence=evidence,
+            prompt_zones=(),
+            messages=messages,
+            grounding=grounding,
+            disclaimer=DISCLAIMER[language],
+            reproducibility=self._reproducibility(upstream or {}),
+            generation=GenerationResult("", 0, 0, 0.0, "not_run"),
         )
 
     def _reproducibility(self, upstream: Mapping[str, str]) -> Reproducibility:

@@ -3,11 +3,11 @@
     python -m reporting.serve_llm [--model PATH] [--sha256 HEX] [--host H] [--port P]
 
 Thin wrapper around ``llama_cpp.server`` (install the ``llm`` extra): it verifies the GGUF's
-sha256 first, pins the chat format to our ChatML renderer (the GGUF's own Jinja template is
-never used) and enables prompt log-probabilities so ``RemoteOpenAIBackend.score_tokens`` and
-the attribution endpoint work against it. The API talks to it with ``RemoteOpenAIBackend``.
-This module is an entry point, not library code: it is never imported by the service.
-"""
+sha256 first, lets llama-cpp-python take the chat template and stop token from the GGUF's
+metadata (sandboxed Jinja, as the in-process backend does) and enables prompt log-probabilities
+so ``RemoteOpenAIBackend.score_tokens`` and the attribution endpoint work against it. The API
+talks to it with ``RemoteOpenAIBackend``. This module is an entry point, not library code: it is
+never imported by the service."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-ctx", type=int, default=1024)
+    ap.add_argument("--n-ctx", type=int, default=2048)
     args = ap.parse_args(argv)
     model = args.model or embedded_gguf_path()
     verify_gguf(model, args.sha256)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             ModelSettings(
                 model=str(model),
                 model_alias="local",
-                chat_format="chatml",
+                chat_format=None,  # from the GGUF's tokenizer.chat_template
                 n_ctx=args.n_ctx,
                 n_threads=args.threads,
                 n_threads_batch=args.threads,

@@ -85,6 +85,8 @@ api_env() {  # the environment every API replica and worker gets
   export CXR_JOBS__BACKEND=redis
   export CXR_JOBS__REDIS_URL="redis://127.0.0.1:$(cat "$dir/redis.port")/0"
   export PROMETHEUS_MULTIPROC_DIR="$dir/metrics"
+  # nginx runs on loopback: believe X-Forwarded-For from it (nginx overwrites the header).
+  export CXR_TRUSTED_PROXIES='["127.0.0.1"]'
 }
 
 start_api() {  # INDEX PORT
@@ -124,7 +126,7 @@ up() {
   export CXR_CLUSTER_DIR="$dir"
   start redis redis-server --bind 127.0.0.1 --port "${ports[0]}" --dir "$dir/redis" \
     --appendonly yes --save "" --daemonize no
-  "$python" - "${ports[0]}" "$wait_s" <<'PY' || die "redis did not start; see $dir/logs/redis.log"
+  "$python" - "${ports[0]}" "$wait_s" <<'PY' || { down; die "redis did not start; see $dir/logs/redis.log"; }
 import socket, sys, time
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
@@ -141,6 +143,7 @@ PY
   for i in $(seq 1 "$workers"); do
     ( api_env
       export CXR_CONCURRENCY__INTRA_OP_THREADS="${CXR_WORKER_THREADS:-1}"
+      export CXR_LOG_LEVEL=info  # `up` waits for the worker's "worker ready" info line
       start "worker-$i" nice -n "${CXR_WORKER_NICE:-10}" "$python" -m service.worker )
   done
   for i in $(seq 1 "$replicas"); do
@@ -202,7 +205,7 @@ status() {
     read -r pid name _ <"$f"
     if kill -0 "$pid" 2>/dev/null; then echo "$name $pid running"; else echo "$name $pid exited"; fi
   done
-  [ -f "$dir/base_url" ] && cat "$dir/base_url"
+  [ -n "$(ls -A "$dir/pids" 2>/dev/null)" ] && [ -f "$dir/base_url" ] && cat "$dir/base_url"
   return 0
 }
 

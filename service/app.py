@@ -10,20 +10,22 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import Match
 from starlette.types import Scope
 
 from api.job_kinds import JOB_KINDS
-from api.middleware import PUBLIC_PATHS, BodyDeadline, RequestContextMiddleware
+from api.middleware import BodyDeadline, RequestContextMiddleware, is_public
 from api.problems import install_problem_handlers, problem_responses
 from api.routes import analysis, explain, health, metrics, report
+from api.routes.viewer import install_viewer
 from api.schemas.common import Problem
 from api.server_protocol import HeadLimits, guarded_protocol
 from service.auth import ApiKeyAuthenticator, FailureThrottle, parse_key_specs
 from service.lifespan import make_lifespan, refusing_gate
 from service.metrics import Metrics
-from service.settings import AuthSettings, Settings
+from service.settings import AuthSettings, CorsSettings, Settings
 
 API_DESCRIPTION = """\
 Chest X-ray analysis: anatomy segmentation, calibrated finding / no-finding classification,
@@ -50,7 +52,7 @@ def _document_security(schema: dict[str, Any]) -> None:
     401 (missing or wrong key) or 429 (too many failed attempts)."""
     schema["components"]["securitySchemes"] = SECURITY_SCHEMES
     for path, operations in schema.get("paths", {}).items():
-        if path in PUBLIC_PATHS:
+        if is_public(path):
             continue
         for operation in operations.values():
             operation["security"] = [{"bearerKey": []}, {"apiKeyHeader": []}]
@@ -84,6 +86,26 @@ def make_authenticator(auth: AuthSettings) -> ApiKeyAuthenticator | None:
         return None
     throttle = FailureThrottle(auth.max_failures, auth.failure_window_s)
     return ApiKeyAuthenticator(parse_key_specs(auth.api_keys), throttle)
+
+
+def add_cors(app: FastAPI, cors: CorsSettings) -> None:
+    """CORS for frontends served from other origins; nothing at all when none is configured.
+
+    Added after the request-context middleware, so it wraps it: preflights (which carry no
+    credentials) are answered here, and refusals (401, 413, 503) still carry CORS headers so a
+    browser app can read their problem+json and Retry-After.
+    """
+    if not cors.allow_origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=cors.allow_origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
+        expose_headers=["Retry-After", "X-Request-ID", "Location", "WWW-Authenticate"],
+        allow_credentials=False,  # keys travel in a header, never in cookies
+        max_age=cors.max_age_s,
+    )
 
 
 def route_finder(app: FastAPI) -> Callable[[Scope], str]:
@@ -149,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=make_lifespan(settings, JOB_KINDS, app_metrics),
+        docs_url=None,  # served offline by api.routes.viewer
+        redoc_url=None,
         # No 307 to http://<client's Host>/path/ (an open redirect with a forged Host, F8).
         redirect_slashes=False,
     )
@@ -165,7 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route_of=route_finder(app),
         trusted_hosts=trusted_hosts(settings),
     )
+    add_cors(app, settings.cors)
     for module in (health, analysis, report, explain, metrics):
         app.include_router(module.router)
+    install_viewer(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -96,6 +96,14 @@ def list_files(root: Path) -> list[Path]:
     )
 
 
+NUMERIC = ("probability_finding", "threshold")
+
+
+def _typed(row: Row) -> dict[str, object]:
+    """JSON Lines carry numbers as numbers (the CSV's text is the same repr)."""
+    return {k: float(v) if k in NUMERIC and v else v for k, v in row.items()}
+
+
 class Results:
     """Append-only results with resume: rows already written are read back first."""
 
@@ -127,7 +135,7 @@ class Results:
         # Rewrite without a partial last record, so appending continues a valid file.
         with self.path.open("w", encoding="utf-8", newline="") as fh:
             if self.json:
-                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+                fh.writelines(json.dumps(_typed(r), ensure_ascii=False) + "\n" for r in rows)
             else:
                 w = csv.DictWriter(fh, FIELDS)
                 w.writeheader()
@@ -136,7 +144,7 @@ class Results:
     def add(self, row: Row) -> None:
         self.done[(row["path"], row["sha256"])] = row
         if self.json:
-            self.fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self.fh.write(json.dumps(_typed(row), ensure_ascii=False) + "\n")
         else:
             self.writer.writerow(row)
         self.fh.flush()

@@ -34,6 +34,7 @@ from inference.anatomy import segment
 from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
 from inference.errors import IntakeError
 from inference.intake import Limits, Radiograph, decode_upload
+from inference.measure import ChestMeasurements, measure_chest
 from service.gate import WorkGate
 from service.jobs import JobControl
 from service.registry import ModelRegistry
@@ -67,6 +68,7 @@ class GradCamOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class LimeOutcome:
     quality: ExplanationQuality
     image: ImageInfo
     timings: ExplainTimings
+    chest: ChestMeasurements
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class _Prepared:
     cam: npt.NDArray[np.float32]
     decode_ms: float
     inference_ms: float
+    chest: ChestMeasurements
 
 
 def _ms(start: float) -> float:
@@ -137,6 +141,7 @@ class ExplainService:
         anatomy = segment(self.registry.segmenter, radiograph.pixels)
         output = run_classifier(self.registry.classifier, [radiograph.pixels])[0]
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
+        chest = measure_chest(lungs.right, lungs.left, anatomy.mask("heart_mediastinum"))
         return _Prepared(
             radiograph=radiograph,
             lungs=lungs,
@@ -144,6 +149,7 @@ class ExplainService:
             cam=output.cam,
             decode_ms=decode_ms,
             inference_ms=_ms(t1),
+            chest=chest,
         )
 
     def _gradcam(self, p: _Prepared, target: Target) -> GradCamResult:
@@ -179,6 +185,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.chest,
         )
 
     def _lime_sync(
@@ -222,6 +229,7 @@ class ExplainService:
             quality,
             image_info(p.radiograph),
             timings,
+            p.chest,
         )
 
     async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:

@@ -94,7 +94,11 @@ class WorkGate:
         free_at = [0.0] * self.slots
         running = [t for t in self._tickets if t.started is not None][: self.slots]
         for i, t in enumerate(running):
-            free_at[i] = max(0.0, t.cost * self._unit_s - (now - (t.started or now)))
+            # A request that has overrun its estimate (a loaded machine, a slow decode) is taken
+            # to need a quarter of it more, not nothing: clamping at 0 admitted cheap requests
+            # behind 30 MP Grad-CAMs that still ran for seconds.
+            estimate = t.cost * self._unit_s
+            free_at[i] = max(estimate - (now - (t.started or now)), 0.25 * estimate)
         heapq.heapify(free_at)
         for t in self._tickets:
             if t.started is None:

@@ -20,15 +20,17 @@ from pydicom.dataset import Dataset
 
 from explain.masks import resize_mask
 from inference.anatomy import Anatomy, segment
+from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
 from inference.sessions import VerifiedModel
 from inference.sniff import ImageFormat, detect_format
 from interop.fhir import build_fhir
+from interop.gsps import build_gsps
 from interop.model import Algorithm, Findings, ReportText, Segment, ZoneFinding
 from interop.multipart import Part, Related, encode_related
 from interop.sc import build_sc
 from interop.seg import build_seg
-from interop.source import SourceImage, dicom_source, stand_in_source
+from interop.source import SourceImage, SourceNotLinkable, dicom_source, stand_in_source
 from interop.sr import build_sr
 from interop.stow import PushResult, StowConfig, push
 from interop.uids import UidFactory
@@ -41,6 +43,13 @@ from service.usecases import AnalysisService
 
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
+
+
+class DicomNotLinkable(IntakeError):
+    """A DICOM upload without valid Study/Series/SOP UIDs: results could not be filed (422)."""
+
+    code = "dicom_not_linkable"
+    detail = "The DICOM file lacks valid study, series or instance UIDs to link results to."
 
 
 class PushNotConfigured(Exception):
@@ -95,6 +104,8 @@ def findings_of(o: ReportOutcome) -> Findings:
             ZoneFinding(d.zone_id, d.name_en, d.gradcam_mean, d.lime_intensity, float(d.fused))
             for d in v.descriptors
         ),
+        # Only a CTR that passed the mask plausibility checks goes into SR / FHIR.
+        ctr=v.chest.ctr if v.chest.reliable else None,
         explanation_weak=v.quality.weak,
     )
 
@@ -110,6 +121,7 @@ def findings_of_gradcam(gc: GradCamOutcome) -> Findings:
             ZoneFinding(z.zone_id, z.name_en, z.gradcam_mean, z.lime_intensity, float(z.fused))
             for z in gc.gradcam.zones
         ),
+        ctr=gc.chest.ctr if gc.chest.reliable else None,
         explanation_weak=gc.quality.weak,
     )
 
@@ -163,7 +175,10 @@ class InteropService:
     def _source_sync(self, data: bytes, sha256: str, pixels: Radiograph | None) -> SourceImage:
         uids = self.uids(sha256)
         if detect_format(data) is ImageFormat.DICOM:
-            return dicom_source(data, uids)
+            try:
+                return dicom_source(data, uids)
+            except SourceNotLinkable as exc:
+                raise DicomNotLinkable() from exc
         radiograph = pixels or decode_upload(data, self.analysis.limits)
         return stand_in_source(radiograph.pixels, uids)
 
@@ -177,12 +192,18 @@ class InteropService:
         return radiograph, segment(self.registry.segmenter, radiograph.pixels)
 
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
+        return (await self._seg_segments(data, sha256))[0]
+
+    async def _seg_segments(
+        self, data: bytes, sha256: str
+    ) -> tuple[DicomObject, tuple[Segment, ...]]:
+        """The SEG and its masks at the source's size (the GSPS outlines the same masks)."""
         radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
         source = self._source_sync(data, sha256, radiograph)
         rows, cols = int(source.reference.Rows), int(source.reference.Columns)
         segments = segments_of(anatomy, rows, cols)
         seg = build_seg(source, algorithm(self.registry.segmenter), segments)
-        return DicomObject("seg", seg)
+        return DicomObject("seg", seg), segments
 
     async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
         source = await self.source(data, sha256)
@@ -221,13 +242,15 @@ class InteropService:
         if do_push and self.pacs is None:
             raise PushNotConfigured()
         outcome = await self.report_service.report(data, language, lime, False, control)
-        seg = await self.seg(data, sha256)
+        seg, segments = await self._seg_segments(data, sha256)
         gc = await self.explain.gradcam(data, None)
         source = await self.source(data, sha256)
+        segmenter = algorithm(self.registry.segmenter)
         objects = [
             self.sr_from(source, outcome, lime),
             seg,
             DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}")),
+            DicomObject("gsps", build_gsps(source, segmenter, segments, findings_of(outcome))),
         ]
         objects[:0] = stand_in_objects(source)
         result = await self.push(objects) if do_push else None

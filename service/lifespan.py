@@ -175,6 +175,7 @@ _GATED_PATHS: dict[str, tuple[str, ...]] = {
     "/classify": ("inference",),
     "/classify/study": ("inference",),
     "/segment": ("inference",),
+    "/render": ("inference",),
     "/explain/gradcam": ("inference",),
     "/explain/lime": ("lime",),
     "/report": ("llm",),

@@ -12,6 +12,7 @@ LLM errors become 503 + Retry-After; the rest of the API is unaffected when the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,18 +20,20 @@ from dataclasses import dataclass, replace
 from explain.quality import ExplanationQuality
 from explain.zones import ZoneDescriptor
 from inference.classify import Classification
+from inference.measure import ChestMeasurements
 from reporting.attribution import ShapleyAttribution, ShapleyExplainer
-from reporting.errors import LLMError, LLMTimeout, LLMUnavailable
-from reporting.evidence import Evidence, Language, ZoneEvidence
+from reporting.errors import GenerationCancelled, LLMError, LLMTimeout, LLMUnavailable
+from reporting.evidence import Evidence, Language, Measurements, ZoneEvidence
 from reporting.grounding import GroundingPolicy
 from reporting.llama_backend import LlamaConfig, LlamaCppBackend, embedded_config
 from reporting.llm import GenerationParams, LLMBackend
 from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend
 from reporting.report import GeneratorConfig, Report, ReportGenerator
+from reporting.stream import StreamEvent
 from service.errors import ServiceUnavailable
 from service.explain_usecase import ExplainService, LungsNotFound
 from service.gate import WorkGate
-from service.jobs import JobControl
+from service.jobs import JobCancelled, JobControl
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
@@ -49,6 +52,7 @@ class VisionEvidence:
     quality: ExplanationQuality
     lime_used: bool
     image: ImageInfo
+    chest: ChestMeasurements
 
 
 @dataclass(frozen=True)
@@ -71,22 +75,49 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
 
+def _unit(value: float | None) -> float | None:
+    return None if value is None else min(1.0, max(0.0, float(value)))
+
+
+def to_measurements(chest: ChestMeasurements) -> Measurements:
+    return Measurements(
+        ctr=chest.ctr,
+        ctr_reliable=chest.reliable,
+        ctr_notes=chest.notes,
+        right_lung_share=chest.right_share,
+        left_lung_share=chest.left_share,
+        lung_ratio=chest.lung_ratio,
+    )
+
+
 def to_evidence(
     classification: Classification,
     descriptors: tuple[ZoneDescriptor, ...],
     quality: ExplanationQuality,
+    chest: ChestMeasurements | None = None,
 ) -> Evidence:
-    """Map the explanation stage's outputs to the report's input contract."""
+    """Map the explanation stage's outputs to the report's input contract.
+
+    A zone's report intensity is the fused Grad-CAM/LIME score; its Grad-CAM and LIME scores
+    travel separately so the report can say where the two agree.
+    """
     return Evidence(
         decision=classification.decision,
         probability_finding=min(1.0, max(0.0, float(classification.probability_finding))),
         threshold=float(classification.threshold),
         zones=tuple(
-            ZoneEvidence(d.zone_id, min(1.0, d.fused), d.lime_intensity, min(1.0, d.fused))
+            ZoneEvidence(
+                d.zone_id,
+                min(1.0, d.fused),
+                _unit(d.lime_intensity),
+                min(1.0, d.fused),
+                _unit(d.gradcam_mean),
+            )
             for d in descriptors
         ),
         explanation_weak=quality.weak,
         view=None,  # never taken from DICOM tags: the prompt sees model outputs only
+        measurements=to_measurements(chest) if chest is not None else None,
     )
 
 
@@ -116,13 +147,19 @@ def _gguf(s: ReportSettings) -> LLMBackend:
             expected_sha256=s.gguf_sha256,
             model_name=s.gguf_path.stem,
             n_threads=s.n_threads,
+            n_ctx=s.n_ctx,
             languages=frozenset(s.languages),
+            prefix_cache=s.prefix_cache,
         )
     )
 
 
 def _embedded(s: ReportSettings) -> LLMBackend:
-    cfg = replace(embedded_config(n_threads=s.n_threads), expected_sha256=s.gguf_sha256)
+    cfg = replace(
+        embedded_config(n_threads=s.n_threads, n_ctx=s.n_ctx),
+        expected_sha256=s.gguf_sha256,
+        prefix_cache=s.prefix_cache,
+    )
     return LlamaCppBackend(cfg)
 
 
@@ -201,30 +238,39 @@ class ReportService:
                 log.info("no lungs found: report built from Grad-CAM alone")
             else:
                 return VisionEvidence(
-                    to_evidence(lime.classification, lime.zones, lime.quality),
+                    to_evidence(lime.classification, lime.zones, lime.quality, lime.chest),
                     lime.classification,
                     lime.zones,
                     lime.quality,
                     True,
                     lime.image,
+                    lime.chest,
                 )
         gc = await self.explain.gradcam(data, None)
         zones = gc.gradcam.zones
         return VisionEvidence(
-            to_evidence(gc.classification, zones, gc.quality),
+            to_evidence(gc.classification, zones, gc.quality, gc.chest),
             gc.classification,
             zones,
             gc.quality,
             False,
             gc.image,
+            gc.chest,
         )
 
     def _llm_sync(
-        self, vision: VisionEvidence, language: Language, attributions: bool
+        self,
+        vision: VisionEvidence,
+        language: Language,
+        attributions: bool,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[Report, ShapleyAttribution | None, float, float]:
         generator = self._require_llm()
         t0 = time.perf_counter()
-        report = generator.generate(vision.evidence, language, self.model_hashes())
+        report = generator.generate(
+            vision.evidence, language, self.model_hashes(), on_event=on_event, cancel=cancel
+        )
         llm_ms = _ms(t0)
         attribution = None
         t1 = time.perf_counter()
@@ -241,19 +287,32 @@ class ReportService:
         """Raise ServiceUnavailable (503) now when no LLM is configured or loaded."""
         self._require_llm()
 
-    async def evidence(self, data: bytes, with_lime: bool) -> VisionEvidence:
+    async def evidence(
+        self, data: bytes, with_lime: bool, control: JobControl | None = None
+    ) -> VisionEvidence:
         """The vision half of a report: what the prompt will be built from."""
-        return await self._vision(data, with_lime)
+        return await self._vision(data, with_lime, control)
 
     async def write(
-        self, vision: VisionEvidence, language: Language, attributions: bool, vision_ms: float
+        self,
+        vision: VisionEvidence,
+        language: Language,
+        attributions: bool,
+        vision_ms: float,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> ReportOutcome:
-        """The language half: LLM, grounding, optional attributions (LLM errors -> 503)."""
+        """The language half: LLM, grounding, optional attributions (LLM errors -> 503).
+
+        ``on_event`` is called from the worker thread as the report is written; ``cancel``
+        stops the generation between tokens (GenerationCancelled)."""
         t0 = time.perf_counter()
         try:
             report, attribution, llm_ms, attr_ms = await self.llm_gate.run(
-                lambda: self._llm_sync(vision, language, attributions)
+                lambda: self._llm_sync(vision, language, attributions, on_event, cancel)
             )
+        except GenerationCancelled as exc:
+            raise JobCancelled() from exc  # its client left; answered like a cancelled LIME
         except (LLMUnavailable, LLMTimeout) as exc:
             code = "llm_timeout" if isinstance(exc, LLMTimeout) else "llm_unavailable"
             raise ServiceUnavailable(
@@ -280,7 +339,8 @@ class ReportService:
         self._require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
         vision = await self._vision(data, with_lime, control)
-        return await self.write(vision, language, attributions, _ms(t0))
+        cancel = control.cancelled if control is not None else None
+        return await self.write(vision, language, attributions, _ms(t0), cancel=cancel)
 
     def close(self) -> None:
         if self.backend is not None:

@@ -146,6 +146,18 @@ class ReportSettings(BaseModel):
         description="CPU threads of the in-process model. llama.cpp workers busy-wait: on a "
         "shared 2-core host 2 threads fell to 2 tokens/s (1 thread: 42); raise on dedicated cores.",
     )
+    n_ctx: int = Field(
+        2048,
+        ge=512,
+        le=32768,
+        description="Context size of the in-process model (prompt with the worked example is "
+        "~700 tokens, the report up to max_tokens).",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="Keep the KV state of the fixed prompt prefix (system turn + worked "
+        "example) between requests, so each report evaluates only its evidence turn.",
+    )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
     min_zone_intensity: float = Field(
@@ -261,6 +273,20 @@ class AuthSettings(BaseModel):
     )
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin access for frontend teams that host their own single-page app."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose browser scripts may call the API, JSON "
+        "list in the environment. Empty: no CORS headers (the bundled viewer is same-origin and "
+        "needs none). Never '*' with API keys in browsers you do not control.",
+    )
+    max_age_s: int = Field(
+        600, ge=0, le=86_400, description="Seconds browsers may cache a preflight answer."
+    )
+
+
 class PacsSettings(BaseModel):
     """Where ``push=true`` sends result objects (STOW-RS). Unset: pushing is refused (422)."""
 
@@ -316,6 +342,7 @@ class Settings(BaseSettings):
     )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

@@ -15,7 +15,7 @@ from inference.anatomy import Anatomy, segment
 from inference.classify import Classification, decide, postprocess, run_classifier
 from inference.errors import PixelBudgetExceeded
 from inference.intake import Limits, Radiograph, decode_upload, estimate_pixels
-from inference.render import anatomy_overlay, mask_png
+from inference.render import anatomy_overlay, mask_png, radiograph_png
 from service.gate import WorkGate
 from service.registry import ModelRegistry
 
@@ -175,6 +175,14 @@ class AnalysisService:
         )
         overlay = anatomy_overlay(radiograph.pixels, anatomy)
         return SegmentOutcome(structures, overlay, image_info(radiograph), timings)
+
+    def _render_sync(self, data: bytes, max_side: int | None) -> bytes:
+        return radiograph_png(decode_upload(data, self.limits).pixels, max_side)
+
+    async def render(self, data: bytes, max_side: int | None = None) -> bytes:
+        """PNG of the decoded, windowed radiograph (what the models and overlays were made on)."""
+        cost = pixel_cost(data, self.limits, DECODE_WEIGHT)
+        return await self.gate.run(lambda: self._render_sync(data, max_side), cost)
 
     async def classify(self, data: bytes) -> ClassifyOutcome:
         cost = pixel_cost(data, self.limits, CLASSIFY_WEIGHT)

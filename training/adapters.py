@@ -18,6 +18,7 @@ disease is uncertain is left out), ``ones`` (uncertain counts as positive, U-One
 from __future__ import annotations
 
 import csv
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def finding_type(label: int, findings: str) -> str:
     """
     if label != 1:
         return "normal"
-    text = findings.lower()
+    # "Non-COVID pneumonia" (covidqu) must not count as COVID: drop the negated mention first.
+    text = re.sub(r"non[- ]covid", "", findings.lower())
     if "covid" in text or "sars" in text:
         return "covid"
     if "nodule" in text:

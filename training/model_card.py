@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-GOALS = {"kermany": 0.975, "nih": 0.80}
+GOALS = {"kermany": 0.99, "nih": 0.93}
+ADULT_SOURCES = ("nih", "jsrt", "ieee8023", "covidqu", "covid19rad")
+LOSO_GOAL = 0.85
+ECE_GOALS = (0.05, 0.10)  # pooled, per source
+SENS_GOAL, SPEC_GOAL = 0.85, 0.80
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -17,12 +21,13 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 def _cls_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
     header = (
-        "| source | n (pos) | AUROC [95 % CI] | goal | sens @ thr | spec @ thr "
-        "| sens/spec @ Youden | ECE before → after |"
+        "| source | n (pos) | AUROC [95 % CI] | goal | sens / spec @ own population thr "
+        "| sens / spec @ adult thr | sens / spec @ pediatric thr | sens @ spec ≥ 0.80 "
+        "| ECE before → after |"
     )
     lines = [
         header,
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for src, m in metrics.items():
         lo, hi = m["auroc_ci95"]
@@ -33,13 +38,186 @@ def _cls_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
             f"{m['n']} ({m['n_positive']})",
             f"{_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}]",
             goal_txt,
-            _fmt(m["sensitivity"]),
-            _fmt(m["specificity"]),
-            f"{_fmt(m['youden_sensitivity'])} / {_fmt(m['youden_specificity'])}",
+            f"{_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}",
+            f"{_fmt(m.get('sens_at_adult_thr'))} / {_fmt(m.get('spec_at_adult_thr'))}",
+            f"{_fmt(m.get('sens_at_pediatric_thr'))} / {_fmt(m.get('spec_at_pediatric_thr'))}",
+            _fmt(m.get("sens_at_spec80")),
             f"{_fmt(m['ece_uncalibrated'])} → {_fmt(m['ece_calibrated'])}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _ci(m: dict[str, Any]) -> str:
+    lo, hi = m["auroc_ci95"]
+    return f"{_fmt(m['auroc'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+LOSO_NAMES = {"b0-lite0-transplant": "B0 (Lite0 ImageNet transplant)", "lite0": "Lite0"}
+
+
+def _loso_table(loso: dict[str, Any] | None) -> str:
+    """Held-out AUROC [95 % CI] per fold/source and init; sens/spec at the fold's threshold."""
+    if not loso or not loso.get("runs"):
+        return "_not run in this build_"
+    inits = sorted({r["init"] for r in loso["runs"]})
+    header = ["held out", "scored", "n (pos)"] + [
+        f"{LOSO_NAMES.get(i, i)}: AUROC [95 % CI]; sens / spec @ adult thr" for i in inits
+    ]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    counts: dict[tuple[str, str], str] = {}
+    for run in loso["runs"]:
+        for scored, m in run["metrics"].items():
+            key = (run["fold"], scored)
+            counts[key] = f"{m['n']} ({m['n_positive']})"
+            cells.setdefault(key, {})[run["init"]] = (
+                f"{_ci(m)}; {_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}"
+            )
+    rows = [
+        [fold, scored, counts[(fold, scored)]] + [cells[(fold, scored)].get(i, "—") for i in inits]
+        for fold, scored in sorted(cells)
+    ]
+    lines = [_table(header, rows)]
+    if loso.get("paired"):
+        lines.append("")
+        lines.append(
+            _table(
+                ["held out", "AUROC difference", "paired bootstrap 95 % CI"],
+                [
+                    [
+                        r["fold"],
+                        f"{LOSO_NAMES.get(r['a'], r['a'])} − {LOSO_NAMES.get(r['b'], r['b'])}"
+                        f" = {r['auroc_diff']:+.3f}",
+                        f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
+                    ]
+                    for r in loso["paired"]
+                ],
+            )
+        )
+    prev = loso.get("previous_release")
+    if prev:
+        lines.append("")
+        lines.append(
+            "Previous release on the same held-out rows (frozen-trunk Lite0 trained on "
+            f"{', '.join(prev['trained_on'])}; a held-out score only for sources outside that "
+            "list):"
+        )
+        lines.append("")
+        lines.append(
+            _table(
+                ["held out", "scored", "n (pos)", "AUROC [95 % CI]; sens / spec @ its threshold"],
+                [
+                    [
+                        fold,
+                        scored,
+                        f"{m['n']} ({m['n_positive']})",
+                        f"{_ci(m)}; {_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}"
+                        + (
+                            " (trained on: not held out)"
+                            if set(fold.split("+") if scored == "pooled" else [scored])
+                            & set(prev["trained_on"])
+                            else ""
+                        ),
+                    ]
+                    for fold, metrics in sorted(prev["folds"].items())
+                    for scored, m in metrics.items()
+                ],
+            )
+        )
+    for exp in loso.get("experiments", []):
+        lines.append("")
+        lines.append(f"Experiment `{exp['name']}` ({exp['what']}), same folds and protocol:")
+        lines.append("")
+        lines.append(
+            _table(
+                ["held out", "scored", "n (pos)", "AUROC [95 % CI]", "steps done"],
+                [
+                    [r["fold"], scored, f"{m['n']} ({m['n_positive']})", _ci(m), r["train_steps"]]
+                    for r in sorted(exp["runs"], key=lambda r: r["fold"])
+                    for scored, m in sorted(r["metrics"].items())
+                ],
+            )
+        )
+    run0 = loso["runs"][0]["config"]
+    lines.append("")
+    lines.append(
+        f"Reduced LOSO protocol (CPU budget): {run0['size']} px, {run0['epochs']} epochs × "
+        f"{run0['samples_per_epoch']} sampled images, batch {run0['batch_size']}; held-out "
+        "images scored at the same size; at most "
+        f"{max(m['n'] for r in loso['runs'] for k, m in r['metrics'].items() if k != 'pooled')}"
+        " images per "
+        "held-out source (stratified by label, seeded). Wall time per run: "
+        + ", ".join(
+            f"{LOSO_NAMES.get(r['init'], r['init'])}/{r['fold']} {r['wall_s'] / 60:.1f} min "
+            f"({r['train_steps']} steps done)"
+            for r in loso["runs"]
+        )
+        + "."
+    )
+    return "\n".join(lines)
+
+
+def _goal(ok: bool | None) -> str:
+    return "not computable" if ok is None else ("met" if ok else "**not met**")
+
+
+def _goals(cls: dict[str, Any], loso: dict[str, Any] | None) -> str:
+    """Each goal of the issue with the measured value and met / not met."""
+    test = cls["extra"]["metrics"]["test"]
+    lines = ["| goal | measured | status |", "|---|---|---|"]
+    for src, goal in GOALS.items():
+        if src in test:
+            a = test[src]["auroc"]
+            lines.append(f"| {src} test AUROC ≥ {goal} | {_fmt(a)} | {_goal(a >= goal)} |")
+    for src in ADULT_SOURCES:
+        if src in test:
+            v = test[src].get("sens_at_spec80", float("nan"))
+            ok = None if v != v else v >= SENS_GOAL
+            lines.append(
+                f"| {src} test sensitivity ≥ {SENS_GOAL} at specificity ≥ {SPEC_GOAL} "
+                f"| {_fmt(v)} | {_goal(ok)} |"
+            )
+    pooled = test["all"]["ece_calibrated"]
+    lines.append(
+        f"| pooled test ECE ≤ {ECE_GOALS[0]} | {_fmt(pooled)} | {_goal(pooled <= ECE_GOALS[0])} |"
+    )
+    for src, m in test.items():
+        if src != "all" and not src.startswith("population:"):
+            e = m["ece_calibrated"]
+            lines.append(
+                f"| {src} test ECE ≤ {ECE_GOALS[1]} | {_fmt(e)} | {_goal(e <= ECE_GOALS[1])} |"
+            )
+    shipped = cls["extra"]["init"]
+    for run in (loso or {}).get("runs", []):
+        if run["init"] != shipped:
+            continue
+        for scored, m in run["metrics"].items():
+            a = m["auroc"]
+            ok = None if a != a else a >= LOSO_GOAL
+            lines.append(
+                f"| LOSO AUROC ≥ {LOSO_GOAL}: {scored} (held out: {run['fold']}) "
+                f"| {_fmt(a)} | {_goal(ok)} |"
+            )
+    return "\n".join(lines)
+
+
+def _points(cls: dict[str, Any]) -> str:
+    points = cls.get("operating_points") or {}
+    val = cls["extra"].get("operating_points_validation", {})
+    rows = [
+        [
+            pop,
+            f"{p['threshold']:.4f}",
+            f"[{p['band'][0]:.4f}, {p['band'][1]:.4f}]",
+            _fmt(val.get(pop, {}).get("validation_sensitivity")),
+            _fmt(val.get(pop, {}).get("validation_specificity")),
+            p.get("basis", ""),
+        ]
+        for pop, p in points.items()
+    ]
+    return _table(
+        ["population", "threshold", "borderline band", "val sens", "val spec", "basis"], rows
+    )
 
 
 SEG_STRUCTURES = ("right_lung", "left_lung", "heart_mediastinum", "lungs")
@@ -94,6 +272,8 @@ def write_model_card(weights: Path, work: Path) -> Path:
     archs = _load(weights / "architecture_comparison.json") or _load(
         work / "compare" / "architectures.json"
     )
+    loso = _load(weights / "loso.json")
+    parts_loso = _loso_table(loso)
     times = _load(work / "retrain_times.json")
     times_note = "python -m training all"
     if times is None:
@@ -107,6 +287,16 @@ def write_model_card(weights: Path, work: Path) -> Path:
         parts["cls_val"] = "\n".join(_cls_table(ex["metrics"]["validation"]))
         parts["temperature"] = f"{cls['temperature']:.3f}"
         parts["threshold"] = f"{cls['threshold']:.4f}"
+        parts["op_points"] = _points(cls)
+        parts["goals"] = _goals(cls, loso)
+        parts["sampler"] = "```\n" + json.dumps(ex.get("sampler", {}), indent=1) + "\n```"
+        parts["cls_recipe"] = json.dumps(ex["training_config"])
+        choice = ex.get("architecture_choice", {})
+        parts["arch_choice"] = (
+            f"shipped `{choice.get('chosen', ex['init'])}`. Criterion: "
+            f"{choice.get('criterion', 'n/a')}. {choice.get('note', '')}"
+        )
+        parts["cls_recipe_note"] = ex.get("recipe", "frozen trunk, last stage trained")
         parts["youden"] = f"{ex['youden_threshold']:.4f}"
         parts["cls_arch"] = ex["architecture"]
         parts["cls_init"] = ex["init"]
@@ -133,6 +323,12 @@ def write_model_card(weights: Path, work: Path) -> Path:
         parts["seg_test"] = "\n".join(_seg_table(ex["metrics_dice"]["test"], before.get("test")))
         parts["seg_val"] = "\n".join(_seg_table(ex["metrics_dice"]["val"], before.get("val")))
         parts["seg_previous"] = ex.get("previous", {}).get("architecture", "none recorded")
+        tc = ex["training_config"]
+        parts["seg_run"] = (
+            f"stage 1 {tc['head_epochs']} epoch(s) at batch {tc['head_batch']}, stage 2 "
+            f"{ex.get('finetune_steps_run', 0)} end-to-end step(s) of {tc['finetune_batch']}, "
+            f"{ex['training_wall_s'] / 60:.0f} min wall, command `{ex['training_command']}`"
+        )
         parts["seg_shares"] = ", ".join(
             f"{name} {share:.0%}" for name, share in ex["training_config"]["source_shares"]
         )
@@ -171,6 +367,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
             for r in archs or []
         ],
     )
+    parts["loso"] = parts_loso
     parts["times_note"] = times_note
     parts["times"] = (
         (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))

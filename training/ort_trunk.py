@@ -19,15 +19,20 @@ from torch import nn
 
 
 def ort_function(
-    module: nn.Module, size: int, threads: int = 2
+    module: nn.Module, size: int | tuple[int, ...], threads: int = 2
 ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
-    """Export ``module`` (eval mode) and return ``f(x [N, 3, size, size]) -> y`` backed by ORT."""
+    """Export ``module`` (eval mode) and return ``f(x [N, 3, size, size]) -> y`` backed by ORT.
+
+    ``size`` may also be a full per-item input shape (C, H, W), for sub-networks that start
+    inside the trunk.
+    """
+    shape = (3, size, size) if isinstance(size, int) else size
     module.eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trunk.onnx"
         torch.onnx.export(
             module,
-            (torch.zeros(1, 3, size, size),),
+            (torch.zeros(1, *shape),),
             str(path),
             input_names=["x"],
             output_names=["y"],

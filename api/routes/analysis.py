@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import AnalysisDep, InteropDep, RegistryDep
 from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
@@ -116,3 +116,33 @@ async def segment(
         image=image_out(out.image),
         timings=timings_out(out.timings),
     )
+
+
+MaxSideQuery = Annotated[
+    int | None,
+    Query(
+        ge=64,
+        le=16_384,
+        description="Reduce the longer side to at most this many pixels (never enlarged). "
+        "Default: the upload's size.",
+    ),
+]
+
+
+@router.post(
+    "/render",
+    operation_id="render",
+    summary="The radiograph as the service decoded and windowed it, as an 8-bit PNG",
+    description="What every model and overlay was computed on: DICOM VOI LUT / window and "
+    "rescale applied, MONOCHROME1 inverted, deep PNGs stretched. Masks and heat maps of the "
+    "other endpoints align with it pixel for pixel (scaled by max_side when given). Viewers "
+    "show this instead of decoding DICOM themselves.",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "Grayscale PNG."}, **ERRORS},
+    openapi_extra=upload_request_body(),
+)
+async def render(
+    upload: UploadDep, analysis: AnalysisDep, max_side: MaxSideQuery = None
+) -> Response:
+    png = await analysis.render(upload.data, max_side)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

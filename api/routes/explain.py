@@ -25,6 +25,7 @@ from explain import MAX_SAMPLES, LimeConfig, Target
 router = APIRouter(prefix="/explain", tags=["explain"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
 DEFAULT_SAMPLES = LimeConfig().n_samples
+MIN_SAMPLES = 50  # below this LIME's fit is noise on ~100 superpixels (bench/RESULTS.md)
 
 TargetQuery = Annotated[
     Target | None,
@@ -33,7 +34,7 @@ TargetQuery = Annotated[
 SamplesQuery = Annotated[
     int,
     Query(
-        ge=50,
+        ge=MIN_SAMPLES,
         le=MAX_SAMPLES,
         description="Perturbed samples; 200 from the stability study in bench/RESULTS.md.",
     ),

@@ -7,10 +7,13 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import ReadinessDep, RegistryDep
+from api.deps import ReadinessDep, RegistryDep, SettingsDep
 from api.problems import problem_responses
+from api.routes.explain import DEFAULT_SAMPLES, MIN_SAMPLES
 from api.schemas.convert import model_info
-from api.schemas.health import Liveness, Readiness, VersionInfo
+from api.schemas.health import LimitsInfo, Liveness, Readiness, SampleRange, VersionInfo
+from api.upload import MAX_STUDY_IMAGES
+from explain import MAX_SAMPLES
 
 router = APIRouter(tags=["health"])
 
@@ -63,4 +66,23 @@ async def get_version(registry: RegistryDep) -> VersionInfo:
         version=pkg_version,
         models=[model_info(m) for m in registry.models()],
         providers=list(registry.classifier.providers),
+    )
+
+
+@router.get(
+    "/limits",
+    operation_id="limits",
+    summary="Upload and parameter limits, for checks in the client before it sends anything",
+    response_model=LimitsInfo,
+    responses=problem_responses(500),
+)
+async def get_limits(settings: SettingsDep) -> LimitsInfo:
+    lim = settings.limits
+    return LimitsInfo(
+        max_upload_bytes=lim.max_upload_bytes,
+        max_pixels=lim.max_pixels,
+        max_side=lim.max_side,
+        max_study_images=MAX_STUDY_IMAGES,
+        lime_samples=SampleRange(min=MIN_SAMPLES, max=MAX_SAMPLES, default=DEFAULT_SAMPLES),
+        report_languages=["en", "ru"],
     )

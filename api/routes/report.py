@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -32,12 +33,14 @@ from api.schemas.report import (
     GenerationOut,
     GroundingOut,
     LanguageOut,
+    MeasurementsOut,
     ProvenanceOut,
     RemovedSentenceOut,
     ReportJob,
     ReportResponse,
     ReportTimingsOut,
     ReproducibilityOut,
+    SectionEventOut,
     SectionsOut,
     TokenAttributionOut,
     ZoneOut,
@@ -45,11 +48,14 @@ from api.schemas.report import (
 from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
 from reporting.attribution import ShapleyAttribution
-from reporting.evidence import ZONE_NAMES
+from reporting.evidence import AGREEMENT_MIN, ZONE_NAMES, Measurements
+from reporting.report import HEADINGS
 from reporting.schema import Sections
+from reporting.stream import StreamEvent
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
 from service.interop_usecase import InteropService
+from service.jobs import JobCancelled
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
@@ -60,6 +66,13 @@ LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")
 LimeQuery = Annotated[bool, Query(description="Include LIME in the zone descriptors.")]
 AttrQuery = Annotated[
     bool, Query(description="Add Shapley attributions of the descriptors (slower).")
+]
+DebugQuery = Annotated[
+    bool,
+    Query(
+        description="Also return the model sentences the grounding check removed (and, on "
+        "the stream, the raw unchecked model text). Off by default: that text is unsupported."
+    ),
 ]
 
 
@@ -81,6 +94,7 @@ async def report(
     attributions: AttrQuery = False,
     fmt: Annotated[ReportFormat, format_query("dicom-sr", "fhir", "bundle")] = "json",
     push: PushQuery = False,
+    debug: DebugQuery = False,
 ) -> ReportResponse | Response:
     check_push(push, fmt, interop)
     async with cancel_on_disconnect(request) as control:
@@ -89,7 +103,7 @@ async def report(
             return bundle_answer(request, b)
         outcome = await service.report(upload.data, lang, lime, attributions, control)
     if fmt == "json":
-        return report_response(outcome, service)
+        return report_response(outcome, service, debug)
     return await _interop_report(interop, upload, outcome, fmt, lime, push)
 
 
@@ -118,10 +132,11 @@ async def explain_report(
     service: ReportDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
+    debug: DebugQuery = False,
 ) -> ReportResponse:
     async with cancel_on_disconnect(request) as control:
         outcome = await service.report(upload.data, lang, lime, True, control)
-    return report_response(outcome, service)
+    return report_response(outcome, service, debug)
 
 
 REPORT_JOBS = "/report/jobs"
@@ -295,19 +310,29 @@ async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
 @router.post(
     "/report/stream",
     operation_id="report_stream",
-    summary="The same report as Server-Sent Events: evidence first, then the grounded report",
-    description="Events: `evidence` (EvidenceOut, as soon as the vision stage is done), then "
-    "`report` (ReportResponse) or `error` ({code, detail, retry_after_s}). Model text is only "
-    "sent after the grounding check, never as an unchecked draft.",
+    summary="The same report as Server-Sent Events, sentence by sentence as it is written",
+    description="Events, in order: `evidence` (EvidenceOut, as soon as the vision stage is "
+    "done); then while the model writes, `sentence` ({name, text}) for each sentence that "
+    "passed the grounding check; then one `section` per report section in order "
+    "(SectionEventOut: name, heading, text, provenance; replace what was shown for it: a "
+    "section without enough supported text falls back to its template); then `report` (the "
+    "whole ReportResponse), or `error` ({code, detail, retry_after_s}) as the last event. "
+    "Unchecked model text is never sent unless debug=true (`draft` events, {text}). A client "
+    "that disconnects stops the generation within a token.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     openapi_extra=upload_request_body(),
 )
 async def report_stream(
-    upload: UploadDep, service: ReportDep, lang: LangQuery = "en", lime: LimeQuery = True
+    request: Request,
+    upload: UploadDep,
+    service: ReportDep,
+    lang: LangQuery = "en",
+    lime: LimeQuery = True,
+    debug: DebugQuery = False,
 ) -> StreamingResponse:
     service.require_llm()  # a plain 503 before the stream starts
-    events = _report_events(upload.data, service, lang, lime)
+    events = _report_events(request, upload.data, service, lang, lime, debug)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -315,23 +340,73 @@ def _sse(event: str, payload: str) -> str:
     return f"event: {event}\ndata: {payload}\n\n"
 
 
+def _stream_event(e: StreamEvent, lang: Literal["en", "ru"]) -> str:
+    if e.kind == "draft":
+        return _sse("draft", json.dumps({"text": e.text}, ensure_ascii=False))
+    if e.kind == "sentence":
+        return _sse("sentence", json.dumps({"name": e.section, "text": e.text}, ensure_ascii=False))
+    assert e.section is not None and e.provenance is not None
+    section = SectionEventOut(
+        name=e.section, heading=HEADINGS[lang][e.section], text=e.text, provenance=e.provenance
+    )
+    return _sse("section", section.model_dump_json())
+
+
+def _error_event(exc: Exception) -> str:
+    # The status line is already sent: report domain errors in-band, as the last event.
+    code = getattr(exc, "code", "overloaded")
+    detail = getattr(exc, "detail", "The service is busy; retry later.")
+    retry = getattr(exc, "retry_after_s", None)
+    return _sse("error", json.dumps({"code": code, "detail": detail, "retry_after_s": retry}))
+
+
 async def _report_events(
-    data: bytes, service: ReportService, lang: Literal["en", "ru"], lime: bool
+    request: Request,
+    data: bytes,
+    service: ReportService,
+    lang: Literal["en", "ru"],
+    lime: bool,
+    debug: bool,
 ) -> AsyncIterator[str]:
+    """The generation runs as its own task feeding a queue, so this generator only ever
+    waits on the queue: a client that leaves sets the cancel flag (watcher), which stops the
+    LIME step or the LLM between tokens and frees the one LLM slot for the next report (F6)."""
     t0 = time.perf_counter()
-    try:
-        vision: VisionEvidence = await service.evidence(data, lime)
-        yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
-        vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
-        outcome = await service.write(vision, lang, False, vision_ms)
-        yield _sse("report", report_response(outcome, service).model_dump_json())
-    except (ServiceUnavailable, Overloaded, IntakeError) as exc:
-        # The status line is already sent: report domain errors in-band, as the last event.
-        code = getattr(exc, "code", "overloaded")
-        detail = getattr(exc, "detail", "The service is busy; retry later.")
-        retry = getattr(exc, "retry_after_s", None)
-        payload = {"code": code, "detail": detail, "retry_after_s": retry}
-        yield _sse("error", json.dumps(payload))
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+    def on_event(e: StreamEvent) -> None:  # called from the worker thread
+        if debug or e.kind != "draft":
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+
+    async with cancel_on_disconnect(request) as control:
+        task: asyncio.Future[ReportOutcome] | None = None
+        try:
+            vision: VisionEvidence = await service.evidence(data, lime, control)
+            yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
+            vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
+            task = asyncio.ensure_future(
+                service.write(vision, lang, False, vision_ms, on_event, control.cancelled)
+            )
+            task.add_done_callback(lambda _: queue.put_nowait(None))
+            while (event := await queue.get()) is not None:
+                yield _stream_event(event, lang)
+            outcome = await task
+            yield _sse("report", report_response(outcome, service, debug).model_dump_json())
+        except JobCancelled:
+            return  # the client has gone; nobody reads the rest
+        except (ServiceUnavailable, Overloaded, IntakeError) as exc:
+            yield _error_event(exc)
+        finally:
+            if task is not None and not task.done():
+                control.cancelled.set()  # the stream was closed under us (client left)
+                task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[ReportOutcome]) -> None:
+    """Consume the outcome of a generation nobody waits for (it ends in JobCancelled)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _sections(s: Sections) -> SectionsOut:
@@ -364,12 +439,28 @@ def _attributions(a: ShapleyAttribution) -> AttributionsOut:
     )
 
 
+def _measurements_out(m: Measurements) -> MeasurementsOut:
+    size = {True: "normal", False: "enlarged", None: "not_assessed"}[m.heart_normal]
+    return MeasurementsOut(
+        ctr=None if m.ctr is None else round(m.ctr, 4),
+        ctr_reliable=m.ctr_reliable,
+        ctr_notes=list(m.ctr_notes),
+        heart_size=size,  # type: ignore[arg-type]
+        right_lung_share=None if m.right_lung_share is None else round(m.right_lung_share, 4),
+        left_lung_share=None if m.left_lung_share is None else round(m.left_lung_share, 4),
+        lung_ratio=None if m.lung_ratio is None else round(m.lung_ratio, 4),
+    )
+
+
 def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"]) -> EvidenceOut:
     e = v.evidence
+    agreed = {z.zone_id for z in e.agreed_zones(AGREEMENT_MIN)}
     return EvidenceOut(
         decision=e.decision,
+        decision_band=e.decision_band,
         probability_finding=round(e.probability_finding, 6),
         threshold=e.threshold,
+        band=list(e.band) if e.band is not None else None,
         confidence=round(e.confidence, 6),
         zones=[
             ZoneOut(
@@ -378,16 +469,24 @@ def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"]) -> EvidenceOut:
                 fused=round(d.fused, 4),
                 gradcam_mean=d.gradcam_mean,
                 lime_intensity=d.lime_intensity,
+                methods_agree=d.zone_id in agreed,
             )
             for d in v.descriptors
         ],
+        agreed_zones=sorted(agreed),
         explanation_weak=e.explanation_weak,
         weak_reasons=list(v.quality.reasons),
         lime_used=v.lime_used,
+        measurements=_measurements_out(e.measurements) if e.measurements else None,
+        quality_flags=list(e.quality_flags),
+        unsuitable=list(e.unsuitable),
     )
 
 
-def report_response(o: ReportOutcome, service: ReportService) -> ReportResponse:
+def report_response(
+    o: ReportOutcome, service: ReportService, debug: bool = False
+) -> ReportResponse:
+    """The response; removed (unsupported) model sentences only with ``debug``."""
     r, g, rep = o.report, o.report.grounding, o.report.reproducibility
     return ReportResponse(
         language=r.language,
@@ -403,10 +502,13 @@ def report_response(o: ReportOutcome, service: ReportService) -> ReportResponse:
             unsupported_claims_left=g.unsupported_claims_left,
             supported_zones=list(g.supported_zones),
             llm_output_valid=g.llm_output_valid,
+            removed_count=len(g.removed),
             removed=[
                 RemovedSentenceOut(section=x.section, text=x.text, reason=x.reason, detail=x.detail)
                 for x in g.removed
-            ],
+            ]
+            if debug
+            else [],
             fallback_reasons={str(k): v for k, v in g.fallback_reasons.items()},
         ),
         language_info=LanguageOut(

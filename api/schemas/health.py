@@ -23,3 +23,22 @@ class VersionInfo(BaseModel):
     version: str
     models: list[ModelInfo]
     providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+
+
+class SampleRange(BaseModel):
+    min: int
+    max: int
+    default: int
+
+
+class LimitsInfo(BaseModel):
+    """What a client should check before it uploads (the server enforces the same values)."""
+
+    max_upload_bytes: int = Field(description="Largest request body; larger answers 413.")
+    max_pixels: int = Field(description="Largest width x height; larger answers 422.")
+    max_side: int = Field(description="Largest image side in pixels; larger answers 422.")
+    max_study_images: int = Field(description="Most files in one /classify/study request.")
+    lime_samples: SampleRange = Field(description="n_samples accepted by the LIME endpoints.")
+    report_languages: list[Literal["en", "ru"]] = Field(
+        description="Values of the report endpoints' lang parameter."
+    )

@@ -28,6 +28,15 @@ class ProvenanceOut(BaseModel):
     recommendations: SectionProvenance
 
 
+class SectionEventOut(BaseModel):
+    """One grounded report section, as sent by the ``section`` event of /report/stream."""
+
+    name: Literal["findings", "interpretation", "recommendations"]
+    heading: str = Field(description="Section heading in the report language.")
+    text: str = Field(description="Grounded section text (plain text; escape to display).")
+    provenance: SectionProvenance
+
+
 class RemovedSentenceOut(BaseModel):
     section: str
     text: str = Field(description="The removed model sentence (plain text; escape to display).")
@@ -40,7 +49,11 @@ class GroundingOut(BaseModel):
     unsupported_claims_left: int = Field(description="Re-check of the final text (expect 0).")
     supported_zones: list[str] = Field(description="Zones the text may name.")
     llm_output_valid: bool = Field(description="The model's output parsed as the JSON schema.")
-    removed: list[RemovedSentenceOut]
+    removed_count: int = Field(description="Model sentences the check removed.")
+    removed: list[RemovedSentenceOut] = Field(
+        description="The removed sentences themselves: only with debug=true (they are "
+        "unsupported model text and must not reach a reader by default); empty otherwise."
+    )
     fallback_reasons: dict[str, str] = Field(description="Why a section fell back to template.")
 
 
@@ -50,17 +63,54 @@ class ZoneOut(BaseModel):
     fused: float = Field(description="Fused intensity in [0, 1] (the prompt's 'intensity').")
     gradcam_mean: float | None
     lime_intensity: float | None
+    methods_agree: bool = Field(
+        description="Grad-CAM and LIME both score this zone at least 0.25 (and it is "
+        "strong enough to be named)."
+    )
+
+
+class MeasurementsOut(BaseModel):
+    """Measured on the segmentation masks (bench/RESULTS.md: CTR vs human JSRT/SCR masks)."""
+
+    ctr: float | None = Field(
+        description="Cardiothoracic ratio: widest horizontal extent of the heart/mediastinum "
+        "mask / widest internal thoracic width between the lung masks' outer borders."
+    )
+    ctr_reliable: bool = Field(description="Masks plausible and the view not AP.")
+    ctr_notes: list[str] = Field(
+        description="Why the CTR is not reliable: lung_missing, heart_missing, "
+        "heart_outside_chest, implausible_ctr, unequal_lungs, ap_view."
+    )
+    heart_size: Literal["normal", "enlarged", "not_assessed"] = Field(
+        description="normal / enlarged when a reliable CTR is below 0.47 / at least 0.53; "
+        "not_assessed otherwise (unreliable, or too close to 0.5 for the measurement's error)."
+    )
+    right_lung_share: float | None = Field(description="Right lung / total lung mask area.")
+    left_lung_share: float | None = Field(description="Left lung / total lung mask area.")
+    lung_ratio: float | None = Field(description="Right / left lung mask area.")
 
 
 class EvidenceOut(BaseModel):
-    decision: Literal["finding", "no_finding"]
+    decision: Literal["finding", "no_finding"] = Field(
+        description="The side of the threshold (what the explanations explain)."
+    )
+    decision_band: Literal["finding", "no_finding", "indeterminate"] = Field(
+        description="indeterminate when the probability lies inside the borderline band."
+    )
     probability_finding: float
     threshold: float
+    band: list[float] | None = Field(description="Borderline band [lo, hi], if any.")
     confidence: float = Field(description="Probability of the decided class.")
     zones: list[ZoneOut] = Field(description="Zone descriptors, strongest first.")
+    agreed_zones: list[str] = Field(description="Named zones where Grad-CAM and LIME agree.")
     explanation_weak: bool
     weak_reasons: list[str]
     lime_used: bool
+    measurements: MeasurementsOut | None
+    quality_flags: list[str] = Field(description="Soft input-gate observations.")
+    unsuitable: list[str] = Field(
+        description="Why the image cannot be analysed (then the report says only that)."
+    )
 
 
 class LanguageOut(BaseModel):

@@ -22,6 +22,8 @@ PROTECTED = [
     ("post", "/classify"),
     ("post", "/classify/study"),
     ("post", "/segment"),
+    ("post", "/render"),
+    ("get", "/limits"),
     ("post", "/explain/gradcam"),
     ("post", "/explain/lime"),
     ("post", "/report"),

@@ -123,6 +123,7 @@ def test_json_lines_with_a_russian_report(
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 3 and all(r["language"] == "ru" and r["recommendations"] for r in ok)
+    assert all(isinstance(r["probability_finding"], float) for r in ok)
     assert any("\u0400" <= ch <= "\u04ff" for r in ok for ch in r["interpretation"])
 
 

@@ -282,13 +282,18 @@ def test_bundle_of_a_png_is_one_new_study_with_stable_uids(api: tuple[TestClient
         answers[0].headers["content-type"].startswith('multipart/related; type="application/dicom"')
     )
     kinds = [ct for ct, _ in parts[0]]
-    assert kinds == ["application/dicom"] * 4 + ["application/fhir+json"]
+    assert kinds == ["application/dicom"] * 5 + ["application/fhir+json"]
     datasets = [[read_dicom(b) for ct, b in p if ct == "application/dicom"] for p in parts]
     for body in (b for ct, b in parts[0] if ct == "application/dicom"):
         assert dciodvfy_errors(body) == []
     first = datasets[0]
     assert len({d.StudyInstanceUID for d in first}) == 1
-    assert [str(d.PatientName) for d in first] == ["ANONYMOUS^"] * 4
+    assert [str(d.PatientName) for d in first] == ["ANONYMOUS^"] * 5
+    assert [d.Modality for d in first] == ["OT", "SR", "SEG", "OT", "PR"]
+    gsps = first[4]  # outlines and the answer as graphics over the uploaded image
+    annotation = gsps.GraphicAnnotationSequence[0]
+    assert annotation.ReferencedImageSequence[0].ReferencedSOPInstanceUID == first[0].SOPInstanceUID
+    assert "not for diagnosis" in annotation.TextObjectSequence[0].UnformattedTextValue
     assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in datasets[1]]
     # A different upload gets a different study.
     other = _post(client, "/report", png_bytes(synthetic_chest(120, 112)), format="bundle")
@@ -323,7 +328,7 @@ def test_failed_push_still_returns_the_analysis(tiny_weights: Any) -> None:
         assert parts[-1][0] == "application/problem+json"
         problem = json.loads(parts[-1][1])
         assert problem["status"] == 502 and problem["code"] == "pacs_unreachable"
-        assert sum(ct == "application/dicom" for ct, _ in parts) == 4
+        assert sum(ct == "application/dicom" for ct, _ in parts) == 5
         seg = _post(client, "/segment", _png(), format="dicom-seg", push="true")
         assert seg.status_code == 200 and seg.headers["x-cxr-push"].startswith("failed;")
         assert dciodvfy_errors(seg.content) == []
@@ -358,3 +363,20 @@ def test_canary_name_only_in_patient_fields(
     assert family not in json.dumps(body)
     assert family not in caplog.text
     assert not [w for w in caught if family in str(w.message)]
+
+
+@pytest.mark.parametrize("uid", [None, "1.2.3.abc", "1.02.3"])
+def test_dicom_without_valid_study_uid_is_422(
+    api: tuple[TestClient, Swap], uid: str | None
+) -> None:
+    client, _ = api
+    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12)
+    if uid is None:
+        del ds.StudyInstanceUID
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the invalid UID is the point
+            ds.StudyInstanceUID = uid
+    r = _post(client, "/segment", dicom_bytes(ds), format="dicom-seg")
+    assert r.status_code == 422 and r.json()["code"] == "dicom_not_linkable"
+    assert _post(client, "/segment", dicom_bytes(ds)).status_code == 200  # JSON still works

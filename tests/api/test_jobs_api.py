@@ -21,7 +21,7 @@ def _files(data: bytes) -> dict:
     return {"file": ("x.png", data, "image/png")}
 
 
-def _settled(client: TestClient, url: str, timeout_s: float = 120.0) -> dict:
+def _settled(client: TestClient, url: str, timeout_s: float = 300.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(url).json()

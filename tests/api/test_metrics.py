@@ -87,3 +87,25 @@ def test_job_states_are_counted(client: TestClient) -> None:
 def test_exposition_passes_promtool(client: TestClient) -> None:
     client.get("/health/ready")
     check_with_promtool(client.get("/metrics").text)
+
+
+def test_503s_are_counted_by_reason(tiny_weights) -> None:
+    from service.app import create_app
+    from service.settings import ReportSettings, Settings
+
+    settings = Settings(
+        weights_dir=tiny_weights, report=ReportSettings(backend="disabled"), _env_file=None
+    )  # type: ignore[call-arg]
+    png = png_bytes(synthetic_chest(96, 80))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        before = _samples(client)
+        r = client.post("/report", files={"file": ("x.png", png, "image/png")})
+        assert r.status_code == 503 and r.json()["code"] == "llm_unavailable"
+        after = _samples(client)
+    name = "cxr_http_refusals_total"
+    moved = _value(after, name, reason="llm_unavailable") - _value(
+        before, name, reason="llm_unavailable"
+    )
+    assert moved == 1
+    route = {"method": "POST", "route": "/report", "status": "503"}
+    assert _value(after, "cxr_http_requests_total", **route) == 1

@@ -129,7 +129,7 @@ def test_hallucinating_model_falls_back_and_lists_removals(app_and_swap) -> None
     client, swap = app_and_swap
 
     def contradict(messages: Sequence[Message], schema: Any) -> str:
-        finding = "abnormal finding present" in messages[1].content
+        finding = "Decision: abnormal finding" in messages[-1].content
         return json.dumps(
             {
                 "findings": "Large left pleural effusion. Fracture of the 5th rib.",
@@ -141,10 +141,15 @@ def test_hallucinating_model_falls_back_and_lists_removals(app_and_swap) -> None
         )
 
     swap.backend = FakeBackend(contradict)
-    body = _report(client, _png()).json()
+    plain = _report(client, _png()).json()
+    # F11: unsupported model text is not handed to clients by default, only counted
+    assert plain["grounding"]["removed"] == [] and plain["grounding"]["removed_count"] >= 3
+    assert "effusion" not in json.dumps(plain, ensure_ascii=False)
+    body = _report(client, _png(), debug="true").json()
     assert body["provenance"] == dict.fromkeys(
         ("findings", "interpretation", "recommendations"), "template"
     )
+    assert len(body["grounding"]["removed"]) == plain["grounding"]["removed_count"]
     assert {x["reason"] for x in body["grounding"]["removed"]} == {
         "out_of_scope",
         "not_plain_prose",
@@ -215,10 +220,33 @@ def test_stream_sends_evidence_then_the_same_report(app_and_swap) -> None:
     r = client.post("/report/stream", params={"lime": "false"}, files=files)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = _events(r.text)
-    assert [e for e, _ in events] == ["evidence", "report"]
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "evidence" and kinds[-1] == "report"
+    assert "draft" not in kinds  # unchecked model text only with debug=true
+    assert kinds[-4:-1] == ["section"] * 3
+    assert kinds.index("sentence") < kinds.index("section")  # text arrives while being written
     plain = _report(client, _png()).json()
     assert events[0][1] == plain["evidence"]
-    assert events[1][1]["text"] == plain["text"]
+    assert events[-1][1]["text"] == plain["text"]
+    sections = [payload for e, payload in events if e == "section"]
+    assert [s["name"] for s in sections] == ["findings", "interpretation", "recommendations"]
+    for s in sections:
+        assert s["text"] == plain["sections"][s["name"]]
+        assert s["provenance"] == plain["provenance"][s["name"]]
+        assert s["heading"] == "Radiological findings" or s["name"] != "findings"
+        # streamed sentences are exactly the kept model text of each section
+        said = [x["text"] for e, x in events if e == "sentence" and x["name"] == s["name"]]
+        if s["provenance"] != "template":
+            assert " ".join(said) == s["text"]
+
+
+def test_stream_sends_raw_model_text_only_in_debug(app_and_swap) -> None:
+    client, swap = app_and_swap
+    swap.backend = FakeBackend(_echo)
+    files = {"file": ("x.png", _png(), "image/png")}
+    r = client.post("/report/stream", params={"lime": "false", "debug": "true"}, files=files)
+    drafts = "".join(p["text"] for e, p in _events(r.text) if e == "draft")
+    assert json.loads(drafts)["interpretation"].startswith("The appearance")
 
 
 def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
@@ -226,7 +254,7 @@ def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
     swap.backend = FakeBackend(_echo, fail="timeout")
     files = {"file": ("x.png", _png(), "image/png")}
     events = _events(client.post("/report/stream", params={"lime": "false"}, files=files).text)
-    assert [e for e, _ in events] == ["evidence", "error"]
+    assert [e for e, _ in events] == ["evidence", "error"]  # no sentence of a failed model
     assert events[1][1]["code"] == "llm_timeout" and events[1][1]["retry_after_s"] >= 1
 
 

@@ -2,7 +2,7 @@
 
 Orthanc runs with a temporary config and storage folder on a free port and is stopped in a
 finally. A generated DX study goes through /report?format=bundle&push=true; QIDO-RS must then
-list the SR, SEG and SC under the input's StudyInstanceUID, and pushing the same upload again
+list the SR, SEG, SC and GSPS under the input's StudyInstanceUID, and pushing the same upload again
 must not add instances (deterministic UIDs).
 """
 
@@ -35,6 +35,7 @@ SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.33": "SR",
     "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
     "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.11.1": "GSPS",
 }
 
 
@@ -124,12 +125,12 @@ def test_bundle_push_files_sr_seg_sc_under_the_study_once(orthanc: str, tiny_wei
                 files={"file": ("scan.bin", data)},
             )
             assert r.status_code == 200, r.text
-            assert r.headers["x-cxr-push"].startswith("stored; instances=3"), r.headers
+            assert r.headers["x-cxr-push"].startswith("stored; instances=4"), r.headers
             found = _instances(orthanc, study_uid)
             classes = sorted(SOP_CLASSES.get(i["00080016"]["Value"][0], "?") for i in found)
-            assert classes == ["SC", "SEG", "SR"]
+            assert classes == ["GSPS", "SC", "SEG", "SR"]
         parts = parse_related(r.content, r.headers["content-type"])
         sent = {read_dicom(b).SOPInstanceUID for ct, b in parts if ct == "application/dicom"}
         assert {i["00080018"]["Value"][0] for i in found} == sent
     stats = httpx.get(f"{orthanc}/statistics").json()
-    assert stats["CountInstances"] == 3 and stats["CountStudies"] == 1
+    assert stats["CountInstances"] == 4 and stats["CountStudies"] == 1

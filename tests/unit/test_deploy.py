@@ -32,6 +32,14 @@ def test_api_service_is_hardened_and_health_checked() -> None:
     assert api["environment"]["CXR_AUTH__ALLOW_ANONYMOUS"] == "${CXR_AUTH__ALLOW_ANONYMOUS:-false}"
 
 
+def test_llm_service_serves_the_verified_qwen_gguf() -> None:
+    llm = _compose()["services"]["llm"]
+    cmd = llm["command"]
+    model = cmd[cmd.index("--model") + 1]
+    assert model.startswith("/models/") and "qwen2.5" in model
+    assert len(cmd[cmd.index("--sha256") + 1]) == 64
+
+
 def test_llm_runs_as_its_own_service() -> None:
     services = _compose()["services"]
     assert "llm" in services and "healthcheck" in services["llm"]
@@ -65,6 +73,9 @@ def test_compose_scales_out_like_the_local_cluster() -> None:
     assert "ports" not in api and nginx["ports"] == ["127.0.0.1:8000:8080"]
     assert "/health/ready" in " ".join(nginx["healthcheck"]["test"])
     assert any(v.endswith(":/etc/nginx/nginx.conf:ro") for v in nginx["volumes"])
+    # X-Forwarded-For is believed from nginx's fixed address only.
+    nginx_ip = nginx["networks"]["default"]["ipv4_address"]
+    assert api["environment"]["CXR_TRUSTED_PROXIES"] == f'["{nginx_ip}"]'
 
 
 def test_compose_nginx_config_is_valid(tmp_path: Path) -> None:

@@ -123,3 +123,28 @@ def test_expected_wait_counts_the_cost_of_admitted_work() -> None:
         assert gate.expected_wait_s() == 0.0
 
     anyio.run(main)
+
+
+def test_a_request_past_its_estimate_still_counts() -> None:
+    """A Grad-CAM that overruns its estimate (loaded machine) must not make the gate look free:
+    clamping its remaining time at zero admitted victims that then waited 14 s."""
+    import time
+
+    release = threading.Event()
+    gate = WorkGate("inference", slots=1, queue=10, retry_after_s=2, max_wait_s=1.0)
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.02), cost=1.0)  # ~0.02 s per unit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: gate.run(release.wait, cost=400.0))  # estimate ~8 s
+            await anyio.sleep(0.1)
+            try:
+                ticket = gate._tickets[0]  # noqa: SLF001 - pretend it has run for a minute
+                assert ticket.started is not None
+                ticket.started -= 60.0
+                assert gate.expected_wait_s() >= 0.25 * 400 * 0.02 * 0.9
+                assert gate.would_refuse()
+            finally:
+                release.set()
+
+    anyio.run(main)

@@ -104,3 +104,36 @@ def test_push_retries_transient_failures_only(
     result = stow.push([Dataset()], stow.StowConfig("http://pacs", attempts=3), waits.append)
     assert (result.status, fake.calls, result.code) == (status, calls, code)
     assert waits == [0.5, 1.0][: calls - 1]
+
+
+def test_ctr_reaches_the_sr_and_the_fhir_bundle_when_measured() -> None:
+    import io
+
+    from interop.fhir import build_fhir
+    from interop.model import Algorithm, Findings, ZoneFinding
+    from interop.sr import build_sr
+    from tests.dicom_tools import dciodvfy_errors, read_dicom
+
+    source = dicom_source(dicom_bytes(dicom_dataset(synthetic_chest(64, 48, 12))), UidFactory("c"))
+    alg = Algorithm("classifier", "1.0.0", "a" * 64)
+    zones = (ZoneFinding("right_lower", "right lower zone", 0.4, 0.2, 0.3),)
+    for ctr in (0.47, None):
+        findings = Findings("finding", 0.8, 0.7, zones, ctr=ctr)
+        sr = build_sr(source, alg, findings, None)
+        buf = io.BytesIO()
+        sr.save_as(buf, enforce_file_format=True)
+        assert dciodvfy_errors(buf.getvalue()) == []
+        group = read_dicom(buf.getvalue()).ContentSequence[-1].ContentSequence[0]
+        values = [
+            float(i.MeasuredValueSequence[0].NumericValue)
+            for i in group.ContentSequence
+            if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].get("CodeValue") == "ctr"
+        ]
+        assert values == ([ctr] if ctr is not None else [])
+        bundle = build_fhir(source, (alg,), findings, None)
+        codes = [
+            e.resource.code.coding[0].code
+            for e in bundle.entry
+            if e.resource.get_resource_type() == "Observation"
+        ]
+        assert ("ctr" in codes) == (ctr is not None)

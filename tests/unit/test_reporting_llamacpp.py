@@ -11,8 +11,10 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -20,12 +22,14 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llm extra not installed (scripts/install_llama.sh)")
 
 from reporting.attribution import ShapleyExplainer  # noqa: E402
+from reporting.errors import GenerationCancelled  # noqa: E402
 from reporting.evidence import Evidence, ZoneEvidence  # noqa: E402
 from reporting.gguf import embedded_gguf_path  # noqa: E402
 from reporting.llama_backend import LlamaCppBackend, embedded_config  # noqa: E402
+from reporting.llm import GenerationParams, Message  # noqa: E402
 from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend  # noqa: E402
 from reporting.report import Report, ReportGenerator  # noqa: E402
-from reporting.schema import SECTION_NAMES  # noqa: E402
+from reporting.schema import REPORT_JSON_SCHEMA, SECTION_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +121,60 @@ def llm_server() -> Iterator[str]:
 
 
 def test_remote_server_matches_in_process(llm_server, reports) -> None:
-    remote = RemoteOpenAIBackend(RemoteConfig(base_url=llm_server, timeout=120))
+    remote = RemoteOpenAIBackend(RemoteConfig(base_url=llm_server, timeout=600))
     report = ReportGenerator(remote).generate(EVIDENCE, "en")
     # same GGUF, same ChatML rendering, greedy decoding: the same text as in process
     assert report.generation.text == reports[0].generation.text
     scores = remote.score_tokens(report.messages, report.generated.to_json())
     assert "".join(scores.tokens) == report.generated.to_json()
     remote.close()
+
+
+def test_chat_template_and_stop_token_come_from_the_gguf(backend: LlamaCppBackend) -> None:
+    meta = backend._llm.metadata  # noqa: SLF001 - the file's own template is the contract
+    assert "tokenizer.chat_template" in meta
+    assert backend.info.extra["chat_template"] == "gguf"
+    prompt = backend.render_prompt([Message("system", "S"), Message("user", "U")])
+    # SmolLM2's template is ChatML; the stop string is its EOS token, read from the file
+    assert prompt.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nU" in prompt
+    assert backend._chat.stop == ("<|im_end|>",)  # noqa: SLF001
+
+
+def test_prefix_reuse_evaluates_only_the_evidence_and_keeps_output_identical(
+    backend: LlamaCppBackend, reports: tuple[Report, Report]
+) -> None:
+    first, second = reports
+    assert first.generation.cached_prompt_tokens > 0  # the system turn + worked example
+    assert second.generation.cached_prompt_tokens == first.generation.cached_prompt_tokens
+    assert first.generation.cached_prompt_tokens < first.generation.prompt_tokens
+    # a different request in between does not change what the first prompt produces
+    other = Evidence("no_finding", 0.1, 0.5, (), view="PA")
+    ReportGenerator(backend).generate(other, "en")
+    again = ReportGenerator(backend).generate(EVIDENCE, "en")
+    assert again.generation.text == first.generation.text
+    # and without reuse the same prompt decodes to the same report
+    fresh = LlamaCppBackend(replace(embedded_config(n_threads=1), prefix_cache=False))
+    try:
+        plain = ReportGenerator(fresh).generate(EVIDENCE, "en")
+        assert plain.generation.cached_prompt_tokens == 0
+        assert plain.render_text() == first.render_text()
+    finally:
+        fresh.close()
+
+
+def test_cancel_stops_a_real_generation(backend: LlamaCppBackend) -> None:
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        if len(pieces) == 3:
+            cancel.set()
+
+    gen = ReportGenerator(backend)
+    _, _, messages = gen.prompt_for(EVIDENCE, "en")
+    with pytest.raises(GenerationCancelled):
+        backend.generate(messages, REPORT_JSON_SCHEMA, GenerationParams(), on_text, cancel)
+    assert len(pieces) == 3
+    # the context is usable afterwards and still deterministic
+    assert gen.generate(EVIDENCE, "en").generation.text

@@ -90,7 +90,7 @@ def test_russian_with_an_english_only_model_uses_russian_templates() -> None:
     assert report.generation_language == "en"
     assert "правая средняя зона" in report.sections.findings
     assert report.generated.findings == GOOD["findings"]
-    assert "Chest X-ray analysis" in backend.prompts[0][1].content
+    assert backend.prompts[0][-1].content.startswith("Facts:")  # English prompt
     assert report.grounding.unsupported_claims_left == 0
     assert "Рекомендации" in report.render_text()
 
@@ -105,18 +105,20 @@ def test_russian_with_a_russian_capable_model_is_native() -> None:
     report = ReportGenerator(backend).generate(EVIDENCE, "ru")
     assert report.language_mode == "native"
     assert dict(report.provenance) == dict.fromkeys(SECTION_NAMES, "llm")
-    assert "Grad-CAM" in backend.prompts[0][1].content
-    assert "правая средняя зона" in backend.prompts[0][1].content
+    assert backend.prompts[0][-1].content.startswith("Факты:")
+    assert "правая средняя зона" in backend.prompts[0][-1].content
+    # Russian instructions for a Russian report, not English ones
+    assert "Пиши только по-русски" in backend.prompts[0][0].content
 
 
 def test_prompt_holds_only_evidence() -> None:
     backend = FakeBackend(_reply())
     ReportGenerator(backend).generate(EVIDENCE, "en")
-    user = backend.prompts[0][1].content
+    user = backend.prompts[0][-1].content
     assert "right mid zone (intensity 0.42)" in user
     assert "left lower zone (intensity 0.31)" in user
     assert "left upper" not in user  # below the support threshold
-    assert "Confidence 0.96." in user
+    assert "Probability of a finding 0.96; threshold 0.50." in user
 
 
 def test_identical_requests_give_identical_reports() -> None:

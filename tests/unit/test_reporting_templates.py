@@ -1,0 +1,160 @@
+"""Template wording: honest precision, the borderline band, the unsuitable image, new evidence."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from reporting.evidence import Evidence, Language, Measurements, ZoneEvidence
+from reporting.fake_backend import FakeBackend
+from reporting.grounding import GroundingChecker, GroundingPolicy, split_sentences
+from reporting.prompt import DEFAULT_TEMPLATE
+from reporting.report import ReportGenerator
+from reporting.schema import SECTION_NAMES
+from reporting.templates import probability_pair, render_template
+
+T = 0.7013
+NORMAL_HEART = Measurements(0.42, True, (), 0.55, 0.45, 55 / 45)
+ZONES = (ZoneEvidence("right_lower", 0.6, 0.5, 0.6, 0.7), ZoneEvidence("left_mid", 0.3))
+
+
+def _ev(p: float, **kw: object) -> Evidence:
+    return Evidence("finding" if p >= T else "no_finding", p, T, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("p", "t", "lang", "expected"),
+    [
+        (0.99996, T, "en", ("above 0.99", "0.70")),
+        (0.00002, T, "en", ("below 0.01", "0.70")),
+        (0.7049, T, "en", ("0.705", "0.701")),
+        (0.70131, T, "ru", ("0,7013", "0,7013")),  # 4 digits at most
+        (0.93, T, "ru", ("0,93", "0,70")),
+    ],
+)
+def test_probability_is_never_rounded_into_certainty_or_onto_the_threshold(
+    p: float, t: float, lang: Language, expected: tuple[str, str]
+) -> None:
+    assert probability_pair(p, t, lang) == expected
+
+
+def test_no_template_says_probability_1_00_or_repeats_the_threshold() -> None:
+    for p in (0.99996, 0.9951, 0.7049, 0.70135, 0.69):
+        text = render_template(_ev(p, zones=ZONES), ZONES, "en").findings
+        assert "1.00" not in text and "0.70 " not in text.replace("threshold 0.70)", "")
+
+
+def test_borderline_band_gets_its_own_sentence_and_interpretation() -> None:
+    ev = _ev(0.72, zones=ZONES, band=(0.6, 0.8))
+    assert ev.indeterminate and ev.decision_band == "indeterminate"
+    en = render_template(ev, ZONES, "en")
+    assert "borderline band from 0.60 to 0.80" in en.findings
+    assert en.interpretation.startswith("Borderline result")
+    ru = render_template(ev, ZONES, "ru")
+    assert "пограничном диапазоне" in ru.findings and "Пограничный" in ru.interpretation
+    # outside the band nothing is called borderline, and the checker removes such a claim
+    out = _ev(0.9, zones=ZONES, band=(0.6, 0.8))
+    assert "orderline" not in render_template(out, ZONES, "en").interpretation
+    checker = GroundingChecker(out, GroundingPolicy())
+    assert checker.violation("The result is borderline.", "en") == (
+        "unsupported_borderline",
+        "the probability is outside the borderline band",
+    )
+
+
+def test_unsuitable_image_report_says_so_and_nothing_else() -> None:
+    ev = _ev(0.95, zones=ZONES, unsuitable=("lateral_view",))
+    backend = FakeBackend("{}")
+    report = ReportGenerator(backend).generate(ev, "en")
+    assert backend.prompts == []  # the model is not asked
+    assert "not suitable for automated analysis (lateral view)" in report.sections.findings
+    assert "no decision" in report.sections.interpretation
+    assert "right lower" not in report.render_text()
+    assert report.grounding.unsupported_claims_left == 0
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_every_template_sentence_passes_the_check(lang: Language) -> None:
+    measurements = [
+        None,
+        NORMAL_HEART,
+        Measurements(0.49, True, (), 0.55, 0.45, 1.2),
+        Measurements(0.58, True, ()),
+        Measurements(0.6, False, ("ap_view",)),
+    ]
+    combos = itertools.product(
+        (0.99996, 0.7049, 0.69, 0.2), measurements, ((), ZONES), (None, (0.6, 0.8)), (0, 1)
+    )
+    for p, m, zones, band, weak in combos:
+        ev = _ev(
+            p,
+            zones=zones,
+            band=band,
+            measurements=m,
+            explanation_weak=bool(weak),
+            quality_flags=("rotated",) if weak else (),
+        )
+        sections = render_template(ev, ev.supported_zones(0.25), lang)
+        checker = GroundingChecker(ev, GroundingPolicy())
+        for name in SECTION_NAMES:
+            for sentence in split_sentences(sections.get(name)):
+                assert checker.violation(sentence, lang) is None, (sentence, ev)
+        assert any(checker.states_decision(s) for s in split_sentences(sections.interpretation))
+
+
+@pytest.mark.parametrize(
+    ("m", "normal_ok", "enlarged_ok"),
+    [
+        (NORMAL_HEART, True, False),
+        (Measurements(0.58, True, ()), False, True),
+        (Measurements(0.49, True, ()), False, False),  # within the measurement error of 0.5
+        (Measurements(0.42, False, ("ap_view",)), False, False),
+        (None, False, False),
+    ],
+)
+def test_heart_claims_need_a_reliable_ctr_on_their_side_of_0_5(
+    m: Measurements | None, normal_ok: bool, enlarged_ok: bool
+) -> None:
+    checker = GroundingChecker(_ev(0.9, zones=ZONES, measurements=m), GroundingPolicy())
+    assert (checker.violation("Heart size within normal limits.", "en") is None) == normal_ok
+    assert (checker.violation("Размер сердца в пределах нормы.", "ru") is None) == normal_ok
+    assert (checker.violation("The heart is enlarged.", "en") is None) == enlarged_ok
+    assert checker.violation("The heart border is obscured.", "en") is not None
+    # a normal heart is not a normal lung: no contradiction with the finding
+    if normal_ok:
+        assert checker.violation("Cardiothoracic ratio 0.42: heart size normal.", "en") is None
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_the_worked_example_passes_the_check_for_its_own_facts(lang: Language) -> None:
+    """The example teaches the model; it must itself be a report the check keeps whole."""
+    ev = Evidence(
+        "finding",
+        0.87,
+        0.64,
+        (ZoneEvidence("left_lower", 0.58, 0.5, 0.58, 0.66), ZoneEvidence("left_mid", 0.33)),
+        measurements=Measurements(0.44, True, (), 0.53, 0.47, 53 / 47),
+    )
+    answer = DEFAULT_TEMPLATE.texts[lang].example_answer
+    checker = GroundingChecker(ev, GroundingPolicy())
+    seen: set[str] = set()
+    for name in SECTION_NAMES:
+        check = checker.check_section(name, answer[name], lang, seen)
+        assert check.removed == () and checker.enough(name, check), name
+    assert json.loads(json.dumps(answer, ensure_ascii=False)) == answer
+
+
+@pytest.mark.parametrize(
+    ("sentence", "lang"),
+    [
+        ("No further action is required.", "en"),
+        ("Follow-up imaging is not needed.", "en"),
+        ("Дальнейшее обследование не требуется.", "ru"),
+    ],
+)
+def test_a_model_cannot_clear_the_patient(sentence: str, lang: Language) -> None:
+    checker = GroundingChecker(_ev(0.1, zones=()), GroundingPolicy())
+    found = checker.violation(sentence, lang)
+    assert found is not None and found[0] == "out_of_scope"
