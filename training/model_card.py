@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.gate_card import input_gate_section
+
 GOALS = {"kermany": 0.99, "nih": 0.93}
 ADULT_SOURCES = ("nih", "jsrt", "ieee8023", "covidqu", "covid19rad")
 LOSO_GOAL = 0.85
@@ -367,6 +369,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
             for r in archs or []
         ],
     )
+    parts["input_gate"] = input_gate_section(weights)
     parts["loso"] = parts_loso
     parts["times_note"] = times_note
     parts["times"] = (
