@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
+from inference.operating import Population
 from service.explain_usecase import ExplainService
 from service.interop_usecase import InteropService
 from service.readiness import Readiness
@@ -44,6 +45,16 @@ def get_explain(request: Request) -> ExplainService:
 
 
 ExplainDep = Annotated[ExplainService, Depends(get_explain)]
+
+
+PopulationQuery = Annotated[
+    Population | None,
+    Query(
+        description="Operating point to apply: adult or pediatric. Default: from DICOM "
+        "PatientAge when present (under 18 years: pediatric), else the calibration's default "
+        "population (adult for the shipped model)."
+    ),
+]
 
 
 def get_settings(request: Request) -> Settings:

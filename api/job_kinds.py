@@ -18,6 +18,7 @@ from api.schemas.convert import image_out, model_info
 from api.schemas.explain import lime_response
 from api.schemas.report import bundle_result
 from explain import Target
+from inference.operating import Population
 from reporting.evidence import Language
 from service.interop_usecase import InteropService
 from service.jobs import JobControl, JobKind, JobSpec, Json, Runner
@@ -33,10 +34,12 @@ def make_runner(interop: InteropService) -> Runner:
     async def lime(spec: JobSpec, data: bytes, control: JobControl) -> Json:
         p = spec.params
         target = cast(Target | None, p.get("target"))
+        population = cast(Population | None, p.get("population"))
         out = await explain.lime(
-            data, target, int(p["n_samples"] or 0), int(p["seed"] or 0), control
+            data, target, int(p["n_samples"] or 0), int(p["seed"] or 0), control, population
         )
-        body = lime_response(out, model_info(registry.classifier), image_out(out.image))
+        info = model_info(registry.classifier)
+        body = lime_response(out, info, image_out(out.image), registry.input_gate.version)
         return body.model_dump(mode="json")
 
     async def written(spec: JobSpec, data: bytes, control: JobControl) -> Json:
@@ -44,7 +47,10 @@ def make_runner(interop: InteropService) -> Runner:
         control.started()
         attributions = spec.kind == "explain_report" or bool(p.get("attributions"))
         language = cast(Language, p["lang"])
-        out = await report.report(data, language, bool(p["lime"]), attributions, control)
+        population = cast(Population | None, p.get("population"))
+        out = await report.report(
+            data, language, bool(p["lime"]), attributions, control, population
+        )
         return report_response(out, report).model_dump(mode="json")
 
     async def bundle(spec: JobSpec, data: bytes, control: JobControl) -> Json:

@@ -32,6 +32,7 @@ from inference.errors import (
     UnsupportedSopClass,
     UnsupportedTransferSyntax,
 )
+from inference.suitability import NotAChestRadiograph
 from service.errors import ServiceUnavailable
 from service.gate import Overloaded
 from service.jobs import JobCancelled
@@ -50,6 +51,7 @@ INTAKE_STATUS: dict[type[IntakeError], int] = {
     MultiFrameNotSupported: 422,
     MalformedDicom: 422,
     NoPixelData: 422,
+    NotAChestRadiograph: 422,
 }
 
 _TITLES = {
@@ -111,7 +113,7 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
     """The problem body a request would have got for ``exc`` (for failed background jobs)."""
     if isinstance(exc, IntakeError):
         status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-        return problem_body(status, exc.code, exc.public_detail, request_id)
+        return problem_body(status, exc.code, exc.public_detail, request_id) | exc.problem_extra()
     if isinstance(exc, ServiceUnavailable):
         body = problem_body(503, exc.code, exc.detail, request_id)
         return body | {"retry_after_s": exc.retry_after_s}
@@ -122,7 +124,7 @@ def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[st
 async def _intake(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IntakeError)
     status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-    return problem(request, status, exc.code, exc.public_detail)
+    return problem(request, status, exc.code, exc.public_detail, extra=exc.problem_extra())
 
 
 async def _upload(request: Request, exc: Exception) -> JSONResponse:

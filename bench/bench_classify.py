@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inference.classify import postprocess, run_classifier  # noqa: E402
+from inference.classify import manifest_calibration, postprocess, run_classifier  # noqa: E402
 from inference.intake import decode_upload  # noqa: E402
 from inference.manifest import load_manifest  # noqa: E402
 from inference.preprocess import batch_inputs  # noqa: E402
@@ -216,7 +216,7 @@ def in_process_pipeline(payload: bytes, threads: int, clients: int, total: int) 
     def run() -> None:
         pixels = decode_upload(payload).pixels
         out = run_classifier(model, [pixels])[0]
-        postprocess(out, model)
+        postprocess(out, manifest_calibration(model))
 
     return closed_loop(
         f"in-process decode + pre-process + session.run ({threads} threads)", run, clients, total

@@ -1,18 +1,23 @@
-"""Classifier pre -> predict -> post: calibrated finding probability and decision."""
+"""Classifier pre -> predict -> post: calibrated finding probability and decision.
+
+The decision vocabulary (:data:`inference.operating.Decision`) includes ``indeterminate`` for a
+probability inside the population's borderline band.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
+from inference.ood import pool_features
+from inference.operating import BinaryDecision, Calibration, Decision, Population
 from inference.pixels import FloatImage
 from inference.preprocess import batch_inputs
 from inference.sessions import FloatArray, VerifiedModel
 
-Decision = Literal["finding", "no_finding"]
+__all__ = ["BinaryDecision", "Decision", "Population"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,8 @@ class ClassifierOutput:
 
     logit: float
     cam: FloatArray
+    pooled: FloatArray | None = None
+    """Globally average-pooled ``features`` (float32 [C]): the input gate's learned score."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,17 @@ class Classification:
     threshold: float
     temperature: float
     logit: float
+    band: tuple[float, float] = (0.5, 0.5)
+    population: Population = "adult"
+    population_source: str = "default"
+    calibration_source: str = "manifest"
+    calibration_id: str = ""
+    calibration_version: str = ""
+
+    @property
+    def side(self) -> BinaryDecision:
+        """The side of the threshold, band ignored (the class explanations explain)."""
+        return "finding" if self.probability_finding >= self.threshold else "no_finding"
 
 
 def calibrated_probability(logit: float, temperature: float) -> float:
@@ -45,33 +63,63 @@ def calibrated_probability(logit: float, temperature: float) -> float:
     return e / (1.0 + e)
 
 
-def decide(probability: float, threshold: float) -> Decision:
+def decide(probability: float, threshold: float) -> BinaryDecision:
     return "finding" if probability >= threshold else "no_finding"
 
 
-def run_classifier(model: VerifiedModel, images: list[FloatImage]) -> list[ClassifierOutput]:
-    """One batched forward pass over grayscale [0, 1] images."""
+def run_classifier(
+    model: VerifiedModel, images: list[FloatImage], with_features: bool = True
+) -> list[ClassifierOutput]:
+    """One batched forward pass over grayscale [0, 1] images (pooled features when asked)."""
     batch = batch_inputs(images, model.manifest.input_spec)
-    out = model.run(batch, ("logit", "cam"))
+    roles = ("logit", "cam", "features") if with_features else ("logit", "cam")
+    out = model.run(batch, roles)
     logits = out["logit"].reshape(len(images), -1)[:, 0]
     cams = out["cam"].reshape(len(images), *out["cam"].shape[-2:])
-    return [ClassifierOutput(logit=float(logits[i]), cam=cams[i]) for i in range(len(images))]
+    pooled = pool_features(out["features"]) if with_features else None
+    return [
+        ClassifierOutput(
+            logit=float(logits[i]), cam=cams[i], pooled=None if pooled is None else pooled[i]
+        )
+        for i in range(len(images))
+    ]
 
 
-def postprocess(output: ClassifierOutput, model: VerifiedModel) -> Classification:
+def manifest_calibration(model: VerifiedModel) -> Calibration:
+    """The calibration shipped in the model's manifest."""
     m = model.manifest
-    p = calibrated_probability(output.logit, m.temperature)
+    return Calibration(m.temperature, m.operating, "manifest", m.name, m.version)
+
+
+def postprocess(
+    output: ClassifierOutput,
+    calibration: Calibration,
+    population: Population | None = None,
+    population_source: str = "default",
+) -> Classification:
+    """Temperature, then the population's operating point (its default population if None)."""
+    pop = population or calibration.points.default_population
+    point = calibration.points.for_population(pop)
+    p = calibrated_probability(output.logit, calibration.temperature)
     return Classification(
         probability_finding=p,
-        decision=decide(p, m.threshold),
-        threshold=m.threshold,
-        temperature=m.temperature,
+        decision=point.decide(p),
+        threshold=point.threshold,
+        temperature=calibration.temperature,
         logit=output.logit,
+        band=point.band,
+        population=pop,
+        population_source=population_source if population is not None else "default",
+        calibration_source=calibration.source,
+        calibration_id=calibration.id,
+        calibration_version=calibration.version,
     )
 
 
-def predict_probabilities(model: VerifiedModel, images: FloatArray) -> FloatArray:
+def predict_probabilities(
+    model: VerifiedModel, images: FloatArray, temperature: float | None = None
+) -> FloatArray:
     """Calibrated P(finding) for a stack of grayscale images float32 [N, H, W] in [0, 1]."""
-    outs = run_classifier(model, list(images))
-    t = model.manifest.temperature
+    outs = run_classifier(model, list(images), with_features=False)
+    t = model.manifest.temperature if temperature is None else temperature
     return np.asarray([calibrated_probability(o.logit, t) for o in outs], dtype=np.float32)

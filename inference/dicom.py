@@ -83,6 +83,7 @@ class DecodedDicom:
     pixels: FloatImage
     bits_stored: int
     photometric: str
+    patient_age_years: float | None = None
 
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -189,6 +190,23 @@ def _first_float(value: Any) -> float | None:
     if not math.isfinite(number):
         raise MalformedDicom()
     return number
+
+
+_AGE_UNITS_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
+def patient_age_years(ds: pydicom.Dataset) -> float | None:
+    """PatientAge (AS, e.g. ``045Y``, ``018M``) in years; None when absent or not well formed.
+
+    Used only to pick the operating population; never logged, echoed or sent to the LLM.
+    """
+    try:
+        value = str(ds.get("PatientAge", "") or "").strip().upper()
+    except _PARSE_ERRORS:
+        return None
+    if len(value) != 4 or not value[:3].isdigit() or value[3] not in _AGE_UNITS_YEARS:
+        return None
+    return int(value[:3]) * _AGE_UNITS_YEARS[value[3]]
 
 
 def _check_identity(ds: pydicom.Dataset) -> None:
@@ -358,4 +376,5 @@ def decode_dicom(data: bytes, max_pixels: int, max_side: int) -> DecodedDicom:
         pixels=pixels,
         bits_stored=_int_tag(ds, "BitsStored", bits_allocated),
         photometric=photometric,
+        patient_age_years=patient_age_years(ds),
     )

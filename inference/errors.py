@@ -13,7 +13,9 @@ filenames, tag values or library exception text, because they can end up in resp
     ├── CorruptImage                 decoder failed / truncated / bomb    -> 422
     ├── MultiFrameNotSupported       animation or multi-frame DICOM       -> 422
     ├── MalformedDicom               DICOM structure or values invalid    -> 422
-    └── NoPixelData                  DICOM without an image               -> 422
+    ├── NoPixelData                  DICOM without an image               -> 422
+    └── NotAChestRadiograph          fails the input suitability gate     -> 422 (+ reason)
+                                     (defined in inference/suitability.py)
     ModelError                       a model artifact breaks its contract (startup only)
 """
 
@@ -32,6 +34,10 @@ class IntakeError(Exception):
         # ``detail`` overrides are generic by construction: callers pass constants only.
         super().__init__(detail or self.detail)
         self.public_detail = detail or self.detail
+
+    def problem_extra(self) -> dict[str, str | int]:
+        """Extra problem+json members (stable codes only, never input data)."""
+        return {}
 
 
 class EmptyUpload(IntakeError):

@@ -34,6 +34,7 @@ from inference.errors import (
 from inference.pixels import FloatImage, stretch_to_unit
 from inference.preprocess import resize_gray
 from inference.sniff import ImageFormat, detect_format, header_size
+from inference.suitability import colourfulness
 
 # Pillow format names we accept for each sniffed container; anything else is refused even if
 # Pillow could open it (Pillow has many plugins we do not want in the attack surface).
@@ -72,6 +73,10 @@ class Radiograph:
     format: ImageFormat
     bits_stored: int
     photometric: str
+    colourfulness: float = 0.0
+    """Share of visibly coloured pixels in an RGB upload (0 for grayscale sources)."""
+    patient_age_years: float | None = None
+    """DICOM PatientAge in years when present (population choice only; never logged)."""
     source_size: tuple[int, int] | None = None  # (width, height) of the upload when rescaled
 
     @property
@@ -120,8 +125,19 @@ def check_budget(width: int, height: int, limits: Limits) -> None:
         raise PixelBudgetExceeded()
 
 
-def _to_gray(img: Image.Image, size: tuple[int, int]) -> tuple[FloatImage, int]:
-    """Pillow image -> float32 [h, w] in [0, 1] at ``size`` (w, h) and the stored bit depth.
+def _colour_of(rgb: Image.Image) -> float:
+    """Colourfulness measured on a small nearest-neighbour copy (cost independent of size)."""
+    scale = min(1.0, 256 / max(rgb.size))
+    small = rgb.resize(
+        (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+        Image.Resampling.NEAREST,
+    )
+    return colourfulness(np.asarray(small, dtype=np.uint8))
+
+
+def _to_gray(img: Image.Image, size: tuple[int, int]) -> tuple[FloatImage, int, float]:
+    """Pillow image -> float32 [h, w] in [0, 1] at ``size`` (w, h), the stored bit depth and
+    the upload's colourfulness.
 
     8-bit data is scaled down as an 8-bit image (Pillow's antialiased bilinear, in C, no float
     copy of the upload); deeper data is windowed on the scaled-down float copy.
@@ -129,15 +145,19 @@ def _to_gray(img: Image.Image, size: tuple[int, int]) -> tuple[FloatImage, int]:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raw = resize_gray(np.asarray(img, dtype=np.float32), *size)
-        return stretch_to_unit(raw), 32 if mode == "F" else 16
+        return stretch_to_unit(raw), 32 if mode == "F" else 16, 0.0
+    colour = 0.0
     if mode != "L":
-        # RGB/RGBA/P/CMYK/LA/1: alpha is dropped, colour becomes ITU-R 601 luma.
-        img = img.convert("RGB").convert("L")
+        # RGB/RGBA/P/CMYK/LA/1: alpha is dropped, colour becomes ITU-R 601 luma. The chroma is
+        # measured first: the suitability gate refuses colour photos and figures.
+        rgb = img.convert("RGB")
+        colour = _colour_of(rgb)
+        img = rgb.convert("L")
     if img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     gray = np.asarray(img, dtype=np.float32)
     # In place: same float32 division as ``/ 255.0``, without a second copy.
-    return np.divide(gray, 255.0, out=gray), 8
+    return np.divide(gray, 255.0, out=gray), 8, colour
 
 
 def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
@@ -154,7 +174,7 @@ def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
                 # libjpeg scales by 1/2, 1/4 or 1/8 while decoding (never below ``size``).
                 img.draft(img.mode, size)
             img.load()
-            pixels, bits = _to_gray(img, size)
+            pixels, bits, colour = _to_gray(img, size)
     except IntakeError:
         raise
     except _DECODE_ERRORS as exc:
@@ -164,6 +184,7 @@ def decode_raster(data: bytes, fmt: ImageFormat, limits: Limits) -> Radiograph:
         format=fmt,
         bits_stored=bits,
         photometric="MONOCHROME2",
+        colourfulness=colour,
         source_size=(width, height) if size != (width, height) else None,
     )
 
@@ -183,6 +204,7 @@ def decode_upload(data: bytes, limits: Limits | None = None) -> Radiograph:
             format=fmt,
             bits_stored=decoded.bits_stored,
             photometric=decoded.photometric,
+            patient_age_years=decoded.patient_age_years,
             source_size=(width, height) if size != (width, height) else None,
         )
     if fmt not in _PIL_FORMATS:

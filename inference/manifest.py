@@ -13,6 +13,9 @@ whose contract is unclear never serves. Example (classifier)::
       "outputs": {"logit": "logit", "features": "features"},
       "labels": ["finding"],
       "temperature": 1.0, "threshold": 0.5,
+      "operating_points": {"adult": {"threshold": 0.5, "band": [0.4, 0.6]},
+                           "pediatric": {"threshold": 0.5, "band": [0.4, 0.6]}},
+      "default_population": "adult",
       "extra": {...free-form: metrics, data sources, training command, seed...}
     }
 
@@ -22,6 +25,9 @@ whose contract is unclear never serves. Example (classifier)::
 ``cam`` (float32 [N, 1, h, w]: head weights applied to ``features`` / (h*w), so that
 ``cam.sum((2, 3)) + bias == logit``). Segmenter roles: ``logits`` (float32 [N, K, S, S],
 independent sigmoid channels in ``labels`` order).
+
+``operating_points`` and ``default_population`` are optional (see :mod:`inference.operating`);
+without them every population decides at ``threshold`` with no borderline band.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inference.operating import OperatingPointError, OperatingPoints, parse_operating_points
 from inference.preprocess import InputSpec
 
 ModelKind = Literal["classifier", "segmenter"]
@@ -60,6 +67,12 @@ class ModelManifest:
     temperature: float = 1.0
     threshold: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
+    operating_points: OperatingPoints | None = None
+
+    @property
+    def operating(self) -> OperatingPoints:
+        """Operating points, the legacy single threshold when the manifest has none."""
+        return self.operating_points or parse_operating_points({}, self.threshold)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -119,6 +132,10 @@ def parse_manifest(data: dict[str, Any]) -> ModelManifest:
     extra = data.get("extra", {})
     if not isinstance(extra, dict):
         raise ManifestError("extra must be an object")
+    try:
+        operating = parse_operating_points(data, threshold)
+    except OperatingPointError as exc:
+        raise ManifestError(str(exc)) from exc
     return ModelManifest(
         name=_require(data, "name", str),
         kind=kind,
@@ -132,6 +149,7 @@ def parse_manifest(data: dict[str, Any]) -> ModelManifest:
         temperature=temperature,
         threshold=threshold,
         extra=extra,
+        operating_points=operating,
     )
 
 

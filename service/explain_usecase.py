@@ -31,14 +31,16 @@ from explain import (
 )
 from explain.render import encode_gray_png
 from inference.anatomy import segment
-from inference.classify import Classification, postprocess, predict_probabilities, run_classifier
+from inference.classify import Classification, predict_probabilities
 from inference.errors import IntakeError
+from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload
 from inference.measure import ChestMeasurements, measure_chest
+from inference.operating import Population
 from service.gate import WorkGate
 from service.jobs import JobControl
 from service.registry import ModelRegistry
-from service.usecases import GRADCAM_WEIGHT, ImageInfo, image_info, pixel_cost
+from service.usecases import GRADCAM_WEIGHT, ImageInfo, gated_classify, image_info, pixel_cost
 
 LIME_WEIGHT = 1.0  # LIME has a gate of its own: only LIME requests are compared
 
@@ -69,6 +71,7 @@ class GradCamOutcome:
     image: ImageInfo
     timings: ExplainTimings
     chest: ChestMeasurements
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class LimeOutcome:
     image: ImageInfo
     timings: ExplainTimings
     chest: ChestMeasurements
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class _Prepared:
     decode_ms: float
     inference_ms: float
     chest: ChestMeasurements
+    input_quality: InputQuality
 
 
 def _ms(start: float) -> float:
@@ -122,7 +127,8 @@ class ExplainService:
         self.lime_batch_size = lime_batch_size
 
     def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return predict_probabilities(self.registry.classifier, images)
+        t = self.registry.active_calibration.temperature
+        return predict_probabilities(self.registry.classifier, images, t)
 
     def _cancellable(
         self, control: JobControl
@@ -133,32 +139,36 @@ class ExplainService:
 
         return predict
 
-    def _prepare(self, data: bytes) -> _Prepared:
+    def _prepare(self, data: bytes, population: Population | None) -> _Prepared:
         t0 = time.perf_counter()
         radiograph = decode_upload(data, self.limits)
         decode_ms = _ms(t0)
         t1 = time.perf_counter()
+        # The input gate (inside gated_classify) refuses non-radiographs before the segmenter.
+        gated = gated_classify(self.registry, [radiograph], population)[0]
         anatomy = segment(self.registry.segmenter, radiograph.pixels)
-        output = run_classifier(self.registry.classifier, [radiograph.pixels])[0]
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
         chest = measure_chest(lungs.right, lungs.left, anatomy.mask("heart_mediastinum"))
         return _Prepared(
             radiograph=radiograph,
             lungs=lungs,
-            classification=postprocess(output, self.registry.classifier),
-            cam=output.cam,
+            classification=gated.classification,
+            cam=gated.output.cam,
             decode_ms=decode_ms,
             inference_ms=_ms(t1),
             chest=chest,
+            input_quality=gated.input_quality,
         )
 
     def _gradcam(self, p: _Prepared, target: Target) -> GradCamResult:
         return explain_gradcam(p.radiograph.pixels, p.cam, p.lungs, target)
 
-    def _gradcam_sync(self, data: bytes, target: Target | None) -> GradCamOutcome:
+    def _gradcam_sync(
+        self, data: bytes, target: Target | None, population: Population | None = None
+    ) -> GradCamOutcome:
         t0 = time.perf_counter()
-        p = self._prepare(data)
-        chosen = target or p.classification.decision
+        p = self._prepare(data, population)
+        chosen = target or p.classification.side
         t1 = time.perf_counter()
         result = self._gradcam(p, chosen)
         deletion = None
@@ -186,6 +196,7 @@ class ExplainService:
             image_info(p.radiograph),
             timings,
             p.chest,
+            p.input_quality,
         )
 
     def _lime_sync(
@@ -195,16 +206,17 @@ class ExplainService:
         n_samples: int,
         seed: int,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> LimeOutcome:
         t0 = time.perf_counter()
         predict: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] = self._predict
         if control is not None:
             control.started()
             predict = self._cancellable(control)
-        p = self._prepare(data)
+        p = self._prepare(data, population)
         if not p.lungs.both.any():
             raise LungsNotFound()
-        chosen = target or p.classification.decision
+        chosen = target or p.classification.side
         t1 = time.perf_counter()
         config = LimeConfig(n_samples=n_samples, batch_size=self.lime_batch_size)
         lime = explain_lime(p.radiograph.pixels, p.lungs, predict, chosen, seed=seed, config=config)
@@ -230,11 +242,14 @@ class ExplainService:
             image_info(p.radiograph),
             timings,
             p.chest,
+            p.input_quality,
         )
 
-    async def gradcam(self, data: bytes, target: Target | None) -> GradCamOutcome:
+    async def gradcam(
+        self, data: bytes, target: Target | None, population: Population | None = None
+    ) -> GradCamOutcome:
         cost = pixel_cost(data, self.limits, GRADCAM_WEIGHT)
-        return await self.gate.run(lambda: self._gradcam_sync(data, target), cost)
+        return await self.gate.run(lambda: self._gradcam_sync(data, target, population), cost)
 
     async def lime(
         self,
@@ -243,8 +258,9 @@ class ExplainService:
         n_samples: int,
         seed: int,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> LimeOutcome:
         cost = pixel_cost(data, self.limits, LIME_WEIGHT) * n_samples / 200
         return await self.lime_gate.run(
-            lambda: self._lime_sync(data, target, n_samples, seed, control), cost
+            lambda: self._lime_sync(data, target, n_samples, seed, control, population), cost
         )

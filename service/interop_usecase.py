@@ -189,6 +189,7 @@ class InteropService:
 
     def _anatomy_sync(self, data: bytes) -> tuple[Radiograph, Anatomy]:
         radiograph = decode_upload(data, self.analysis.limits)
+        self.analysis.check_input(radiograph)  # the input gate, as for JSON /segment
         return radiograph, segment(self.registry.segmenter, radiograph.pixels)
 
     async def seg(self, data: bytes, sha256: str) -> DicomObject:

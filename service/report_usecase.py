@@ -20,7 +20,9 @@ from dataclasses import dataclass, replace
 from explain.quality import ExplanationQuality
 from explain.zones import ZoneDescriptor
 from inference.classify import Classification
+from inference.input_gate import InputQuality
 from inference.measure import ChestMeasurements
+from inference.operating import Population
 from reporting.attribution import ShapleyAttribution, ShapleyExplainer
 from reporting.errors import GenerationCancelled, LLMError, LLMTimeout, LLMUnavailable
 from reporting.evidence import Evidence, Language, Measurements, ZoneEvidence
@@ -53,6 +55,7 @@ class VisionEvidence:
     lime_used: bool
     image: ImageInfo
     chest: ChestMeasurements
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def to_evidence(
     descriptors: tuple[ZoneDescriptor, ...],
     quality: ExplanationQuality,
     chest: ChestMeasurements | None = None,
+    input_quality: InputQuality | None = None,
 ) -> Evidence:
     """Map the explanation stage's outputs to the report's input contract.
 
@@ -102,7 +106,7 @@ def to_evidence(
     travel separately so the report can say where the two agree.
     """
     return Evidence(
-        decision=classification.decision,
+        decision=classification.side,
         probability_finding=min(1.0, max(0.0, float(classification.probability_finding))),
         threshold=float(classification.threshold),
         zones=tuple(
@@ -118,6 +122,9 @@ def to_evidence(
         explanation_weak=quality.weak,
         view=None,  # never taken from DICOM tags: the prompt sees model outputs only
         measurements=to_measurements(chest) if chest is not None else None,
+        # The population's borderline band and the input gate's flags (the report words them).
+        band=classification.band if classification.band[0] < classification.band[1] else None,
+        quality_flags=tuple(input_quality.flags) if input_quality is not None else (),
     )
 
 
@@ -229,33 +236,47 @@ class ReportService:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
     async def _vision(
-        self, data: bytes, with_lime: bool, control: JobControl | None = None
+        self,
+        data: bytes,
+        with_lime: bool,
+        control: JobControl | None = None,
+        population: Population | None = None,
     ) -> VisionEvidence:
         if with_lime:
             try:
-                lime = await self.explain.lime(data, None, self.settings.lime_samples, 0, control)
+                lime = await self.explain.lime(
+                    data, None, self.settings.lime_samples, 0, control, population
+                )
             except LungsNotFound:
                 log.info("no lungs found: report built from Grad-CAM alone")
             else:
                 return VisionEvidence(
-                    to_evidence(lime.classification, lime.zones, lime.quality, lime.chest),
+                    to_evidence(
+                        lime.classification,
+                        lime.zones,
+                        lime.quality,
+                        lime.chest,
+                        lime.input_quality,
+                    ),
                     lime.classification,
                     lime.zones,
                     lime.quality,
                     True,
                     lime.image,
                     lime.chest,
+                    lime.input_quality,
                 )
-        gc = await self.explain.gradcam(data, None)
+        gc = await self.explain.gradcam(data, None, population)
         zones = gc.gradcam.zones
         return VisionEvidence(
-            to_evidence(gc.classification, zones, gc.quality, gc.chest),
+            to_evidence(gc.classification, zones, gc.quality, gc.chest, gc.input_quality),
             gc.classification,
             zones,
             gc.quality,
             False,
             gc.image,
             gc.chest,
+            gc.input_quality,
         )
 
     def _llm_sync(
@@ -288,10 +309,14 @@ class ReportService:
         self._require_llm()
 
     async def evidence(
-        self, data: bytes, with_lime: bool, control: JobControl | None = None
+        self,
+        data: bytes,
+        with_lime: bool,
+        control: JobControl | None = None,
+        population: Population | None = None,
     ) -> VisionEvidence:
         """The vision half of a report: what the prompt will be built from."""
-        return await self._vision(data, with_lime, control)
+        return await self._vision(data, with_lime, control, population)
 
     async def write(
         self,
@@ -334,11 +359,12 @@ class ReportService:
         with_lime: bool,
         attributions: bool,
         control: JobControl | None = None,
+        population: Population | None = None,
     ) -> ReportOutcome:
         """``control`` lets the caller stop the LIME step (e.g. when its client has left)."""
         self._require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        vision = await self._vision(data, with_lime, control)
+        vision = await self._vision(data, with_lime, control, population)
         cancel = control.cancelled if control is not None else None
         return await self.write(vision, language, attributions, _ms(t0), cancel=cancel)
 

@@ -273,6 +273,22 @@ class AuthSettings(BaseModel):
     )
 
 
+class InputGateSettings(BaseModel):
+    """The input suitability gate (inference/suitability.py, inference/ood.py)."""
+
+    ood_manifest: str = Field(
+        "input_gate.manifest.json",
+        description="Learned gate (fitted by `python -m training gate`) in weights_dir, bound to "
+        "the classifier's sha256: a gate for another classifier stops start-up. When the file "
+        "is absent the service gates with the rules alone (logged, and /version says so) unless "
+        "ood_required is set.",
+    )
+    ood_required: bool = Field(False, description="Refuse to start without the learned gate file.")
+    min_side: int = Field(
+        128, ge=16, le=4096, description="Uploads with a shorter side are refused (422)."
+    )
+
+
 class CorsSettings(BaseModel):
     """Cross-origin access for frontend teams that host their own single-page app."""
 
@@ -327,6 +343,13 @@ class Settings(BaseSettings):
         True, description="Use the CUDA provider when onnxruntime-gpu sees a GPU."
     )
     log_level: str = Field("info", description="Log level for the service loggers.")
+    calibration_file: Path | None = Field(
+        None,
+        description="Site calibration (temperature + operating points) written by `python -m "
+        "training recalibrate`; must name the classifier's sha256 or start-up fails. Unset: "
+        "the manifest's calibration.",
+    )
+    input_gate: InputGateSettings = Field(default_factory=InputGateSettings)
     trusted_hosts: list[str] | None = Field(
         None,
         description="Host header names this service answers to (without port; '*' for any). "

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from inference.anatomy import Anatomy, segment
-from inference.classify import Classification, decide, postprocess, run_classifier
+from inference.classify import Classification, ClassifierOutput, postprocess, run_classifier
 from inference.errors import PixelBudgetExceeded
+from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload, estimate_pixels
+from inference.operating import Decision, Population, choose_population
 from inference.render import anatomy_overlay, mask_png, radiograph_png
 from service.gate import WorkGate
 from service.registry import ModelRegistry
@@ -47,6 +49,7 @@ class ClassifyOutcome:
     classification: Classification
     image: ImageInfo
     timings: Timings
+    input_quality: InputQuality = InputQuality()
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,9 @@ class StudyOutcome:
 
     views: tuple[ClassifyOutcome, ...]
     probability_finding: float
-    decision: str
+    decision: Decision
     threshold: float
+    classification: Classification
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,45 @@ class SegmentOutcome:
     overlay_png: bytes
     image: ImageInfo
     timings: Timings
+    input_quality: InputQuality = InputQuality()
+
+
+@dataclass(frozen=True)
+class GatedClassification:
+    """The classifier's raw output, its decision and the input gate's verdict on the image."""
+
+    output: ClassifierOutput
+    classification: Classification
+    input_quality: InputQuality
+
+
+def gated_classify(
+    registry: ModelRegistry,
+    radiographs: list[Radiograph],
+    population: Population | None = None,
+) -> list[GatedClassification]:
+    """Input gate + one batched classifier pass (+ the population's operating point).
+
+    The rules run before any model; the learned score runs on the same forward pass. Raises
+    :class:`inference.errors.NotAChestRadiograph` (naming the view in a study) before any model
+    output exists outside this function. Population: ``population`` (the request) > DICOM
+    PatientAge of the first view that has one > the calibration's default.
+    """
+    gate = registry.input_gate
+    many = len(radiographs) > 1
+    pres = [gate.precheck(r, i if many else None) for i, r in enumerate(radiographs)]
+    outputs = run_classifier(registry.classifier, [r.pixels for r in radiographs])
+    qualities = [
+        gate.finish(pre, out.pooled, i if many else None)
+        for i, (pre, out) in enumerate(zip(pres, outputs, strict=True))
+    ]
+    calibration = registry.active_calibration
+    age = next((r.patient_age_years for r in radiographs if r.patient_age_years is not None), None)
+    pop, source = choose_population(population, age, calibration.points.default_population)
+    return [
+        GatedClassification(out, postprocess(out, calibration, pop, source), q)
+        for out, q in zip(outputs, qualities, strict=True)
+    ]
 
 
 def image_info(r: Radiograph) -> ImageInfo:
@@ -129,15 +172,16 @@ class AnalysisService:
         self.limits = limits
         self.max_study_pixels = max_study_pixels
 
-    def _classify_sync(self, data: bytes) -> ClassifyOutcome:
-        def work(r: Radiograph) -> Classification:
-            out = run_classifier(self.registry.classifier, [r.pixels])[0]
-            return postprocess(out, self.registry.classifier)
+    def _classify_sync(self, data: bytes, population: Population | None) -> ClassifyOutcome:
+        def work(r: Radiograph) -> GatedClassification:
+            return gated_classify(self.registry, [r], population)[0]
 
         radiograph, result, timings = timed_pipeline(data, self.limits, work)
-        return ClassifyOutcome(result, image_info(radiograph), timings)
+        return ClassifyOutcome(
+            result.classification, image_info(radiograph), timings, result.input_quality
+        )
 
-    def _study_sync(self, blobs: list[bytes]) -> StudyOutcome:
+    def _study_sync(self, blobs: list[bytes], population: Population | None) -> StudyOutcome:
         decoded = []
         total_pixels = 0
         for data in blobs:
@@ -149,32 +193,43 @@ class AnalysisService:
                 raise PixelBudgetExceeded()
             decoded.append((radiograph, _ms(t0)))
         t1 = time.perf_counter()
-        # One batched forward pass for all views.
-        outputs = run_classifier(self.registry.classifier, [r.pixels for r, _ in decoded])
+        # One batched forward pass for all views; any unsuitable view refuses the study.
+        gated = gated_classify(self.registry, [r for r, _ in decoded], population)
         per_view_ms = round(_ms(t1) / len(decoded), 2)
         views = tuple(
             ClassifyOutcome(
-                postprocess(out, self.registry.classifier),
+                g.classification,
                 image_info(r),
                 Timings(decode_ms, per_view_ms, round(decode_ms + per_view_ms, 2)),
+                g.input_quality,
             )
-            for (r, decode_ms), out in zip(decoded, outputs, strict=True)
+            for (r, decode_ms), g in zip(decoded, gated, strict=True)
         )
-        top = max(v.classification.probability_finding for v in views)
-        threshold = self.registry.classifier.manifest.threshold
-        return StudyOutcome(views, top, decide(top, threshold), threshold)
+        top = max(views, key=lambda v: v.classification.probability_finding).classification
+        return StudyOutcome(views, top.probability_finding, top.decision, top.threshold, top)
+
+    def check_input(self, r: Radiograph) -> InputQuality:
+        """The segmenter has no features of its own: the gate runs the classifier for them
+        (rules alone when no learned gate is loaded)."""
+        gate = self.registry.input_gate
+        pre = gate.precheck(r)
+        if gate.ood is None:
+            return gate.finish(pre, None)
+        out = run_classifier(self.registry.classifier, [r.pixels])[0]
+        return gate.finish(pre, out.pooled)
 
     def _segment_sync(self, data: bytes) -> SegmentOutcome:
-        def work(r: Radiograph) -> Anatomy:
-            return segment(self.registry.segmenter, r.pixels)
+        def work(r: Radiograph) -> tuple[InputQuality, Anatomy]:
+            quality = self.check_input(r)
+            return quality, segment(self.registry.segmenter, r.pixels)
 
-        radiograph, anatomy, timings = timed_pipeline(data, self.limits, work)
+        radiograph, (quality, anatomy), timings = timed_pipeline(data, self.limits, work)
         structures = tuple(
             StructureOutcome(s.name, mask_png(s.mask), round(s.area_fraction, 6), s.provenance)
             for s in anatomy.structures
         )
         overlay = anatomy_overlay(radiograph.pixels, anatomy)
-        return SegmentOutcome(structures, overlay, image_info(radiograph), timings)
+        return SegmentOutcome(structures, overlay, image_info(radiograph), timings, quality)
 
     def _render_sync(self, data: bytes, max_side: int | None) -> bytes:
         return radiograph_png(decode_upload(data, self.limits).pixels, max_side)
@@ -184,15 +239,17 @@ class AnalysisService:
         cost = pixel_cost(data, self.limits, DECODE_WEIGHT)
         return await self.gate.run(lambda: self._render_sync(data, max_side), cost)
 
-    async def classify(self, data: bytes) -> ClassifyOutcome:
+    async def classify(self, data: bytes, population: Population | None = None) -> ClassifyOutcome:
         cost = pixel_cost(data, self.limits, CLASSIFY_WEIGHT)
-        return await self.gate.run(lambda: self._classify_sync(data), cost)
+        return await self.gate.run(lambda: self._classify_sync(data, population), cost)
 
-    async def classify_study(self, blobs: list[bytes]) -> StudyOutcome:
+    async def classify_study(
+        self, blobs: list[bytes], population: Population | None = None
+    ) -> StudyOutcome:
         if sum(estimate_pixels(b) for b in blobs) > self.max_study_pixels:
             raise PixelBudgetExceeded()  # refused from the headers, before any decoding
         cost = sum(pixel_cost(b, self.limits, CLASSIFY_WEIGHT) for b in blobs)
-        return await self.gate.run(lambda: self._study_sync(blobs), cost)
+        return await self.gate.run(lambda: self._study_sync(blobs, population), cost)
 
     async def segment(self, data: bytes) -> SegmentOutcome:
         cost = pixel_cost(data, self.limits, SEGMENT_WEIGHT)

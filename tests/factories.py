@@ -394,3 +394,13 @@ def imagecodecs_dicom(
     return encapsulated_dicom(
         [bytes(stream)], transfer_syntax, bits=bits, height=height, width=width
     )
+
+
+def grey_chest(height: int = 160, width: int = 136) -> npt.NDArray[np.uint8]:
+    """A low-contrast mid-grey chest with a fine texture: passes the input gate's rules, but the
+    tiny test segmenter (bright -> right lung, dark -> left lung) finds no lung in it."""
+    chest = synthetic_chest(height, width).astype(np.float64) / 255.0
+    yy, xx = np.mgrid[0:height, 0:width]
+    texture = 0.01 * np.sin(2 * np.pi * xx / 6) * np.sin(2 * np.pi * yy / 7.8)
+    # Inside [0.395, 0.505] neither tiny segmenter channel fires.
+    return np.round(255.0 * (0.45 + 0.10 * (chest - 0.575) + texture)).astype(np.uint8)

@@ -6,7 +6,10 @@ calibration, export), ``segmenter``, ``all`` (the documented retrain: prepare + 
 models + export + manifests), ``figure``
 (label distribution), ``compare`` (architecture comparison), ``init-compare`` (classifier
 initialisations), ``card`` (MODEL_CARD.md from the manifests), ``refresh-sha`` (recompute
-manifest sha256 after replacing an ONNX file).
+manifest sha256 after replacing an ONNX file), ``gate`` (fit and evaluate the learned input gate
+for the current classifier.onnx), ``operating-points`` (adult / pediatric thresholds and bands of
+the current classifier from the validation split), ``recalibrate --labels CSV --images DIR``
+(a site calibration file from local labelled images).
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
             "init-compare",
             "card",
             "refresh-sha",
+            "gate",
+            "operating-points",
+            "recalibrate",
         ],
     )
     p.add_argument(
@@ -95,7 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--epochs", type=int, default=None, help="override the step's default epochs")
     p.add_argument(
-        "--budget-s", type=float, default=None, help="per-run time budget for compare steps"
+        "--budget-s",
+        type=float,
+        default=None,
+        help="per-run time budget for compare steps; segmenter: wall-time cap of its fine-tuning",
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=None,
+        help="segmenter: end-to-end fine-tuning batches after the decoder stage (0 skips it)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument(
@@ -146,6 +161,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-eval", type=int, default=LOSO_MAX_EVAL, help="LOSO images scored per source"
     )
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="gate: re-evaluate the fitted gate (rules changed) without refitting it",
+    )
+    r = p.add_argument_group("recalibrate (site temperature and thresholds)")
+    r.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="CSV: image, label[, patient_id][, population | age]",
+    )
+    r.add_argument("--images", type=Path, default=None, help="folder the CSV's paths are in")
+    r.add_argument("--out", type=Path, default=Path("site_calibration.json"))
+    r.add_argument(
+        "--calibration-id", default=None, help="id named in /version (default: site-<hash>)"
+    )
+    r.add_argument("--sensitivity", type=float, default=0.90, help="target sensitivity")
+    r.add_argument("--min-per-class", type=int, default=30, help="refuse below this many cases")
+    r.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
     return p
 
 
@@ -223,7 +258,11 @@ def _segmenter(args: argparse.Namespace, command: str) -> None:
 
     cfg = SegmenterConfig(seed=args.seed)
     if args.epochs:
-        cfg = replace(cfg, epochs=args.epochs)
+        cfg = replace(cfg, head_epochs=args.epochs)
+    if args.budget_s:
+        cfg = replace(cfg, time_budget_s=args.budget_s)
+    if args.finetune_steps is not None:
+        cfg = replace(cfg, finetune_steps=args.finetune_steps)
     run_segmenter(args.work / "cache", args.work, args.weights, cfg, 256, command)
 
 
@@ -257,6 +296,36 @@ def _compare(args: argparse.Namespace, command: str) -> None:
     _write_json(args.weights / "architecture_comparison.json", rows)
 
 
+def _gate(args: argparse.Namespace, command: str) -> None:
+    from training.gate import GateConfig, reevaluate, run_gate
+
+    step = reevaluate if args.evaluate_only else run_gate
+    step(args.work / "cache", args.weights, GateConfig(seed=args.seed), command, args.threads)
+
+
+def _operating_points(args: argparse.Namespace, command: str) -> None:
+    from training.operating_points import run_operating_points
+
+    run_operating_points(args.work / "cache", args.weights, args.threads, command)
+
+
+def _recalibrate(args: argparse.Namespace, command: str) -> None:
+    from training.recalibrate import RecalibrationConfig, recalibrate
+
+    if args.labels is None or args.images is None:
+        raise SystemExit("recalibrate needs --labels CSV and --images DIR")
+    cfg = RecalibrationConfig(
+        sensitivity=args.sensitivity,
+        min_per_class=args.min_per_class,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    out = recalibrate(
+        args.labels, args.images, args.weights, args.out, args.calibration_id, cfg, command
+    )
+    print(out)
+
+
 def _card(args: argparse.Namespace, command: str) -> None:
     from training.model_card import write_model_card
 
@@ -286,16 +355,22 @@ STEPS: dict[str, Step] = {
     "compare": _compare,
     "card": _card,
     "refresh-sha": _refresh_sha,
+    "gate": _gate,
+    "operating-points": _operating_points,
+    "recalibrate": _recalibrate,
 }
-ALL = ("prepare", "loso", "classifier", "segmenter", "figure", "card")
+ALL = ("prepare", "loso", "classifier", "segmenter", "gate", "figure", "card")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import torch
-
-    torch.set_num_threads(args.threads)
+    try:
+        import torch
+    except ImportError:  # gate / recalibrate run on a serving install (ONNX Runtime only)
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(args.threads)
     command = "python -m training " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inference.operating import OperatingPoints
 from training.models import IMAGENET_MEAN, IMAGENET_STD
 from training.segmenter import SEG_LABELS
 
@@ -47,7 +48,10 @@ DATA_SOURCES = [
         "from mixed public sources); adult, squashed to square upstream",
         "licence": "cite Tahir et al. 2021; RSNA challenge / NIH terms; COVID images under "
         "their own terms",
-        "used_for": ["classifier (normal 0; non-COVID opacity and masked COVID-19 1)"],
+        "used_for": [
+            "classifier (normal 0; non-COVID opacity and masked COVID-19 1)",
+            "segmenter (3,507 physician-checked lung masks; right/left by connected components)",
+        ],
     },
     {
         "source": "covid19rad",
@@ -70,9 +74,19 @@ def _input(size: int) -> dict[str, Any]:
 
 
 def classifier_manifest(
-    version: str, temperature: float, threshold: float, extra: dict[str, Any]
+    version: str,
+    temperature: float,
+    threshold: float,
+    extra: dict[str, Any],
+    operating_points: OperatingPoints | None = None,
 ) -> dict[str, Any]:
-    """Classifier manifest (sha256 filled in by :func:`training.export.write_manifest`)."""
+    """Classifier manifest (sha256 filled in by :func:`training.export.write_manifest`).
+
+    ``operating_points`` (adult / pediatric thresholds and borderline bands, see
+    :mod:`inference.operating`) are written when given; without them the service decides every
+    population at ``threshold`` with no band.
+    """
+    points = operating_points.as_dict() if operating_points is not None else {}
     return {
         "schema_version": 1,
         "name": "cxr-classifier",
@@ -85,6 +99,7 @@ def classifier_manifest(
         "labels": ["finding"],
         "temperature": temperature,
         "threshold": threshold,
+        **points,
         "extra": {"data_sources": DATA_SOURCES} | extra,
     }
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import AnalysisDep, InteropDep, RegistryDep
+from api.deps import AnalysisDep, InteropDep, PopulationQuery, RegistryDep
 from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
 from api.problems import problem_responses
 from api.schemas.analysis import (
@@ -16,7 +16,14 @@ from api.schemas.analysis import (
     StudyResponse,
     StudyViewOut,
 )
-from api.schemas.convert import b64, image_out, model_info, timings_out
+from api.schemas.convert import (
+    b64,
+    image_out,
+    input_quality_out,
+    model_info,
+    operating_point_out,
+    timings_out,
+)
 from api.upload import StudyDep, UploadDep, study_request_body, upload_request_body
 
 router = APIRouter(tags=["analysis"])
@@ -32,9 +39,12 @@ ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
     openapi_extra=upload_request_body(),
 )
 async def classify(
-    upload: UploadDep, analysis: AnalysisDep, registry: RegistryDep
+    upload: UploadDep,
+    analysis: AnalysisDep,
+    registry: RegistryDep,
+    population: PopulationQuery = None,
 ) -> ClassifyResponse:
-    out = await analysis.classify(upload.data)
+    out = await analysis.classify(upload.data, population)
     c = out.classification
     return ClassifyResponse(
         probability_finding=round(c.probability_finding, 6),
@@ -42,6 +52,8 @@ async def classify(
         threshold=c.threshold,
         calibrated=c.temperature != 1.0,
         temperature=c.temperature,
+        operating_point=operating_point_out(c),
+        input_quality=input_quality_out(out.input_quality, registry.input_gate.version),
         model=model_info(registry.classifier),
         image=image_out(out.image),
         timings=timings_out(out.timings),
@@ -57,14 +69,19 @@ async def classify(
     openapi_extra=study_request_body(),
 )
 async def classify_study(
-    uploads: StudyDep, analysis: AnalysisDep, registry: RegistryDep
+    uploads: StudyDep,
+    analysis: AnalysisDep,
+    registry: RegistryDep,
+    population: PopulationQuery = None,
 ) -> StudyResponse:
-    out = await analysis.classify_study([u.data for u in uploads])
+    out = await analysis.classify_study([u.data for u in uploads], population)
+    gate = registry.input_gate.version
     views = [
         StudyViewOut(
             index=i,
             probability_finding=round(v.classification.probability_finding, 6),
             decision=v.classification.decision,
+            input_quality=input_quality_out(v.input_quality, gate),
             image=image_out(v.image),
             timings=timings_out(v.timings),
         )
@@ -72,8 +89,9 @@ async def classify_study(
     ]
     return StudyResponse(
         probability_finding=round(out.probability_finding, 6),
-        decision=out.decision,  # type: ignore[arg-type]
+        decision=out.decision,
         threshold=out.threshold,
+        operating_point=operating_point_out(out.classification),
         views=views,
         model=model_info(registry.classifier),
     )
@@ -112,6 +130,7 @@ async def segment(
     return SegmentResponse(
         structures=structures,
         overlay_png=b64(out.overlay_png),
+        input_quality=input_quality_out(out.input_quality, registry.input_gate.version),
         model=model_info(registry.segmenter),
         image=image_out(out.image),
         timings=timings_out(out.timings),

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import ExplainDep, InteropDep, RegistryDep
+from api.deps import ExplainDep, InteropDep, PopulationQuery, RegistryDep
 from api.disconnect import cancel_on_disconnect
 from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
 from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
@@ -60,13 +60,15 @@ async def explain_gradcam(
     target: TargetQuery = None,
     fmt: Annotated[Literal["json", "dicom-sc"], format_query("dicom-sc")] = "json",
     push: PushQuery = False,
+    population: PopulationQuery = None,
 ) -> GradCamResponse | Response:
     check_push(push, fmt, interop)
-    out = await explainer.gradcam(upload.data, target)
+    out = await explainer.gradcam(upload.data, target, population)
     if fmt == "dicom-sc":
         obj = await interop.sc(upload.data, upload.sha256, out)
         return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
-    return gradcam_response(out, model_info(registry.classifier), image_out(out.image))
+    info = model_info(registry.classifier)
+    return gradcam_response(out, info, image_out(out.image), registry.input_gate.version)
 
 
 @router.post(
@@ -89,10 +91,12 @@ async def explain_lime(
     target: TargetQuery = None,
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
+    population: PopulationQuery = None,
 ) -> LimeResponse:
     async with cancel_on_disconnect(request) as control:
-        out = await explainer.lime(upload.data, target, n_samples, seed, control)
-    return lime_response(out, model_info(registry.classifier), image_out(out.image))
+        out = await explainer.lime(upload.data, target, n_samples, seed, control, population)
+    info = model_info(registry.classifier)
+    return lime_response(out, info, image_out(out.image), registry.input_gate.version)
 
 
 JOB_ERRORS = problem_responses(404, 422, 500)
@@ -120,8 +124,14 @@ async def submit_lime_job(
     target: TargetQuery = None,
     n_samples: SamplesQuery = DEFAULT_SAMPLES,
     seed: SeedQuery = 0,
+    population: PopulationQuery = None,
 ) -> LimeJob:
-    params = {"target": target, "n_samples": n_samples, "seed": seed}
+    params = {
+        "target": target,
+        "n_samples": n_samples,
+        "seed": seed,
+        "population": population,
+    }
     view = await submit_job(
         request, response, "lime", params, upload.data, idempotency_key, LIME_JOBS
     )

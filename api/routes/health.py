@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from api.deps import ReadinessDep, RegistryDep, SettingsDep
 from api.problems import problem_responses
 from api.routes.explain import DEFAULT_SAMPLES, MIN_SAMPLES
+from api.schemas.common import CalibrationOut
 from api.schemas.convert import model_info
 from api.schemas.health import LimitsInfo, Liveness, Readiness, SampleRange, VersionInfo
 from api.upload import MAX_STUDY_IMAGES
@@ -66,6 +67,12 @@ async def get_version(registry: RegistryDep) -> VersionInfo:
         version=pkg_version,
         models=[model_info(m) for m in registry.models()],
         providers=list(registry.classifier.providers),
+        calibration=CalibrationOut(
+            source=registry.active_calibration.source,
+            id=registry.active_calibration.id,
+            version=registry.active_calibration.version,
+        ),
+        input_gate=registry.input_gate.version,
     )
 
 

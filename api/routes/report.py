@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.deps import InteropDep, ReportDep
+from api.deps import InteropDep, PopulationQuery, ReportDep
 from api.disconnect import cancel_on_disconnect
 from api.interop import (
     PushQuery,
@@ -25,7 +25,7 @@ from api.interop import (
 from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
-from api.schemas.convert import image_out
+from api.schemas.convert import image_out, input_quality_out, operating_point_out
 from api.schemas.report import (
     AttributionsOut,
     BundleJob,
@@ -47,6 +47,7 @@ from api.schemas.report import (
 )
 from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
+from inference.operating import Population
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import AGREEMENT_MIN, ZONE_NAMES, Measurements
 from reporting.report import HEADINGS
@@ -92,6 +93,7 @@ async def report(
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
+    population: PopulationQuery = None,
     fmt: Annotated[ReportFormat, format_query("dicom-sr", "fhir", "bundle")] = "json",
     push: PushQuery = False,
     debug: DebugQuery = False,
@@ -101,7 +103,7 @@ async def report(
         if fmt == "bundle":
             b = await interop.bundle(upload.data, upload.sha256, lang, lime, push, control)
             return bundle_answer(request, b)
-        outcome = await service.report(upload.data, lang, lime, attributions, control)
+        outcome = await service.report(upload.data, lang, lime, attributions, control, population)
     if fmt == "json":
         return report_response(outcome, service, debug)
     return await _interop_report(interop, upload, outcome, fmt, lime, push)
@@ -132,10 +134,11 @@ async def explain_report(
     service: ReportDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
+    population: PopulationQuery = None,
     debug: DebugQuery = False,
 ) -> ReportResponse:
     async with cancel_on_disconnect(request) as control:
-        outcome = await service.report(upload.data, lang, lime, True, control)
+        outcome = await service.report(upload.data, lang, lime, True, control, population)
     return report_response(outcome, service, debug)
 
 
@@ -164,8 +167,9 @@ async def submit_report_job(
     lang: LangQuery = "en",
     lime: LimeQuery = True,
     attributions: AttrQuery = False,
+    population: PopulationQuery = None,
 ) -> ReportJob:
-    params = {"lang": lang, "lime": lime, "attributions": attributions}
+    params = {"lang": lang, "lime": lime, "attributions": attributions, "population": population}
     view = await submit_job(
         request, response, "report", params, upload.data, idempotency_key, REPORT_JOBS
     )
@@ -213,8 +217,9 @@ async def submit_explain_report_job(
     idempotency_key: IdempotencyKey = None,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
+    population: PopulationQuery = None,
 ) -> ReportJob:
-    params = {"lang": lang, "lime": lime, "attributions": True}
+    params = {"lang": lang, "lime": lime, "attributions": True, "population": population}
     view = await submit_job(
         request,
         response,
@@ -329,10 +334,11 @@ async def report_stream(
     service: ReportDep,
     lang: LangQuery = "en",
     lime: LimeQuery = True,
+    population: PopulationQuery = None,
     debug: DebugQuery = False,
 ) -> StreamingResponse:
     service.require_llm()  # a plain 503 before the stream starts
-    events = _report_events(request, upload.data, service, lang, lime, debug)
+    events = _report_events(request, upload.data, service, lang, lime, debug, population)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -357,7 +363,10 @@ def _error_event(exc: Exception) -> str:
     code = getattr(exc, "code", "overloaded")
     detail = getattr(exc, "detail", "The service is busy; retry later.")
     retry = getattr(exc, "retry_after_s", None)
-    return _sse("error", json.dumps({"code": code, "detail": detail, "retry_after_s": retry}))
+    payload: dict[str, object] = {"code": code, "detail": detail, "retry_after_s": retry}
+    if isinstance(exc, IntakeError):
+        payload |= exc.problem_extra()  # e.g. the input gate's reason code
+    return _sse("error", json.dumps(payload))
 
 
 async def _report_events(
@@ -367,13 +376,17 @@ async def _report_events(
     lang: Literal["en", "ru"],
     lime: bool,
     debug: bool,
+    population: Population | None = None,
 ) -> AsyncIterator[str]:
     """The generation runs as its own task feeding a queue, so this generator only ever
     waits on the queue: a client that leaves sets the cancel flag (watcher), which stops the
-    LIME step or the LLM between tokens and frees the one LLM slot for the next report (F6)."""
+    LIME step or the LLM between tokens and frees the one LLM slot for the next report (F6).
+    An unsuitable upload (input gate) ends the stream with an `error` event carrying its
+    code and reason, before any model output is sent."""
     t0 = time.perf_counter()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+    gate = service.registry.input_gate.version
 
     def on_event(e: StreamEvent) -> None:  # called from the worker thread
         if debug or e.kind != "draft":
@@ -382,8 +395,8 @@ async def _report_events(
     async with cancel_on_disconnect(request) as control:
         task: asyncio.Future[ReportOutcome] | None = None
         try:
-            vision: VisionEvidence = await service.evidence(data, lime, control)
-            yield _sse("evidence", _evidence_out(vision, lang).model_dump_json())
+            vision: VisionEvidence = await service.evidence(data, lime, control, population)
+            yield _sse("evidence", _evidence_out(vision, lang, gate).model_dump_json())
             vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
             task = asyncio.ensure_future(
                 service.write(vision, lang, False, vision_ms, on_event, control.cancelled)
@@ -452,12 +465,14 @@ def _measurements_out(m: Measurements) -> MeasurementsOut:
     )
 
 
-def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"]) -> EvidenceOut:
+def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"], gate: str) -> EvidenceOut:
     e = v.evidence
     agreed = {z.zone_id for z in e.agreed_zones(AGREEMENT_MIN)}
     return EvidenceOut(
         decision=e.decision,
         decision_band=e.decision_band,
+        operating_point=operating_point_out(v.classification),
+        input_quality=input_quality_out(v.input_quality, gate),
         probability_finding=round(e.probability_finding, 6),
         threshold=e.threshold,
         band=list(e.band) if e.band is not None else None,
@@ -496,7 +511,7 @@ def report_response(
         html=r.render_html(),
         generated_sections=_sections(r.generated),
         generated_provenance=ProvenanceOut.model_validate(dict(r.generated_provenance)),
-        evidence=_evidence_out(o.vision, o.report.language),
+        evidence=_evidence_out(o.vision, o.report.language, service.registry.input_gate.version),
         grounding=GroundingOut(
             passed=g.passed,
             unsupported_claims_left=g.unsupported_claims_left,

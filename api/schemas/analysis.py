@@ -6,19 +6,32 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import DISCLAIMER, ImageInfoOut, ModelInfo, TimingsOut
+from api.schemas.common import (
+    DISCLAIMER,
+    ImageInfoOut,
+    InputQualityOut,
+    ModelInfo,
+    OperatingPointOut,
+    TimingsOut,
+)
+from inference.operating import Decision
+
+DECISION_DOC = (
+    "Decision at the population's operating point: finding at or above the band's upper end, "
+    "no_finding below its lower end, indeterminate (borderline) in between."
+)
 
 
 class ClassifyResponse(BaseModel):
     probability_finding: float = Field(
         ge=0.0, le=1.0, description="Calibrated probability that a finding is present."
     )
-    decision: Literal["finding", "no_finding"] = Field(
-        description="Decision at the model's operating threshold."
-    )
+    decision: Decision = Field(description=DECISION_DOC)
     threshold: float = Field(description="Operating threshold on probability_finding.")
     calibrated: bool = Field(description="True when the model ships a fitted temperature.")
     temperature: float = Field(description="Temperature applied to the logit before the sigmoid.")
+    operating_point: OperatingPointOut
+    input_quality: InputQualityOut
     model: ModelInfo
     image: ImageInfoOut
     timings: TimingsOut
@@ -28,7 +41,8 @@ class ClassifyResponse(BaseModel):
 class StudyViewOut(BaseModel):
     index: int = Field(description="Position of the view in the request's 'files' field.")
     probability_finding: float = Field(ge=0.0, le=1.0)
-    decision: Literal["finding", "no_finding"]
+    decision: Decision
+    input_quality: InputQualityOut
     image: ImageInfoOut
     timings: TimingsOut
 
@@ -39,11 +53,10 @@ class StudyResponse(BaseModel):
         le=1.0,
         description="Study probability: the highest calibrated probability of its views.",
     )
-    decision: Literal["finding", "no_finding"] = Field(
-        description="finding when any view reaches the operating threshold."
-    )
+    decision: Decision = Field(description="The decision of the view with that probability.")
     threshold: float
     aggregation: Literal["max"] = "max"
+    operating_point: OperatingPointOut
     views: list[StudyViewOut]
     model: ModelInfo
     disclaimer: str = DISCLAIMER
@@ -68,6 +81,7 @@ class SegmentResponse(BaseModel):
     overlay_png: str = Field(
         description="Base64 RGB PNG of all structures over the radiograph, at the working size."
     )
+    input_quality: InputQualityOut
     model: ModelInfo
     image: ImageInfoOut
     timings: TimingsOut

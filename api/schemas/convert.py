@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import base64
 
-from api.schemas.common import ImageInfoOut, ModelInfo, TimingsOut
+from api.schemas.common import (
+    CalibrationOut,
+    ImageInfoOut,
+    InputQualityOut,
+    ModelInfo,
+    OperatingPointOut,
+    TimingsOut,
+)
+from inference.classify import Classification
+from inference.input_gate import InputQuality
 from inference.sessions import VerifiedModel
 from service.usecases import ImageInfo, Timings
 
@@ -33,3 +42,23 @@ def image_out(info: ImageInfo) -> ImageInfoOut:
 
 def timings_out(t: Timings) -> TimingsOut:
     return TimingsOut(decode_ms=t.decode_ms, inference_ms=t.inference_ms, total_ms=t.total_ms)
+
+
+def input_quality_out(q: InputQuality, gate: str) -> InputQualityOut:
+    return InputQualityOut(
+        flags=list(q.flags), ood_score=q.ood_score, ood_threshold=q.ood_threshold, gate=gate
+    )
+
+
+def operating_point_out(c: Classification) -> OperatingPointOut:
+    return OperatingPointOut(
+        population=c.population,
+        population_source=c.population_source,  # type: ignore[arg-type]
+        threshold=c.threshold,
+        band=[c.band[0], c.band[1]],
+        calibration=CalibrationOut(
+            source=c.calibration_source,  # type: ignore[arg-type]
+            id=c.calibration_id,
+            version=c.calibration_version,
+        ),
+    )

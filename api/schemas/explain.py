@@ -7,9 +7,17 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from api.schemas.common import DISCLAIMER, ImageInfoOut, JobFields, ModelInfo
-from api.schemas.convert import b64
+from api.schemas.common import (
+    DISCLAIMER,
+    ImageInfoOut,
+    InputQualityOut,
+    JobFields,
+    ModelInfo,
+    OperatingPointOut,
+)
+from api.schemas.convert import b64, input_quality_out, operating_point_out
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
+from inference.operating import Decision
 from service.explain_usecase import GradCamOutcome, LimeOutcome
 
 TargetOut = Literal["finding", "no_finding"]
@@ -85,7 +93,9 @@ class ExplainTimingsOut(BaseModel):
 class GradCamResponse(BaseModel):
     target: TargetOut = Field(description="Explained class (default: the model's decision).")
     probability_finding: float = Field(ge=0.0, le=1.0)
-    decision: TargetOut
+    decision: Decision
+    operating_point: OperatingPointOut
+    input_quality: InputQualityOut
     overlay_png: str = Field(
         description="Base64 RGB PNG at the working size (image.analysis_*; the upload's size "
         "unless it was scaled): jet colour map of the lung-restricted heat map over the "
@@ -130,7 +140,9 @@ class LimeResponse(BaseModel):
     n_samples: int
     n_superpixels: int
     probability_finding: float = Field(ge=0.0, le=1.0)
-    decision: TargetOut
+    decision: Decision
+    operating_point: OperatingPointOut
+    input_quality: InputQualityOut
     positive: list[SuperpixelOut] = Field(description="Strongest supporting superpixels.")
     negative: list[SuperpixelOut] = Field(description="Strongest opposing superpixels.")
     fit_r2: float = Field(description="Weighted R^2 of LIME's local linear model.")
@@ -200,12 +212,16 @@ def superpixel_out(s: SuperpixelWeight) -> SuperpixelOut:
     )
 
 
-def gradcam_response(out: GradCamOutcome, model: ModelInfo, image: ImageInfoOut) -> GradCamResponse:
+def gradcam_response(
+    out: GradCamOutcome, model: ModelInfo, image: ImageInfoOut, gate: str
+) -> GradCamResponse:
     g, t = out.gradcam, out.timings
     return GradCamResponse(
         target=out.target,
         probability_finding=round(out.classification.probability_finding, 6),
         decision=out.classification.decision,
+        operating_point=operating_point_out(out.classification),
+        input_quality=input_quality_out(out.input_quality, gate),
         overlay_png=b64(g.overlay_png),
         heatmap_lungs_png=b64(out.heatmap_lungs_png),
         heatmap_full_png=b64(out.heatmap_full_png),
@@ -227,7 +243,9 @@ def gradcam_response(out: GradCamOutcome, model: ModelInfo, image: ImageInfoOut)
     )
 
 
-def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> LimeResponse:
+def lime_response(
+    out: LimeOutcome, model: ModelInfo, image: ImageInfoOut, gate: str
+) -> LimeResponse:
     lime, t, lt = out.lime, out.timings, out.lime.timing
     return LimeResponse(
         target=out.target,
@@ -236,6 +254,8 @@ def lime_response(out: LimeOutcome, model: ModelInfo, image: ImageInfoOut) -> Li
         n_superpixels=lime.n_superpixels,
         probability_finding=round(out.classification.probability_finding, 6),
         decision=out.classification.decision,
+        operating_point=operating_point_out(out.classification),
+        input_quality=input_quality_out(out.input_quality, gate),
         positive=[superpixel_out(s) for s in lime.positive],
         negative=[superpixel_out(s) for s in lime.negative],
         fit_r2=round(lime.score, 4),

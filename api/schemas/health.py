@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ModelInfo
+from api.schemas.common import CalibrationOut, ModelInfo
 
 
 class Liveness(BaseModel):
@@ -23,6 +23,10 @@ class VersionInfo(BaseModel):
     version: str
     models: list[ModelInfo]
     providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    calibration: CalibrationOut = Field(
+        description="Calibration in use: the classifier manifest's, or a site file."
+    )
+    input_gate: str = Field(description="Input suitability gate: 'rules' or 'rules+ood-<ver>'.")
 
 
 class SampleRange(BaseModel):

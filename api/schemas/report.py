@@ -6,8 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import ImageInfoOut, JobFields, ModelInfo
+from api.schemas.common import (
+    ImageInfoOut,
+    InputQualityOut,
+    JobFields,
+    ModelInfo,
+    OperatingPointOut,
+)
 from api.schemas.convert import b64
+from inference.operating import Decision
 from service.interop_usecase import DICOM, FHIR_JSON, Bundle
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
@@ -94,9 +101,11 @@ class EvidenceOut(BaseModel):
     decision: Literal["finding", "no_finding"] = Field(
         description="The side of the threshold (what the explanations explain)."
     )
-    decision_band: Literal["finding", "no_finding", "indeterminate"] = Field(
+    decision_band: Decision = Field(
         description="indeterminate when the probability lies inside the borderline band."
     )
+    operating_point: OperatingPointOut
+    input_quality: InputQualityOut
     probability_finding: float
     threshold: float
     band: list[float] | None = Field(description="Borderline band [lo, hi], if any.")

@@ -53,7 +53,7 @@ def secured(tiny_weights: Path) -> Iterator[TestClient]:
 
 
 def _upload() -> dict[str, tuple[str, bytes, str]]:
-    return {"file": ("x.png", f.png_bytes(f.synthetic_chest()), "image/png")}
+    return {"file": ("x.png", f.png_bytes(f.synthetic_chest(160, 136)), "image/png")}
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

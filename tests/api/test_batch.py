@@ -21,9 +21,9 @@ from tests.factories import png_bytes, synthetic_chest, synthetic_dicom
 def folder(tmp_path: Path) -> Path:
     d = tmp_path / "in"
     (d / "sub").mkdir(parents=True)
-    (d / "a.png").write_bytes(png_bytes(synthetic_chest(96, 80)))
-    (d / "sub" / "b.png").write_bytes(png_bytes(synthetic_chest(128, 112)))
-    (d / "c.dcm").write_bytes(synthetic_dicom(height=100, width=90))
+    (d / "a.png").write_bytes(png_bytes(synthetic_chest(160, 136)))
+    (d / "sub" / "b.png").write_bytes(png_bytes(synthetic_chest(160, 140)))
+    (d / "c.dcm").write_bytes(synthetic_dicom(height=170, width=150))
     (d / "notes.txt").write_bytes(b"not an image")
     (d / ".hidden.png").write_bytes(b"skipped")
     return d

@@ -19,9 +19,9 @@ from service.explain_usecase import ExplainService
 from service.gate import Overloaded, WorkGate
 from service.registry import load_registry
 from service.settings import Settings
-from tests.factories import png_bytes, png_header_only, synthetic_chest
+from tests.factories import grey_chest, png_bytes, png_header_only, synthetic_chest
 
-HEIGHT, WIDTH = 120, 100
+HEIGHT, WIDTH = 180, 150
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_bad_images_are_problem_json(client: TestClient, route: str) -> None:
 
 
 def test_lime_without_lungs_is_422(client: TestClient) -> None:
-    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # tiny segmenter finds no lung
+    flat = png_bytes(grey_chest())  # tiny segmenter finds no lung
     r = client.post("/explain/lime", files={"file": ("x.png", flat, "image/png")})
     assert r.status_code == 422 and r.json()["code"] == "lungs_not_found"
 
@@ -182,7 +182,7 @@ def test_lime_job_gives_the_synchronous_result(client: TestClient, chest_png: by
 
 
 def test_lime_job_failure_carries_the_problem(client: TestClient) -> None:
-    flat = png_bytes(np.full((64, 64), 128, dtype=np.uint8))  # no lungs: 422 synchronously
+    flat = png_bytes(grey_chest())  # no lungs: 422 synchronously
     job = client.post("/explain/lime/jobs", files={"file": ("x.png", flat, "image/png")}).json()
     done = _wait_job(client, job["status_url"])
     assert done["state"] == "failed" and done["result"] is None
@@ -218,12 +218,12 @@ def test_lime_job_can_be_cancelled(client: TestClient, chest_png: bytes) -> None
 
 @pytest.fixture(scope="module")
 def small_work_client(tiny_weights: object) -> Iterator[TestClient]:
-    """Working copies bounded at 64 px and a 30,000-pixel study budget, so that a 120x100
+    """Working copies bounded at 64 px and a 60,000-pixel study budget, so that a 180x150
     upload exercises the same paths as a 30 MP one does under the defaults."""
     from service.app import create_app
     from service.settings import LimitSettings
 
-    limits = LimitSettings(work_max_side=64, max_study_pixels=30_000)
+    limits = LimitSettings(work_max_side=64, max_study_pixels=60_000)
     settings = Settings(weights_dir=tiny_weights, limits=limits, _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
@@ -263,7 +263,7 @@ def test_unscaled_uploads_say_so(client: TestClient, chest_png: bytes) -> None:
 
 
 def test_study_has_a_total_pixel_budget(small_work_client: TestClient, chest_png: bytes) -> None:
-    """Two 120x100 views (24,000 px) fit the 30,000-pixel budget, three do not: refused
+    """Two 180x150 views (54,000 px) fit the 60,000-pixel budget, three do not: refused
     from the headers before decoding. Before the fix six 30 MP views cost +781 MB."""
     view = ("files", ("a.png", chest_png, "image/png"))
     assert small_work_client.post("/classify/study", files=[view] * 2).status_code == 200

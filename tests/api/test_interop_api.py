@@ -93,7 +93,7 @@ def api(tiny_weights: Any) -> Iterator[tuple[TestClient, Swap]]:
 
 
 def _dicom(name: str = CANARY) -> bytes:
-    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12, patient_name=name)
+    ds = dicom_dataset(synthetic_chest(160, 140, 12), bits_stored=12, patient_name=name)
     ds.AccessionNumber = "ACC-77"
     ds.PatientOrientation = ["L", "F"]
     ds.ImagerPixelSpacing = [0.2, 0.2]
@@ -101,7 +101,7 @@ def _dicom(name: str = CANARY) -> bytes:
 
 
 def _png() -> bytes:
-    return png_bytes(synthetic_chest(128, 112))
+    return png_bytes(synthetic_chest(160, 140))
 
 
 def _post(client: TestClient, path: str, data: bytes, **params: Any) -> Any:
@@ -296,7 +296,7 @@ def test_bundle_of_a_png_is_one_new_study_with_stable_uids(api: tuple[TestClient
     assert "not for diagnosis" in annotation.TextObjectSequence[0].UnformattedTextValue
     assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in datasets[1]]
     # A different upload gets a different study.
-    other = _post(client, "/report", png_bytes(synthetic_chest(120, 112)), format="bundle")
+    other = _post(client, "/report", png_bytes(synthetic_chest(168, 144)), format="bundle")
     other_ds = read_dicom(parse_related(other.content, other.headers["content-type"])[0][1])
     assert other_ds.StudyInstanceUID != first[0].StudyInstanceUID
 
@@ -370,7 +370,7 @@ def test_dicom_without_valid_study_uid_is_422(
     api: tuple[TestClient, Swap], uid: str | None
 ) -> None:
     client, _ = api
-    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12)
+    ds = dicom_dataset(synthetic_chest(160, 140, 12), bits_stored=12)
     if uid is None:
         del ds.StudyInstanceUID
     else:

@@ -14,7 +14,7 @@ from tests.factories import png_bytes, synthetic_chest
 
 @pytest.fixture(scope="module")
 def chest_png() -> bytes:
-    return png_bytes(synthetic_chest(128, 112))
+    return png_bytes(synthetic_chest(160, 140))
 
 
 def _files(data: bytes) -> dict:

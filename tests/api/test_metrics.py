@@ -45,7 +45,7 @@ def check_with_promtool(text: str) -> None:
 
 def test_counters_move_per_route_template(client: TestClient) -> None:
     before = _samples(client)
-    png = png_bytes(synthetic_chest(96, 80))
+    png = png_bytes(synthetic_chest(160, 136))
     assert client.post("/classify", files={"file": ("x.png", png, "image/png")}).status_code == 200
     assert client.get("/explain/lime/jobs/" + "0" * 32).status_code == 404
     assert client.get("/no/such/patient-1234").status_code == 404
@@ -68,7 +68,7 @@ def test_counters_move_per_route_template(client: TestClient) -> None:
 
 def test_job_states_are_counted(client: TestClient) -> None:
     before = _samples(client)
-    png = png_bytes(synthetic_chest(96, 80))
+    png = png_bytes(synthetic_chest(160, 136))
     job = client.post(
         "/explain/lime/jobs", params={"n_samples": 50}, files={"file": ("x.png", png, "image/png")}
     ).json()

@@ -26,7 +26,7 @@ def loopback_client(tiny_weights: Path) -> Iterator[TestClient]:
 
 
 def _chest() -> bytes:
-    return png_bytes(synthetic_chest(120, 100))
+    return png_bytes(synthetic_chest(160, 136))
 
 
 def test_foreign_host_is_refused_on_the_anonymous_loopback_service(

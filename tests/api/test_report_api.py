@@ -64,7 +64,7 @@ def app_and_swap(tiny_weights) -> Iterator[tuple[TestClient, Swap]]:
 
 
 def _png() -> bytes:
-    return png_bytes(synthetic_chest(128, 112))
+    return png_bytes(synthetic_chest(160, 140))
 
 
 def _report(client: TestClient, data: bytes, **params: Any) -> Any:
@@ -107,7 +107,7 @@ def test_canary_dicom_never_reaches_the_prompt_or_the_report(app_and_swap) -> No
     client, swap = app_and_swap
     fake = FakeBackend(_echo)
     swap.backend = fake
-    ds = dicom_dataset(synthetic_chest(128, 112, 12), bits_stored=12, patient_name=CANARY_NAME)
+    ds = dicom_dataset(synthetic_chest(160, 140, 12), bits_stored=12, patient_name=CANARY_NAME)
     ds.StudyDescription = CANARY_STUDY
     r = _report(client, dicom_bytes(ds))
     assert r.status_code == 200, r.text

@@ -108,7 +108,7 @@ def _read_until(conn: socket.socket, marker: bytes, timeout: float) -> bytes:
 def test_leaving_the_stream_stops_generation_and_frees_the_llm(
     port: int, backend: FakeBackend
 ) -> None:
-    image = png_bytes(synthetic_chest(128, 112))
+    image = png_bytes(synthetic_chest(160, 140))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(_request(image))
         seen = _read_until(conn, b"event: sentence", timeout=30)
