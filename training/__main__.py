@@ -101,7 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--epochs", type=int, default=None, help="override the step's default epochs")
     p.add_argument(
-        "--budget-s", type=float, default=None, help="per-run time budget for compare steps"
+        "--budget-s",
+        type=float,
+        default=None,
+        help="per-run time budget for compare steps; segmenter: wall-time cap of its fine-tuning",
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=None,
+        help="segmenter: end-to-end fine-tuning batches after the decoder stage (0 skips it)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument(
@@ -255,7 +264,11 @@ def _segmenter(args: argparse.Namespace, command: str) -> None:
 
     cfg = SegmenterConfig(seed=args.seed)
     if args.epochs:
-        cfg = replace(cfg, epochs=args.epochs)
+        cfg = replace(cfg, head_epochs=args.epochs)
+    if args.budget_s:
+        cfg = replace(cfg, time_budget_s=args.budget_s)
+    if args.finetune_steps is not None:
+        cfg = replace(cfg, finetune_steps=args.finetune_steps)
     run_segmenter(args.work / "cache", args.work, args.weights, cfg, 256, command)
 
 

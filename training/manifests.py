@@ -48,7 +48,10 @@ DATA_SOURCES = [
         "from mixed public sources); adult, squashed to square upstream",
         "licence": "cite Tahir et al. 2021; RSNA challenge / NIH terms; COVID images under "
         "their own terms",
-        "used_for": ["classifier (normal 0; non-COVID opacity and masked COVID-19 1)"],
+        "used_for": [
+            "classifier (normal 0; non-COVID opacity and masked COVID-19 1)",
+            "segmenter (3,507 physician-checked lung masks; right/left by connected components)",
+        ],
     },
     {
         "source": "covid19rad",

@@ -222,12 +222,34 @@ def _points(cls: dict[str, Any]) -> str:
     )
 
 
-def _seg_table(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    names = ["right_lung", "left_lung", "heart_mediastinum", "lungs"]
-    lines = ["| source | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+SEG_STRUCTURES = ("right_lung", "left_lung", "heart_mediastinum", "lungs")
+
+
+def _seg_cell(per: dict[str, dict[str, float]], name: str, key: str, fmt: str) -> str:
+    value = per.get(name, {}).get(key)
+    return "—" if value is None else format(value, fmt)
+
+
+def _seg_table(
+    metrics: dict[str, dict[str, dict[str, float]]],
+    previous: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> list[str]:
+    """One row per (source, structure): n, Dice and HD95 of this model and of the previous one."""
+    old = previous or {}
+    lines = [
+        "| source | structure | n | Dice | Dice (previous) | HD95 px (% diag) "
+        "| HD95 px (previous) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for src, per in sorted(metrics.items()):
-        cells = [f"{per[n]['dice']:.3f} (n={per[n]['n']})" if n in per else "—" for n in names]
-        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+        for name in (n for n in SEG_STRUCTURES if n in per):
+            before = old.get(src, {})
+            hd = f"{per[name]['hd95_px']:.1f} ({per[name]['hd95_pct_diag']:.2f} %)"
+            lines.append(
+                f"| {src} | {name} | {per[name]['n']} | {per[name]['dice']:.3f} | "
+                f"{_seg_cell(before, name, 'dice', '.3f')} | {hd} | "
+                f"{_seg_cell(before, name, 'hd95_px', '.1f')} |"
+            )
     return lines
 
 
@@ -299,8 +321,19 @@ def write_model_card(weights: Path, work: Path) -> Path:
         parts["seed"] = str(ex["seed"])
     if seg:
         ex = seg["extra"]
-        parts["seg_test"] = "\n".join(_seg_table(ex["metrics_dice"]["test"]))
-        parts["seg_val"] = "\n".join(_seg_table(ex["metrics_dice"]["val"]))
+        before = ex.get("previous", {}).get("metrics", {})
+        parts["seg_test"] = "\n".join(_seg_table(ex["metrics_dice"]["test"], before.get("test")))
+        parts["seg_val"] = "\n".join(_seg_table(ex["metrics_dice"]["val"], before.get("val")))
+        parts["seg_previous"] = ex.get("previous", {}).get("architecture", "none recorded")
+        tc = ex["training_config"]
+        parts["seg_run"] = (
+            f"stage 1 {tc['head_epochs']} epoch(s) at batch {tc['head_batch']}, stage 2 "
+            f"{ex.get('finetune_steps_run', 0)} end-to-end step(s) of {tc['finetune_batch']}, "
+            f"{ex['training_wall_s'] / 60:.0f} min wall, command `{ex['training_command']}`"
+        )
+        parts["seg_shares"] = ", ".join(
+            f"{name} {share:.0%}" for name, share in ex["training_config"]["source_shares"]
+        )
         parts["seg_arch"] = ex["architecture"]
         parts["seg_size"] = str(seg["input"]["size"])
         parts["seg_wall"] = f"{ex['training_wall_s'] / 60:.1f}"

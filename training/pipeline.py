@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.models.segmentation import DeepLabV3
 
-from training.dataset import cls_split, seg_split
+from training.dataset import SegSplit, cls_split, seg_split
 from training.evaluate import calibrate, per_source_metrics, population_points
 from training.export import export_classifier, export_segmenter, write_manifest
 from training.finetune import FinetuneConfig, FinetuneRun, finetune, predict_logits
 from training.manifests import classifier_manifest, segmenter_manifest
 from training.models import ClassifierInit, build_classifier
-from training.seg_eval import evaluate_segmenter
+from training.seg_eval import evaluate_segmenter, onnx_predictor
 from training.segmenter import SegmenterConfig, build_segmenter, fit_segmenter
 from training.tailtune import TailConfig, train_tail
 
 LOG = logging.getLogger(__name__)
 VERSION = "1.0.0"
+SEGMENTER_VERSION = "2.0.0"  # DeepLabV3+ with a decoder (issue 9)
 
 
 def _json(path: Path, data: Any) -> None:
@@ -227,50 +227,102 @@ def architecture_choice(loso: dict[str, Any], chosen: str) -> dict[str, Any]:
 def run_segmenter(
     cache_dir: Path, work: Path, weights: Path, cfg: SegmenterConfig, size: int, command: str
 ) -> dict[str, Any]:
-    """Train, evaluate (Dice per structure per source) and export the segmenter."""
+    """Train, evaluate (Dice and HD95 per structure per source) and export the segmenter."""
     table = cache_dir / "images.csv"
     images = np.load(cache_dir / "seg256.npy", mmap_mode="r")
     targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
     model = build_segmenter(aspp_channels=cfg.aspp_channels)
-    train = seg_split(table, "train")
-    _, wall = fit_segmenter(model, cfg, images, targets, train, work / "segmenter", size)
-    return finalize_segmenter(model, cfg, wall, cache_dir, work, weights, size, command)
+    train, val = seg_split(table, "train"), seg_split(table, "val")
+    monitor = SegSplit(val.index[val.sources == "jsrt"], val.sources[val.sources == "jsrt"], ())
+    _, wall, steps = fit_segmenter(model, cfg, images, targets, train, work / "segmenter", monitor)
+    return finalize_segmenter(model, cfg, wall, steps, cache_dir, work, weights, size, command)
+
+
+def previous_segmenter(
+    weights: Path,
+    images: np.ndarray,
+    targets: np.ndarray,
+    splits: dict[str, SegSplit],
+    work: Path,
+) -> dict[str, Any] | None:
+    """The segmenter about to be replaced, scored like the new one (for the comparison table).
+
+    A manifest written by this pipeline already carries its own ``previous`` block (kept, so a
+    rerun keeps comparing against the same earlier model); an older manifest is evaluated now
+    (result kept in ``work/segmenter/previous_<sha256>.json``, so it can be computed while
+    the new model trains).
+    """
+    path = weights / "segmenter.manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    extra = manifest.get("extra", {})
+    if "previous" in extra:
+        return dict(extra["previous"])
+    cached = work / "segmenter" / f"previous_{manifest['sha256']}.json"
+    if cached.exists():
+        return dict(json.loads(cached.read_text(encoding="utf-8")))
+    predict = onnx_predictor(weights / manifest["file"])
+    result = {
+        "architecture": extra.get("architecture", "unknown"),
+        "version": manifest.get("version"),
+        "sha256": manifest.get("sha256"),
+        "metrics": {
+            name: evaluate_segmenter(predict, images, targets, split)
+            for name, split in splits.items()
+        },
+    }
+    _json(cached, result)
+    return result
 
 
 def finalize_segmenter(
-    model: DeepLabV3,
+    model: torch.nn.Module,
     cfg: SegmenterConfig,
     wall: float,
+    finetune_steps: int,
     cache_dir: Path,
     work: Path,
     weights: Path,
     size: int,
     command: str,
 ) -> dict[str, Any]:
-    """Evaluate (Dice per structure per source), export ONNX and write the manifest."""
+    """Evaluate (Dice, HD95 per structure per source), export ONNX and write the manifest."""
     table = cache_dir / "images.csv"
     images = np.load(cache_dir / "seg256.npy", mmap_mode="r")
     targets = np.load(cache_dir / "seg_targets.npy", mmap_mode="r")
-    model.eval()
-    metrics = {
-        split: evaluate_segmenter(model, cfg.cut, images, targets, seg_split(table, split), size)
-        for split in ("val", "test")
-    }
+    splits = {split: seg_split(table, split) for split in ("val", "test")}
+    previous = previous_segmenter(weights, images, targets, splits, work)
     export_segmenter(model, size, weights / "segmenter.onnx")
+    predict = onnx_predictor(weights / "segmenter.onnx")  # scores the shipped file itself
+    metrics = {
+        name: evaluate_segmenter(predict, images, targets, split) for name, split in splits.items()
+    }
     extra = {
-        "architecture": "DeepLabV3 (ASPP) on EfficientNet-Lite0 stages 0-6, output stride 16",
+        "architecture": "DeepLabV3+ (ASPP rates 3/6/9 at output stride 16 + stride-4 decoder) "
+        "on EfficientNet-Lite0 stages 0-6; decoder trained on the frozen trunk, "
+        "then the whole network fine-tuned end to end",
+        "decoder": True,
+        "aspp_rates": [3, 6, 9],
         "labels_note": "right_lung = patient's right = image left on PA/AP; "
         "heart_mediastinum is trained on "
         "JSRT/SCR 'heart' and covidseg 'cardiomediastinum' masks",
         "metrics_dice": metrics,
+        "metrics_note": "256x256 grid after the serving post-processing (largest component, "
+        "holes filled); hd95 in pixels of that grid and in % of its diagonal",
         "aspp_channels": cfg.aspp_channels,
         "training_config": asdict(cfg),
         "training_wall_s": wall,
+        "finetune_steps_run": finetune_steps,
         "training_command": command,
         "seed": cfg.seed,
         "loss": "partial-label BCE + soft Dice; unlabelled structures ignored per source; "
         "lungs-only masks supervise the union",
     }
-    write_manifest(weights / "segmenter.manifest.json", segmenter_manifest(VERSION, size, extra))
+    if previous is not None:
+        extra["previous"] = previous
+    write_manifest(
+        weights / "segmenter.manifest.json", segmenter_manifest(SEGMENTER_VERSION, size, extra)
+    )
     _json(work / "segmenter_metrics.json", extra)
     return extra

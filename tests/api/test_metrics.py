@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -72,9 +73,10 @@ def test_job_states_are_counted(client: TestClient) -> None:
     job = client.post(
         "/explain/lime/jobs", params={"n_samples": 50}, files={"file": ("x.png", png, "image/png")}
     ).json()
-    for _ in range(600):
-        if client.get(job["status_url"]).json()["state"] == "succeeded":
-            break
+    deadline = time.monotonic() + 120  # generous: the job runs on a loaded 2-core machine
+    while client.get(job["status_url"]).json()["state"] != "succeeded":
+        assert time.monotonic() < deadline, "LIME job did not finish"
+        time.sleep(0.05)
     after = _samples(client)
     name = "cxr_job_transitions_total"
     for state in ("queued", "running", "succeeded"):

@@ -132,12 +132,10 @@ def test_segmenter_torch_onnx_parity_and_output_on_real_images() -> None:
     import torch
 
     from training.export import SegmenterGraph, state_dict_from_onnx
-    from training.segmenter import build_segmenter
+    from training.segmenter import segmenter_architecture
 
     m = _manifest("segmenter")
-    graph = SegmenterGraph(
-        build_segmenter(pretrained=False, aspp_channels=int(m.extra["aspp_channels"]))
-    )
+    graph = SegmenterGraph(segmenter_architecture(m.extra))
     graph.load_state_dict(state_dict_from_onnx(WEIGHTS / m.file), strict=True)
     graph.eval()
     x = batch_inputs(_real_images(1), m.input_spec)
