@@ -6,6 +6,7 @@ the committed file differs from what the app serves.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ def render(spec: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    path = Path(argv[0]) if argv else DEFAULT_PATH
+    # argparse so that "--help" prints usage instead of becoming a file named "--help".
+    parser = argparse.ArgumentParser(prog="python -m service.openapi", description=__doc__)
+    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH)
+    path: Path = parser.parse_args(argv).path
     path.write_text(render(current_spec()), encoding="utf-8")
 
 
