@@ -26,7 +26,7 @@ from training.segmenter import SegmenterConfig, build_segmenter, fit_segmenter
 from training.tailtune import TailConfig, train_tail
 
 LOG = logging.getLogger(__name__)
-VERSION = "1.0.0"
+VERSION = "2.0.0"  # retrained on the adult supplement (issue 9)
 SEGMENTER_VERSION = "2.0.0"  # DeepLabV3+ with a decoder (issue 9)
 
 
