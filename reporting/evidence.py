@@ -134,6 +134,10 @@ class Measurements:
         not AP (AP magnifies the heart); ctr_notes: why not, as short identifiers.
     right_lung_share / left_lung_share: each lung's share of the total lung mask area in
     [0, 1] (None without both lungs); lung_ratio: right / left area.
+    view_pa: the film is known to be a PA projection. Only then may a CTR above 0.5 call the
+    heart enlarged: an AP film magnifies the heart, and most uploads do not say their
+    projection (on the adult no-finding test films, unknown projection, a third measured
+    0.53 or more).
     """
 
     ctr: float | None
@@ -142,6 +146,7 @@ class Measurements:
     right_lung_share: float | None = None
     left_lung_share: float | None = None
     lung_ratio: float | None = None
+    view_pa: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ctr", "right_lung_share", "left_lung_share"):
@@ -165,9 +170,20 @@ class Measurements:
             return None
         if self.ctr < CTR_UPPER_NORMAL - CTR_MARGIN:
             return True
-        if self.ctr >= CTR_UPPER_NORMAL + CTR_MARGIN:
+        if self.ctr >= CTR_UPPER_NORMAL + CTR_MARGIN and self.view_pa:
             return False
         return None
+
+    @property
+    def projection_unknown_high(self) -> bool:
+        """A reliable CTR clearly above 0.5 that is not called because the film is not known
+        to be PA (see ``view_pa``)."""
+        return (
+            self.ctr is not None
+            and self.ctr_reliable
+            and not self.view_pa
+            and self.ctr >= CTR_UPPER_NORMAL + CTR_MARGIN
+        )
 
 
 @dataclass(frozen=True)

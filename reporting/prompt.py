@@ -63,6 +63,7 @@ class PromptTexts:
     agree: str
     weak: str
     ctr_reliable: str
+    ctr_projection: str
     ctr_close: str
     ctr_unreliable: str
     ctr_missing: str
@@ -118,6 +119,8 @@ _EN = PromptTexts(
     ctr_reliable="- Cardiothoracic ratio {ctr} (reliable; normal is below {limit}).",
     ctr_close="- Cardiothoracic ratio {ctr}, too close to {limit}: heart size is not called from "
     "it.",
+    ctr_projection="- Cardiothoracic ratio {ctr}, above {limit}, projection unknown (an AP view "
+    "overstates the ratio): heart size is not called.",
     ctr_unreliable="- Cardiothoracic ratio {ctr}, not reliable on this image: heart size is not "
     "assessed.",
     ctr_missing="- Cardiothoracic ratio not measured: heart size is not assessed.",
@@ -189,6 +192,8 @@ _RU = PromptTexts(
     ctr_reliable="- Кардиоторакальный индекс {ctr} (достоверный; норма меньше {limit}).",
     ctr_close="- Кардиоторакальный индекс {ctr} слишком близок к {limit}: размер сердца по "
     "нему не оценивается.",
+    ctr_projection="- Кардиоторакальный индекс {ctr} больше {limit}, проекция неизвестна "
+    "(переднезадняя проекция завышает индекс): размер сердца не оценивается.",
     ctr_unreliable="- Кардиоторакальный индекс {ctr} недостоверен на этом снимке: размер "
     "сердца не оценивается.",
     ctr_missing="- Кардиоторакальный индекс не измерен: размер сердца не оценивается.",
@@ -251,6 +256,8 @@ def _probability_text(evidence: Evidence, language: Language, t: PromptTexts) ->
 def _measurement_lines(m: Measurements | None, language: Language, t: PromptTexts) -> list[str]:
     if m is None or m.ctr is None:
         lines = [t.ctr_missing]
+    elif m.projection_unknown_high:
+        lines = [t.ctr_projection.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     elif m.ctr_reliable and m.heart_normal is not None:
         lines = [t.ctr_reliable.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     elif m.ctr_reliable:

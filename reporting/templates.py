@@ -124,6 +124,16 @@ def ctr_sentence(m: Measurements, lang: Language) -> str | None:
         if lang == "en":
             return f"Cardiothoracic ratio {value} (below {limit}): heart size within normal limits."
         return f"Кардиоторакальный индекс {value} (меньше {limit}): размер сердца в пределах нормы."
+    if m.projection_unknown_high:
+        if lang == "en":
+            return (
+                f"Cardiothoracic ratio {value} (above {limit}) on a film of unknown projection, "
+                "where an AP view would overstate the ratio: heart size is not called."
+            )
+        return (
+            f"Кардиоторакальный индекс {value} (больше {limit}) при неизвестной проекции, а "
+            "переднезадняя проекция завышает индекс: размер сердца не оценивается."
+        )
     if m.heart_normal is None:
         if lang == "en":
             return (

@@ -82,6 +82,7 @@ def test_every_template_sentence_passes_the_check(lang: Language) -> None:
         NORMAL_HEART,
         Measurements(0.49, True, (), 0.55, 0.45, 1.2),
         Measurements(0.58, True, ()),
+        Measurements(0.58, True, (), view_pa=True),
         Measurements(0.6, False, ("ap_view",)),
     ]
     combos = itertools.product(
@@ -108,7 +109,9 @@ def test_every_template_sentence_passes_the_check(lang: Language) -> None:
     ("m", "normal_ok", "enlarged_ok"),
     [
         (NORMAL_HEART, True, False),
-        (Measurements(0.58, True, ()), False, True),
+        (Measurements(0.58, True, (), view_pa=True), False, True),
+        # projection unknown: AP magnifies the heart, so a high CTR calls nothing
+        (Measurements(0.58, True, ()), False, False),
         (Measurements(0.49, True, ()), False, False),  # within the measurement error of 0.5
         (Measurements(0.42, False, ("ap_view",)), False, False),
         (None, False, False),
@@ -158,3 +161,14 @@ def test_a_model_cannot_clear_the_patient(sentence: str, lang: Language) -> None
     checker = GroundingChecker(_ev(0.1, zones=()), GroundingPolicy())
     found = checker.violation(sentence, lang)
     assert found is not None and found[0] == "out_of_scope"
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_high_ctr_of_unknown_projection_is_reported_without_a_size_call(lang: str) -> None:
+    from reporting.templates import ctr_sentence
+
+    unknown = ctr_sentence(Measurements(0.72, True, ()), lang)  # type: ignore[arg-type]
+    pa = ctr_sentence(Measurements(0.72, True, (), view_pa=True), lang)  # type: ignore[arg-type]
+    assert unknown is not None and pa is not None
+    assert "enlarged" not in unknown and "увелич" not in unknown
+    assert ("enlarged" in pa) if lang == "en" else ("увеличенным" in pa)
