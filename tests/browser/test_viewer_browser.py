@@ -175,6 +175,7 @@ def test_tabs_lime_job_and_report_streams_in_both_languages(viewer: ViewerPage) 
 
     # Report in English, streamed section by section, with provenance and grounding.
     page.click("#tab-report")
+    page.check("#report-debug")  # removed sentences are listed only on request (F11)
     page.click("#report-start")
     page.wait_for_selector("#report-grounding:not([hidden])", timeout=90_000)
     sections = page.locator("#report-sections section")
@@ -380,12 +381,14 @@ def test_refusals_are_explained_in_the_interface_language(viewer: ViewerPage) ->
 
     # The input gate's 'indeterminate' and quality flags, as the result panel shows them.
     real = _classify(viewer.server, viewer.server.png.read_bytes())
-    gated = real | {"decision": "indeterminate", "quality": {"flags": ["low_contrast"]}}
+    flags = {"flags": ["inverted", "low_contrast"], "ood_score": 1.0, "ood_threshold": 1.5}
+    gated = real | {"decision": "indeterminate", "input_quality": flags}
     page.route("**/classify", lambda r: r.fulfill(json=gated))
     page.set_input_files("#file-input", str(viewer.server.png))
     _wait_views(viewer)
     assert page.text_content("#decision") == "Неопределённо"
-    assert "low_contrast" in (page.text_content("#quality") or "")
+    shown = page.text_content("#quality") or ""
+    assert "инвертированная шкала серого" in shown and "low_contrast" in shown  # unknown: raw code
     assert page.is_hidden("#error")
 
 

@@ -297,11 +297,11 @@ class Viewer {
       format: String(img.format).toUpperCase(), width: img.width, height: img.height,
       bits: img.bits_stored, photometric: img.photometric,
     });
-    $("quality").replaceChildren(this.qualityNode(c.quality));
+    $("quality").replaceChildren(this.qualityNode(c.input_quality));
     $("result-disclaimer").textContent = t("result.disclaimer");
   }
 
-  // The quality block of /classify (input checks). Absent: no flags reported by this server.
+  // The input_quality block of /classify (the input gate's flags). Absent: an older server.
   qualityNode(quality) {
     const t = (k, p) => this.i18n.t(k, p);
     if (!quality || typeof quality !== "object") return el("span", { text: t("quality.not_reported") });

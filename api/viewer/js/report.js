@@ -37,7 +37,9 @@ export class ReportPanel {
     this.render();
     try {
       const response = await viewer.api.postFile("report/stream", file, {
-        params: { lang: this.s.lang }, signal: controller.signal,
+        // Removed sentences come back only on request (debug=true): they are unchecked text.
+        params: { lang: this.s.lang, ...($("report-debug").checked ? { debug: "true" } : {}) },
+        signal: controller.signal,
       });
       for await (const { event, data } of readEvents(response)) {
         if (this.controller !== controller) return;
