@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Request, Response
+from pydantic import BaseModel
 
+from api.problems import problem_responses
 from inference.sniff import detect_format
 from service.jobs import JobKind, JobSpec, JobStore, JobView, Params
 
@@ -78,3 +80,42 @@ def job_fields(view: JobView, request: Request, base: str) -> dict[str, Any]:
         "result": view.result if view.state == "succeeded" else None,
         "error": error,
     }
+
+
+JOB_ERRORS = problem_responses(404, 422, 500)
+
+
+def add_job_routes(
+    router: APIRouter,
+    path: str,
+    kind: JobKind,
+    model: type[BaseModel],
+    summaries: tuple[str, str],
+    base: str | None = None,
+) -> None:
+    """Register GET ``{path}/{job_id}`` (state, and the answer once it has succeeded) and
+    DELETE (cancel) for one job kind, with the stable operationIds ``get_{kind}_job`` and
+    ``cancel_{kind}_job``. Every kind has the same two thin handlers; only the answer's schema
+    differs. ``base`` is the jobs URL as clients see it (``path`` plus the router's prefix).
+    """
+    url = base or path
+
+    async def get_job(request: Request, job_id: JobIdPath) -> Any:
+        return model(**job_fields(await read_job(request, job_id, kind), request, url))
+
+    async def delete_job(request: Request, job_id: JobIdPath) -> Any:
+        return model(**job_fields(await cancel_job(request, job_id, kind), request, url))
+
+    for method, endpoint, verb, summary in (
+        ("GET", get_job, "get", summaries[0]),
+        ("DELETE", delete_job, "cancel", summaries[1]),
+    ):
+        router.add_api_route(
+            path + "/{job_id}",
+            endpoint,
+            methods=[method],
+            operation_id=f"{verb}_{kind}_job",
+            summary=summary,
+            response_model=model,
+            responses=JOB_ERRORS,
+        )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import ExplainDep, InteropDep, PopulationQuery, RegistryDep
 from api.disconnect import cancel_on_disconnect
 from api.interop import PushQuery, check_push, dicom_answer, format_query, format_responses
-from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
+from api.jobs import IdempotencyKey, add_job_routes, job_fields, submit_job
 from api.problems import problem_responses
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import (
@@ -99,7 +99,6 @@ async def explain_lime(
     return lime_response(out, info, image_out(out.image), registry.input_gate.version)
 
 
-JOB_ERRORS = problem_responses(404, 422, 500)
 LIME_JOBS = "/explain/lime/jobs"
 
 
@@ -138,25 +137,14 @@ async def submit_lime_job(
     return LimeJob(**job_fields(view, request, LIME_JOBS))
 
 
-@router.get(
-    "/lime/jobs/{job_id}",
-    operation_id="get_lime_job",
-    summary="State of a LIME job, with its result once it has succeeded",
-    response_model=LimeJob,
-    responses=JOB_ERRORS,
+add_job_routes(
+    router,
+    "/lime/jobs",
+    "lime",
+    LimeJob,
+    (
+        "State of a LIME job, with its result once it has succeeded",
+        "Cancel a LIME job (a running one stops within one model batch)",
+    ),
+    base=LIME_JOBS,
 )
-async def get_lime_job(request: Request, job_id: JobIdPath) -> LimeJob:
-    view = await read_job(request, job_id, "lime")
-    return LimeJob(**job_fields(view, request, LIME_JOBS))
-
-
-@router.delete(
-    "/lime/jobs/{job_id}",
-    operation_id="cancel_lime_job",
-    summary="Cancel a LIME job (a running one stops within one model batch)",
-    response_model=LimeJob,
-    responses=JOB_ERRORS,
-)
-async def cancel_lime_job(request: Request, job_id: JobIdPath) -> LimeJob:
-    view = await cancel_job(request, job_id, "lime")
-    return LimeJob(**job_fields(view, request, LIME_JOBS))

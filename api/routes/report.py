@@ -22,7 +22,7 @@ from api.interop import (
     format_query,
     format_responses,
 )
-from api.jobs import IdempotencyKey, JobIdPath, cancel_job, job_fields, read_job, submit_job
+from api.jobs import IdempotencyKey, add_job_routes, job_fields, submit_job
 from api.problems import problem_responses
 from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out, input_quality_out, operating_point_out
@@ -144,7 +144,6 @@ async def explain_report(
 
 REPORT_JOBS = "/report/jobs"
 EXPLAIN_REPORT_JOBS = "/explain/report/jobs"
-JOB_ERRORS = problem_responses(404, 422, 500)
 
 
 @router.post(
@@ -176,28 +175,16 @@ async def submit_report_job(
     return ReportJob(**job_fields(view, request, REPORT_JOBS))
 
 
-@router.get(
-    REPORT_JOBS + "/{job_id}",
-    operation_id="get_report_job",
-    summary="State of a report job, with the report once it has succeeded",
-    response_model=ReportJob,
-    responses=JOB_ERRORS,
+add_job_routes(
+    router,
+    REPORT_JOBS,
+    "report",
+    ReportJob,
+    (
+        "State of a report job, with the report once it has succeeded",
+        "Cancel a report job (its LIME step stops within one model batch)",
+    ),
 )
-async def get_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
-    view = await read_job(request, job_id, "report")
-    return ReportJob(**job_fields(view, request, REPORT_JOBS))
-
-
-@router.delete(
-    REPORT_JOBS + "/{job_id}",
-    operation_id="cancel_report_job",
-    summary="Cancel a report job (its LIME step stops within one model batch)",
-    response_model=ReportJob,
-    responses=JOB_ERRORS,
-)
-async def cancel_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
-    view = await cancel_job(request, job_id, "report")
-    return ReportJob(**job_fields(view, request, REPORT_JOBS))
 
 
 @router.post(
@@ -232,28 +219,16 @@ async def submit_explain_report_job(
     return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
 
 
-@router.get(
-    EXPLAIN_REPORT_JOBS + "/{job_id}",
-    operation_id="get_explain_report_job",
-    summary="State of an explained-report job, with its answer once it has succeeded",
-    response_model=ReportJob,
-    responses=JOB_ERRORS,
+add_job_routes(
+    router,
+    EXPLAIN_REPORT_JOBS,
+    "explain_report",
+    ReportJob,
+    (
+        "State of an explained-report job, with its answer once it has succeeded",
+        "Cancel an explained-report job",
+    ),
 )
-async def get_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
-    view = await read_job(request, job_id, "explain_report")
-    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
-
-
-@router.delete(
-    EXPLAIN_REPORT_JOBS + "/{job_id}",
-    operation_id="cancel_explain_report_job",
-    summary="Cancel an explained-report job",
-    response_model=ReportJob,
-    responses=JOB_ERRORS,
-)
-async def cancel_explain_report_job(request: Request, job_id: JobIdPath) -> ReportJob:
-    view = await cancel_job(request, job_id, "explain_report")
-    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
 
 
 BUNDLE_JOBS = "/report/bundle/jobs"
@@ -288,28 +263,16 @@ async def submit_bundle_job(
     return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
 
 
-@router.get(
-    BUNDLE_JOBS + "/{job_id}",
-    operation_id="get_bundle_job",
-    summary="State of a bundle job, with its parts once it has succeeded",
-    response_model=BundleJob,
-    responses=JOB_ERRORS,
+add_job_routes(
+    router,
+    BUNDLE_JOBS,
+    "bundle",
+    BundleJob,
+    (
+        "State of a bundle job, with its parts once it has succeeded",
+        "Cancel a bundle job",
+    ),
 )
-async def get_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
-    view = await read_job(request, job_id, "bundle")
-    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
-
-
-@router.delete(
-    BUNDLE_JOBS + "/{job_id}",
-    operation_id="cancel_bundle_job",
-    summary="Cancel a bundle job",
-    response_model=BundleJob,
-    responses=JOB_ERRORS,
-)
-async def cancel_bundle_job(request: Request, job_id: JobIdPath) -> BundleJob:
-    view = await cancel_job(request, job_id, "bundle")
-    return BundleJob(**job_fields(view, request, BUNDLE_JOBS))
 
 
 @router.post(
