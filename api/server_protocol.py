@@ -24,20 +24,20 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for
+from service.errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
 
 audit_log = logging.getLogger("cxr.audit")
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-_DETAILS = {
-    "bad_request": "The request is not valid HTTP/1.1.",
-    "header_too_large": "The request headers are too large or too many.",
-    "header_timeout": "The request headers did not arrive in time.",
-}
+
+class HeaderTimeout(RequestTimeout):
+    code = "header_timeout"
+    detail = "The request headers did not arrive in time."
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._refusal: tuple[int, str] | None = None
+        self._refusal: ServiceError | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
     # -- head deadline ----------------------------------------------------------------------
@@ -78,7 +78,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
-            self._refuse(408, "header_timeout")
+            self._refuse(HeaderTimeout())
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and self._head_bytes > self.limits.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._refuse(431, "header_too_large")
+            self._refuse(HeadersTooLarge())
 
     # -- parser callbacks -------------------------------------------------------------------
 
@@ -111,7 +111,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
-            self._refusal = (431, "header_too_large")
+            self._refusal = HeadersTooLarge()
             raise _TooManyHeaders()
         super().on_header(name, value)
 
@@ -129,25 +129,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn calls this for every parser error (its ``msg`` is not sent)."""
-        status, code = self._refusal or (400, "bad_request")
-        self._refuse(status, code)
+        self._refuse(self._refusal or BadRequest())
 
-    def _refuse(self, status: int, code: str) -> None:
+    def _refuse(self, exc: ServiceError) -> None:
         rid = uuid.uuid4().hex
-        body = problem_bytes(status, code, _DETAILS[code], rid)
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
-            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
-            b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-request-id: " + rid.encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
-        ]
-        self.transport.write(b"".join(head) + body)
+        p = problem_for(exc, rid)
+        self.transport.write(raw_problem(p, rid, self.server_state.default_headers))
         self.transport.close()
         self._in_head = False
         self._disarm_head_timer()
-        self._audit(rid, status, code)
+        self._audit(rid, p.status, exc.code)
 
     def _audit(self, rid: str, status: int, code: str) -> None:
         """The same record as :class:`api.middleware.RequestContextMiddleware` writes; the
@@ -166,6 +157,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "latency_ms": 0.0,
         }
         audit_log.info(json.dumps(record))
+
+
+def raw_problem(p: Problem, rid: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP/1.1 response for ``p`` (connection closed), written to the socket directly
+    by refusals that happen before the app sees the request."""
+    body = p.encode()
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (p.status, HTTPStatus(p.status).phrase.encode()),
+        *(name + b": " + value + b"\r\n" for name, value in default_headers),
+        b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
+        b"content-length: %d\r\n" % len(body),
+        *(k.lower().encode() + b": " + v.encode() + b"\r\n" for k, v in p.headers.items()),
+        b"x-request-id: " + rid.encode() + b"\r\n",
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
 
 
 def guarded_protocol(limits: HeadLimits) -> type[GuardedHttpToolsProtocol]:

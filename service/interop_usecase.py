@@ -35,6 +35,7 @@ from interop.sr import build_sr
 from interop.stow import PushResult, StowConfig, push
 from interop.uids import UidFactory
 from reporting.evidence import Language
+from service.errors import InvalidRequest
 from service.explain_usecase import ExplainService, GradCamOutcome
 from service.jobs import JobControl
 from service.report_usecase import ReportOutcome, ReportService
@@ -52,8 +53,11 @@ class DicomNotLinkable(IntakeError):
     detail = "The DICOM file lacks valid study, series or instance UIDs to link results to."
 
 
-class PushNotConfigured(Exception):
-    """push=true without CXR_PACS__STOW_URL."""
+class PushNotConfigured(InvalidRequest):
+    """push=true without CXR_PACS__STOW_URL (422)."""
+
+    code = "push_not_configured"
+    detail = "No PACS is configured (CXR_PACS__STOW_URL)."
 
 
 @dataclass(frozen=True)
