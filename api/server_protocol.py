@@ -11,6 +11,9 @@ took the server to 1.4 GB, and two 64 MiB header values blocked the event loop f
 - gives the head ``header_timeout_s`` from its first byte (from the connection's start for the
   first request): 408 problem+json and closed, so a client dripping header bytes cannot hold a
   connection open (the body has its own deadline, see :mod:`api.middleware`);
+- refuses a request over the connection cap (``limit_concurrency``: open connections or running
+  requests) with 503 problem+json + Retry-After, closed, where uvicorn would answer a plain-text
+  503 without Retry-After; the condition is uvicorn's own, only the answer differs;
 - answers the parser's own rejects (request smuggling shapes, bad chunk sizes, bare LF, ...)
   with 400 problem+json instead of uvicorn's text/plain, and writes the one audit record the
   request gets (review F9).
@@ -30,7 +33,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for
-from service.errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceError
+from service.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout, ServiceError
 
 audit_log = logging.getLogger("cxr.audit")
 
@@ -45,10 +48,13 @@ class HeadLimits:
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout_s: float = 10.0
+    retry_after_s: int = 2  # sent with the connection cap's 503
 
 
-class _TooManyHeaders(Exception):
-    """Raised from the parser callback to stop parsing (httptools re-raises it wrapped)."""
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing (httptools re-raises it wrapped, and
+    uvicorn then calls :meth:`GuardedHttpToolsProtocol.send_400_response`, which answers
+    the refusal recorded in ``_refusal``)."""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -112,14 +118,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
             self._refusal = HeadersTooLarge()
-            raise _TooManyHeaders()
+            raise _Refused()
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._disarm_head_timer()
+        if self._over_connection_cap():
+            # Before uvicorn's own check would pick its plain-text 503 app for this request.
+            self._refusal = Overloaded("connections", self.limits.retry_after_s)
+            raise _Refused()
         super().on_headers_complete()
+
+    def _over_connection_cap(self) -> bool:
+        """uvicorn's ``limit_concurrency`` test (this connection counts among ``connections``)."""
+        cap = self.limit_concurrency
+        return cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
