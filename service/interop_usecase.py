@@ -19,7 +19,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from explain.masks import resize_mask
-from inference.anatomy import Anatomy, segment
+from inference.anatomy import Anatomy
 from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
 from inference.sessions import VerifiedModel
@@ -194,7 +194,7 @@ class InteropService:
     def _anatomy_sync(self, data: bytes) -> tuple[Radiograph, Anatomy]:
         radiograph = decode_upload(data, self.analysis.limits)
         self.analysis.check_input(radiograph)  # the input gate, as for JSON /segment
-        return radiograph, segment(self.registry.segmenter, radiograph.pixels)
+        return radiograph, self.registry.segmenter.segment(radiograph.pixels)
 
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
         return (await self._seg_segments(data, sha256))[0]
