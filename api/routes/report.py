@@ -419,7 +419,7 @@ def _measurements_out(m: Measurements) -> MeasurementsOut:
         ctr=None if m.ctr is None else round(m.ctr, 4),
         ctr_reliable=m.ctr_reliable,
         ctr_notes=list(m.ctr_notes),
-        heart_size=size,  # type: ignore[arg-type]
+        heart_size=size,
         right_lung_share=None if m.right_lung_share is None else round(m.right_lung_share, 4),
         left_lung_share=None if m.left_lung_share is None else round(m.left_lung_share, 4),
         lung_ratio=None if m.lung_ratio is None else round(m.lung_ratio, 4),
