@@ -15,14 +15,15 @@ from typing import Annotated, Any
 from fastapi import Query, Request, Response
 
 from api.problems import problem_body
-from api.upload import UploadProblem
 from interop.stow import PushResult
+from service.errors import InvalidRequest
 from service.interop_usecase import (
     DICOM,
     FHIR_JSON,
     Bundle,
     DicomObject,
     InteropService,
+    PushNotConfigured,
     encode_bundle,
     stand_in_objects,
 )
@@ -74,13 +75,11 @@ def check_push(push: bool, fmt: str, interop: InteropService) -> None:
     if not push:
         return
     if fmt in ("json", "fhir"):
-        raise UploadProblem(
-            422, "invalid_parameter", "push=true needs format=dicom-* or format=bundle."
+        raise InvalidRequest(
+            "invalid_parameter", "push=true needs format=dicom-* or format=bundle."
         )
     if interop.pacs is None:
-        raise UploadProblem(
-            422, "push_not_configured", "No PACS is configured (CXR_PACS__STOW_URL)."
-        )
+        raise PushNotConfigured()
 
 
 def push_header(result: PushResult | None) -> dict[str, str]:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from api.problems import problem_for_exception
+from api.problems import problem_for
 from api.routes.report import report_response
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import lime_response
@@ -78,7 +78,8 @@ def make_runner(interop: InteropService) -> Runner:
 
 def describe(exc: BaseException) -> dict[str, Any]:
     """The problem body a synchronous call would have answered (request_id filled when read)."""
-    return problem_for_exception(exc, None)
+    p = problem_for(exc, None)
+    return p.body if p.retry_after_s is None else p.body | {"retry_after_s": p.retry_after_s}
 
 
 JOB_KINDS = JobKinds(runner=make_runner, describe=describe)

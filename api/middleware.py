@@ -23,8 +23,19 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from api.problems import PROBLEM_MEDIA_TYPE, problem_for
 from service.auth import ApiKeyAuthenticator
+from service.errors import (
+    BadRequest,
+    InvalidRequest,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    TooManyAuthFailures,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 from service.gate import WorkGate
 from service.metrics import Metrics
 
@@ -59,12 +70,17 @@ def presented_key(scope: Scope) -> str | None:
     return _header(scope, b"x-api-key") or None
 
 
+# Signals raised from ``receive``, deliberately outside the service's error tree: the app's
+# problem handlers must not answer them (this middleware does, and closes the connection).
 class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body crosses the cap."""
 
 
 class BodyTooSlow(Exception):
     """Raised from ``receive`` when the body misses its deadline."""
+
+
+Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,8 @@ def host_name(host: str) -> str:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
@@ -147,57 +164,33 @@ class RequestContextMiddleware:
             framing = self._framing(scope)
             if framing is not None:
                 state["principal"] = None
-                await self._send_problem(send_with_id, *framing, rid, close=True)
+                await self._send_problem(send_with_id, framing, rid)
                 return
             denial = self._authenticate(scope)
             if denial is not None:
-                status, code, detail, headers = denial
-                await self._send_problem(
-                    send_with_id, status, code, detail, rid, close=True, extra=headers
-                )
+                await self._send_problem(send_with_id, denial[0], rid, denial[1])
                 return
             refusal = self._refusal(scope)
             if refusal is not None:
-                await self._send_problem(send_with_id, *refusal, rid, close=True)
+                await self._send_problem(send_with_id, refusal, rid)
                 return
             gate = self._full_gate(scope)
             if gate is not None:
                 scope["state"]["refusal"] = f"overloaded_{gate.resource}"
                 # Refused before a byte of the body is read (and the connection closed, since
                 # the body stays unread): ~1 ms instead of receiving and parsing the upload.
-                await self._send_problem(
-                    send_with_id,
-                    503,
-                    "overloaded",
-                    "The service is at capacity; retry later.",
-                    rid,
-                    close=True,
-                    extra=[(b"retry-after", str(gate.retry_after_s).encode())],
-                )
+                overloaded = Overloaded(gate.resource, gate.retry_after_s)
+                await self._send_problem(send_with_id, overloaded, rid)
                 return
             counted = self._counting_receive(receive, started)
             try:
                 await self.app(scope, counted, send_with_id)
             except BodyTooLarge:
                 if status_holder["status"] == 0:
-                    await self._send_problem(
-                        send_with_id,
-                        413,
-                        "body_too_large",
-                        "The request body exceeds the upload limit.",
-                        rid,
-                        close=True,
-                    )
+                    await self._send_problem(send_with_id, PayloadTooLarge(), rid)
             except BodyTooSlow:
                 if status_holder["status"] == 0:
-                    await self._send_problem(
-                        send_with_id,
-                        408,
-                        "body_timeout",
-                        "The request body did not arrive in time; send it again.",
-                        rid,
-                        close=True,
-                    )
+                    await self._send_problem(send_with_id, RequestTimeout(), rid)
         finally:
             self._audit(scope, rid, status_holder["status"], started)
             self._measure(scope, status_holder["status"], started)
@@ -213,7 +206,7 @@ class RequestContextMiddleware:
         if status == 503:
             self.metrics.refused(str(scope.get("state", {}).get("refusal", "unavailable")))
 
-    def _authenticate(self, scope: Scope) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
+    def _authenticate(self, scope: Scope) -> tuple[ServiceError, Headers] | None:
         """None when the request may go on (principal recorded), else the denial to send.
         Runs before any body byte is read, so an anonymous client cannot make us read 200 MB."""
         state = scope["state"]
@@ -231,28 +224,18 @@ class RequestContextMiddleware:
         state["principal"] = None
         state["denied"] = True
         if decision.status == 429:
-            return (
-                429,
-                decision.code,
-                "Too many failed authentication attempts; retry later.",
-                [(b"retry-after", str(decision.retry_after_s).encode())],
-            )
+            return TooManyAuthFailures(decision.code, None, decision.retry_after_s), []
         challenge = b'Bearer realm="cxr-xai"'
         if decision.code == "invalid_credentials":
             challenge += b', error="invalid_token"'
-        return (
-            401,
-            decision.code,
-            "Send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
-            [(b"www-authenticate", challenge)],
-        )
+        return Unauthenticated(decision.code), [(b"www-authenticate", challenge)]
 
     def _full_gate(self, scope: Scope) -> WorkGate | None:
         if self.admission is None or scope.get("method") != "POST":
             return None
         return self.admission(scope.get("state", {}), scope.get("path", ""))
 
-    def _framing(self, scope: Scope) -> tuple[int, str, str] | None:
+    def _framing(self, scope: Scope) -> BadRequest | None:
         """400 for a request whose meaning depends on which parser reads it (review F8, F12):
         a repeated Host or credential header (one parser takes the first, another the last),
         an HTTP/1.1 request without Host (RFC 9112 3.2), or a Host this service does not
@@ -260,35 +243,38 @@ class RequestContextMiddleware:
         names = [name.lower() for name, _ in scope.get("headers", [])]
         for name in (b"host", b"authorization", b"x-api-key"):
             if names.count(name) > 1:
-                return 400, "duplicate_header", "Send Host, Authorization and X-API-Key once."
+                detail = "Send Host, Authorization and X-API-Key once."
+                return BadRequest("duplicate_header", detail)
         host = _header(scope, b"host")
         if host is None:
             if scope.get("http_version") == "1.1":
-                return 400, "missing_host", "HTTP/1.1 requests must send a Host header."
+                return BadRequest("missing_host", "HTTP/1.1 requests must send a Host header.")
             return None
         if self.trusted_hosts is not None and host_name(host) not in self.trusted_hosts:
-            return 400, "untrusted_host", "This service does not answer to that Host."
+            return BadRequest("untrusted_host", "This service does not answer to that Host.")
         return None
 
-    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+    def _refusal(self, scope: Scope) -> ServiceError | None:
         query = scope.get("query_string", b"").decode("latin-1")
         names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
         if len(names) != len(set(names)):
             # Every parameter is a scalar; FastAPI would silently take the last value
             # (?lang=en&lang=ru wrote Russian), another parser the first (review F12).
-            return 422, "invalid_parameter", "Send each query parameter at most once."
+            return InvalidRequest("invalid_parameter", "Send each query parameter at most once.")
         encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
         if encoding not in ("", "identity"):
             # Never inflate: a 10 MB gzip body can expand to 10 GB.
-            return 415, "encoding_not_supported", "Compressed request bodies are not accepted."
+            return UnsupportedMediaType(
+                "encoding_not_supported", "Compressed request bodies are not accepted."
+            )
         length = _header(scope, b"content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
-                return 400, "bad_request", "Invalid Content-Length header."
+                return BadRequest("bad_request", "Invalid Content-Length header.")
             if declared > self.max_body_bytes:
-                return 413, "body_too_large", "The request body exceeds the upload limit."
+                return PayloadTooLarge()
         return None
 
     def _counting_receive(self, receive: Receive, started: float) -> Receive:
@@ -317,23 +303,19 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _send_problem(
-        send: Send,
-        status: int,
-        code: str,
-        detail: str,
-        rid: str,
-        close: bool,
-        extra: list[tuple[bytes, bytes]] | None = None,
+        send: Send, exc: ServiceError, rid: str, extra: Headers | None = None
     ) -> None:
-        body = problem_bytes(status, code, detail, rid)
+        """Answer ``exc`` as the routes would, and close: these refusals leave the body unread."""
+        p = problem_for(exc, rid)
+        body = p.encode()
         headers = [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in p.headers.items()),
             *(extra or []),
+            (b"connection", b"close"),
         ]
-        if close:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": p.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod

@@ -1,8 +1,11 @@
 """RFC 9457 problem details: one format for every error the API returns.
 
-One mapping table turns domain exceptions into status codes. Bodies carry ``type``, ``title``,
-``status``, a stable ``code``, a generic ``detail`` and the ``request_id``; never the filename,
-tag values, submitted input, library exception text or a traceback.
+One table (:data:`STATUS`) turns the service's exception tree (``service/errors.py``) and the
+core's intake errors into status codes, and :func:`problem_for` builds the answer for routes,
+jobs, the report stream, the middleware and the connection protocol alike. Bodies carry
+``type``, ``title``, ``status``, a stable ``code``, a generic ``detail`` and the
+``request_id``; never the filename, tag values, submitted input, library exception text or a
+traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,39 +23,52 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from api.upload import UploadProblem
 from inference.errors import (
-    CorruptImage,
-    EmptyUpload,
     IntakeError,
-    MalformedDicom,
-    MultiFrameNotSupported,
-    NoPixelData,
-    PixelBudgetExceeded,
     UnsupportedFormat,
     UnsupportedSopClass,
     UnsupportedTransferSyntax,
 )
-from inference.suitability import NotAChestRadiograph
-from service.errors import ServiceUnavailable
-from service.gate import Overloaded
-from service.jobs import JobCancelled
+from service.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    InvalidRequest,
+    JobCancelled,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    ServiceUnavailable,
+    TooManyAuthFailures,
+    Unauthenticated,
+    UnsupportedMediaType,
+    UpstreamTimeout,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_DETAIL_500 = "An unexpected error occurred."
 TYPE_BASE = "https://cxr-xai.example/problems/"
 log = logging.getLogger("cxr.api")
 
-INTAKE_STATUS: dict[type[IntakeError], int] = {
-    EmptyUpload: 422,
+# The one status table. Looked up along the exception's MRO (as Starlette looks up handlers),
+# so a subclass not listed gets its nearest listed ancestor's status: every IntakeError is a
+# 422 unless it is about the format, every ServiceUnavailable (Overloaded included) a 503.
+STATUS: dict[type[Exception], int] = {
+    IntakeError: 422,
     UnsupportedFormat: 415,
     UnsupportedTransferSyntax: 415,
     UnsupportedSopClass: 415,
-    PixelBudgetExceeded: 422,
-    CorruptImage: 422,
-    MultiFrameNotSupported: 422,
-    MalformedDicom: 422,
-    NoPixelData: 422,
-    NotAChestRadiograph: 422,
+    BadRequest: 400,
+    JobCancelled: 400,  # nobody reads it (the client left); not a server error either
+    Unauthenticated: 401,
+    RequestTimeout: 408,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidRequest: 422,
+    TooManyAuthFailures: 429,
+    HeadersTooLarge: 431,
+    ServiceUnavailable: 503,
+    UpstreamTimeout: 504,
 }
 
 _TITLES = {
@@ -65,8 +82,10 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Unprocessable content",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     503: "Service unavailable",
+    504: "Gateway timeout",
 }
 _GENERIC_CODES = {
     400: "bad_request",
@@ -78,6 +97,28 @@ _GENERIC_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status for ``exc`` from :data:`STATUS` (500 for anything not in the tree)."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error as the API answers it: status, problem+json body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    retry_after_s: int | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body).encode()
 
 
 def problem_body(status: int, code: str, detail: str, request_id: str | None) -> dict[str, Any]:
@@ -95,6 +136,22 @@ def problem_bytes(status: int, code: str, detail: str, request_id: str | None) -
     return json.dumps(problem_body(status, code, detail, request_id)).encode()
 
 
+def problem_for(exc: BaseException, request_id: str | None) -> Problem:
+    """What the API answers for ``exc``, wherever it surfaced: a route, a job's result, the
+    report stream's error event, the middleware or the connection protocol. Errors outside
+    the tree are a 500 whose body says nothing about them (the type alone is logged: exception
+    text can quote input bytes or tag values)."""
+    if isinstance(exc, ServiceError | IntakeError):
+        status = status_of(exc)
+        retry = exc.retry_after_s if isinstance(exc, ServiceError) else None
+        body = problem_body(status, exc.code, exc.public_detail, request_id)
+        body |= exc.problem_extra()
+        headers = {} if retry is None else {"Retry-After": str(retry)}
+        return Problem(status, body, headers, retry)
+    log.error("unhandled %s", type(exc).__name__)
+    return Problem(500, problem_body(500, "internal_error", _DETAIL_500, request_id), {})
+
+
 def problem(
     request: Request,
     status: int,
@@ -109,47 +166,24 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def problem_for_exception(exc: BaseException, request_id: str | None) -> dict[str, Any]:
-    """The problem body a request would have got for ``exc`` (for failed background jobs)."""
-    if isinstance(exc, IntakeError):
-        status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-        return problem_body(status, exc.code, exc.public_detail, request_id) | exc.problem_extra()
-    if isinstance(exc, ServiceUnavailable):
-        body = problem_body(503, exc.code, exc.detail, request_id)
-        return body | {"retry_after_s": exc.retry_after_s}
-    log.error("job failed with %s", type(exc).__name__)  # the type only, as for requests
-    return problem_body(500, "internal_error", "An unexpected error occurred.", request_id)
-
-
-async def _intake(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, IntakeError)
-    status = next((s for cls, s in INTAKE_STATUS.items() if isinstance(exc, cls)), 422)
-    return problem(request, status, exc.code, exc.public_detail, extra=exc.problem_extra())
-
-
-async def _upload(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UploadProblem)
-    return problem(request, exc.status, exc.code, exc.detail)
-
-
-async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Overloaded)
-    request.state.refusal = f"overloaded_{exc.resource}"  # the 503's reason, for metrics
-    return problem(
-        request,
-        503,
-        "overloaded",
-        "The service is at capacity; retry later.",
-        headers={"Retry-After": str(exc.retry_after_s)},
+def problem_response(p: Problem) -> JSONResponse:
+    return JSONResponse(
+        p.body, status_code=p.status, headers=p.headers, media_type=PROBLEM_MEDIA_TYPE
     )
 
 
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceUnavailable)
-    request.state.refusal = exc.code
-    return problem(
-        request, 503, exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
-    )
+def refusal_reason(exc: BaseException) -> str:
+    """The label a 503 is counted under in the metrics (overloaded_<gate>, llm_unavailable)."""
+    if isinstance(exc, Overloaded):
+        return f"overloaded_{exc.resource}"
+    return str(getattr(exc, "code", "unavailable"))
+
+
+async def _known(request: Request, exc: Exception) -> JSONResponse:
+    p = problem_for(exc, getattr(request.state, "request_id", None))
+    if p.status == 503:
+        request.state.refusal = refusal_reason(exc)
+    return problem_response(p)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -193,31 +227,23 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, status, code, _TITLES.get(status, "Error"), headers=headers)
 
 
-async def _cancelled(request: Request, exc: Exception) -> JSONResponse:
-    # Work stopped because its client disconnected; nobody reads this answer.
-    return problem(request, 400, "client_disconnected", "The client closed the request early.")
-
-
 async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
-    # The client went away mid-upload; nobody will read this, but it is not a server error.
-    return problem(request, 400, "client_disconnected", "The client closed the request early.")
+    # The client went away mid-upload; the same answer as for work it cancelled by leaving.
+    return await _known(request, JobCancelled())
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Log the type only: exception text can quote input bytes or tag values.
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-    return problem(request, 500, "internal_error", "An unexpected error occurred.")
+    return problem(request, 500, "internal_error", _DETAIL_500)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(IntakeError, _intake)
-    app.add_exception_handler(UploadProblem, _upload)
-    app.add_exception_handler(Overloaded, _overloaded)
-    app.add_exception_handler(ServiceUnavailable, _unavailable)
+    app.add_exception_handler(IntakeError, _known)
+    app.add_exception_handler(ServiceError, _known)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ClientDisconnect, _disconnected)
-    app.add_exception_handler(JobCancelled, _cancelled)
     app.add_exception_handler(Exception, _unexpected)
 
 

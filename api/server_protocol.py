@@ -11,6 +11,9 @@ took the server to 1.4 GB, and two 64 MiB header values blocked the event loop f
 - gives the head ``header_timeout_s`` from its first byte (from the connection's start for the
   first request): 408 problem+json and closed, so a client dripping header bytes cannot hold a
   connection open (the body has its own deadline, see :mod:`api.middleware`);
+- refuses a request over the connection cap (``limit_concurrency``: open connections or running
+  requests) with 503 problem+json + Retry-After, closed, where uvicorn would answer a plain-text
+  503 without Retry-After; the condition is uvicorn's own, only the answer differs;
 - answers the parser's own rejects (request smuggling shapes, bad chunk sizes, bare LF, ...)
   with 400 problem+json instead of uvicorn's text/plain, and writes the one audit record the
   request gets (review F9).
@@ -24,20 +27,20 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for
+from service.errors import BadRequest, HeadersTooLarge, Overloaded, RequestTimeout, ServiceError
 
 audit_log = logging.getLogger("cxr.audit")
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-_DETAILS = {
-    "bad_request": "The request is not valid HTTP/1.1.",
-    "header_too_large": "The request headers are too large or too many.",
-    "header_timeout": "The request headers did not arrive in time.",
-}
+
+class HeaderTimeout(RequestTimeout):
+    code = "header_timeout"
+    detail = "The request headers did not arrive in time."
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,13 @@ class HeadLimits:
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout_s: float = 10.0
+    retry_after_s: int = 2  # sent with the connection cap's 503
 
 
-class _TooManyHeaders(Exception):
-    """Raised from the parser callback to stop parsing (httptools re-raises it wrapped)."""
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing (httptools re-raises it wrapped, and
+    uvicorn then calls :meth:`GuardedHttpToolsProtocol.send_400_response`, which answers
+    the refusal recorded in ``_refusal``)."""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -59,7 +65,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._refusal: tuple[int, str] | None = None
+        self._refusal: ServiceError | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
     # -- head deadline ----------------------------------------------------------------------
@@ -78,7 +84,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
-            self._refuse(408, "header_timeout")
+            self._refuse(HeaderTimeout())
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -100,7 +106,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and self._head_bytes > self.limits.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._refuse(431, "header_too_large")
+            self._refuse(HeadersTooLarge())
 
     # -- parser callbacks -------------------------------------------------------------------
 
@@ -111,15 +117,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
-            self._refusal = (431, "header_too_large")
-            raise _TooManyHeaders()
+            self._refusal = HeadersTooLarge()
+            raise _Refused()
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._disarm_head_timer()
+        if self._over_connection_cap():
+            # Before uvicorn's own check would pick its plain-text 503 app for this request.
+            self._refusal = Overloaded("connections", self.limits.retry_after_s)
+            raise _Refused()
         super().on_headers_complete()
+
+    def _over_connection_cap(self) -> bool:
+        """uvicorn's ``limit_concurrency`` test (this connection counts among ``connections``)."""
+        cap = self.limit_concurrency
+        return cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -129,25 +144,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn calls this for every parser error (its ``msg`` is not sent)."""
-        status, code = self._refusal or (400, "bad_request")
-        self._refuse(status, code)
+        self._refuse(self._refusal or BadRequest())
 
-    def _refuse(self, status: int, code: str) -> None:
+    def _refuse(self, exc: ServiceError) -> None:
         rid = uuid.uuid4().hex
-        body = problem_bytes(status, code, _DETAILS[code], rid)
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
-            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
-            b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-request-id: " + rid.encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
-        ]
-        self.transport.write(b"".join(head) + body)
+        p = problem_for(exc, rid)
+        self.transport.write(raw_problem(p, rid, self.server_state.default_headers))
         self.transport.close()
         self._in_head = False
         self._disarm_head_timer()
-        self._audit(rid, status, code)
+        self._audit(rid, p.status, exc.code)
 
     def _audit(self, rid: str, status: int, code: str) -> None:
         """The same record as :class:`api.middleware.RequestContextMiddleware` writes; the
@@ -166,6 +172,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "latency_ms": 0.0,
         }
         audit_log.info(json.dumps(record))
+
+
+def raw_problem(p: Problem, rid: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP/1.1 response for ``p`` (connection closed), written to the socket directly
+    by refusals that happen before the app sees the request."""
+    body = p.encode()
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (p.status, HTTPStatus(p.status).phrase.encode()),
+        *(name + b": " + value + b"\r\n" for name, value in default_headers),
+        b"content-type: " + PROBLEM_MEDIA_TYPE.encode() + b"\r\n",
+        b"content-length: %d\r\n" % len(body),
+        *(k.lower().encode() + b": " + v.encode() + b"\r\n" for k, v in p.headers.items()),
+        b"x-request-id: " + rid.encode() + b"\r\n",
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
 
 
 def guarded_protocol(limits: HeadLimits) -> type[GuardedHttpToolsProtocol]:

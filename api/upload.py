@@ -16,20 +16,12 @@ from fastapi import Depends, Request
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
-from service.errors import ServiceUnavailable
+from service.errors import InvalidRequest, ServiceUnavailable, UnsupportedMediaType
 
 MAX_FILES_PARSED = 8  # more than this is a framing problem (400 from Starlette)
 MAX_FIELDS = 8
 MAX_FIELD_BYTES = 64 * 1024
 MAX_STUDY_IMAGES = 6
-
-
-class UploadProblem(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -43,13 +35,12 @@ async def _read_files(request: Request, field: str, max_count: int) -> list[Uplo
     content_type = request.headers.get("content-type", "")
     media, params = parse_options_header(content_type)
     if not content_type:
-        raise UploadProblem(
-            422, "missing_file", f"Send the radiograph as the multipart/form-data field '{field}'."
+        raise InvalidRequest(
+            "missing_file", f"Send the radiograph as the multipart/form-data field '{field}'."
         )
     if media != b"multipart/form-data":
         # A raw image body (or a urlencoded form) is the wrong encoding, not a missing field.
-        raise UploadProblem(
-            415,
+        raise UnsupportedMediaType(
             "multipart_required",
             f"Send the radiograph as the multipart/form-data field '{field}'.",
         )
@@ -85,14 +76,14 @@ async def _parse(request: Request, field: str, max_count: int) -> list[Upload]:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         named = [v for k, v in form.multi_items() if k == field and isinstance(v, UploadFile)]
         if not named:
-            raise UploadProblem(422, "missing_file", f"The multipart field '{field}' is missing.")
+            raise InvalidRequest("missing_file", f"The multipart field '{field}' is missing.")
         if len(files) > max_count or len(files) != len(named):
-            raise UploadProblem(
-                422, "too_many_files", f"Send at most {max_count} file(s) in the field '{field}'."
+            raise InvalidRequest(
+                "too_many_files", f"Send at most {max_count} file(s) in the field '{field}'."
             )
         blobs = [await f.read() for f in named]
     if not all(blobs):
-        raise UploadProblem(422, "empty_upload", "The uploaded file is empty.")
+        raise InvalidRequest("empty_upload", "The uploaded file is empty.")
     uploads = [Upload(data=b, sha256=hashlib.sha256(b).hexdigest()) for b in blobs]
     # For the audit record: content hashes, never filenames.
     request.state.upload_sha256 = ",".join(u.sha256 for u in uploads)

@@ -14,7 +14,6 @@ tests/unit/test_explain_gradcam_captum.py checks this against captum's LayerGrad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +28,10 @@ from explain.masks import (
 )
 from explain.render import encode_png, heat_overlay
 from explain.zones import ZoneDescriptor, describe_zones, split_zones
+from inference.vocabulary import BINARY_DECISIONS, BinaryDecision
 
-Target = Literal["finding", "no_finding"]
-TARGETS: tuple[Target, ...] = ("finding", "no_finding")
+Target = BinaryDecision  # what an explanation explains: one side of the threshold
+TARGETS: tuple[Target, ...] = BINARY_DECISIONS
 
 
 def gradcam_grid(cam: npt.NDArray[np.floating], target: Target = "finding") -> FloatMap:

@@ -291,7 +291,8 @@ def kernel_weights(rows: npt.NDArray[np.uint8], kernel_width: float) -> npt.NDAr
     """
     ones = rows.sum(axis=1, dtype=np.float64)
     distance = 1.0 - np.sqrt(ones / rows.shape[1])
-    return np.sqrt(np.exp(-(distance**2) / kernel_width**2))
+    weights: npt.NDArray[np.float64] = np.sqrt(np.exp(-(distance**2) / kernel_width**2))
+    return weights
 
 
 def fit_weighted_ridge(

@@ -77,14 +77,18 @@ def resize_labels(
         return labels.astype(np.int32, copy=False)
     rows = np.minimum((np.arange(height) + 0.5) * labels.shape[0] / height, labels.shape[0] - 1)
     cols = np.minimum((np.arange(width) + 0.5) * labels.shape[1] / width, labels.shape[1] - 1)
-    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]].astype(np.int32)
+    picked: npt.NDArray[np.int32] = labels[
+        rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]
+    ].astype(np.int32)
+    return picked
 
 
 def _gaussian_kernel(sigma: float) -> npt.NDArray[np.float32]:
     radius = max(1, int(round(3.0 * sigma)))
     x = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).astype(np.float32)
+    kernel: npt.NDArray[np.float32] = np.exp(-0.5 * (x / sigma) ** 2)
+    normalised: npt.NDArray[np.float32] = (kernel / kernel.sum()).astype(np.float32)
+    return normalised
 
 
 def gaussian_blur(values: npt.NDArray[np.floating], sigma: float) -> FloatMap:
@@ -135,7 +139,8 @@ def soft_dilate(mask: BoolMask, margin_px: float) -> FloatMap:
         rows, cols = padded.shape[0] // step, padded.shape[1] // step
         coarse = gaussian_blur(area_downsample(padded, rows, cols), sigma / step)
         blurred = resize_map(coarse, *padded.shape)[:height, :width]
-    return np.maximum(hard, np.clip(2.0 * blurred, 0.0, 1.0)).astype(np.float32)
+    soft: npt.NDArray[np.float32] = np.maximum(hard, np.clip(2.0 * blurred, 0.0, 1.0))
+    return soft.astype(np.float32)
 
 
 def chest_region(mask: BoolMask, margin_px: float) -> BoolMask:

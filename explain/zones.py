@@ -14,10 +14,10 @@ from typing import Literal
 import numpy as np
 
 from explain.masks import BoolMask, FloatMap, LungMasks
+from inference.vocabulary import ZoneId as ZoneId  # re-exported with the zone helpers
 
 Side = Literal["right", "left"]
 Level = Literal["upper", "mid", "lower"]
-ZoneId = Literal["right_upper", "right_mid", "right_lower", "left_upper", "left_mid", "left_lower"]
 
 
 @dataclass(frozen=True)

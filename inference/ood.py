@@ -90,11 +90,13 @@ class OodModel:
         proj = np.einsum("nmc,ck->nmk", d, self._proj64)  # type: ignore[attr-defined]
         inside = (proj**2 / self._eig64).sum(-1)  # type: ignore[attr-defined]
         residual = np.maximum((d**2).sum(-1) - (proj**2).sum(-1), 0.0)
-        return (inside + residual / self.residual_variance).astype(np.float32)
+        out: FloatArray = (inside + residual / self.residual_variance).astype(np.float32)
+        return out
 
     def scores(self, pooled: FloatArray) -> FloatArray:
         dist = self.distances(pooled)
-        return np.sqrt(dist.min(axis=1) / self.feature_dim).astype(np.float32)
+        out: FloatArray = np.sqrt(dist.min(axis=1) / self.feature_dim).astype(np.float32)
+        return out
 
     def assess(self, pooled: FloatArray) -> OodVerdict:
         """Verdict for one image's pooled features (float32 [C])."""
@@ -114,7 +116,8 @@ class OodModel:
 
 def pool_features(features: FloatArray) -> FloatArray:
     """Global average pool: float32 [N, C, h, w] -> [N, C]."""
-    return np.asarray(features, dtype=np.float32).mean(axis=(2, 3))
+    pooled: FloatArray = np.asarray(features, dtype=np.float32).mean(axis=(2, 3))
+    return pooled
 
 
 def save_ood_model(model: OodModel, manifest_path: Path, classifier_sha256: str) -> None:

@@ -24,9 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Decision = Literal["finding", "no_finding", "indeterminate"]
-"""The one definition of the decision vocabulary (responses, reports and studies use it)."""
-BinaryDecision = Literal["finding", "no_finding"]
+from inference.vocabulary import BinaryDecision as BinaryDecision
+from inference.vocabulary import Decision as Decision
+
+# The decision vocabulary is defined once, in inference.vocabulary; re-exported here.
 Population = Literal["adult", "pediatric"]
 POPULATIONS: tuple[Population, ...] = get_args(Population)
 PEDIATRIC_BELOW_YEARS = 18.0

@@ -58,6 +58,7 @@ def stretch_to_unit(
     def scale(block: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         if not all_finite:
             block = np.nan_to_num(block, nan=lo, posinf=hi, neginf=lo)
-        return np.clip((block - lo) / (hi - lo), 0.0, 1.0)
+        scaled: npt.NDArray[np.generic] = np.clip((block - lo) / (hi - lo), 0.0, 1.0)
+        return scaled
 
     return blockwise(arr, scale)

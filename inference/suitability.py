@@ -129,7 +129,10 @@ def box_reduce(small: FloatImage, k: int = 2) -> FloatImage:
     h, w = small.shape[0] // k * k, small.shape[1] // k * k
     if h == 0 or w == 0:
         return small
-    return small[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+    reduced: FloatImage = (
+        small[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+    )
+    return reduced
 
 
 def neighbour_correlation(small: FloatImage) -> float:
@@ -215,7 +218,7 @@ def _collimated(small: FloatImage, cfg: RuleConfig) -> bool:
     r = np.flatnonzero(rows)
     c = np.flatnonzero(cols)
     box = (r[-1] - r[0] + 1) * (c[-1] - c[0] + 1)
-    return box / small.size < cfg.collimation_max_content
+    return bool(box / small.size < cfg.collimation_max_content)
 
 
 def check_rules(

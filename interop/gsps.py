@@ -24,7 +24,8 @@ def outline(mask: BoolMask) -> np.ndarray | None:
     if not mask.any():
         return None
     padded = np.pad(mask.astype(np.float32), 1)  # closes contours that touch the border
-    contour = max(find_contours(padded, 0.5), key=len) - 1.0
+    contours = find_contours(padded, 0.5)  # type: ignore[no-untyped-call]  # skimage: untyped
+    contour = max(contours, key=len) - 1.0
     step = max(1, len(contour) // MAX_POINTS)
     points = contour[::step][:, ::-1]  # (row, col) -> (x = column, y = row)
     points = np.clip(points, 0.0, [mask.shape[1] - 1, mask.shape[0] - 1])

@@ -10,7 +10,8 @@ Hierarchy::
     │   └── GenerationCancelled   the caller cancelled (e.g. its client disconnected)
     └── ModelIntegrityError       a GGUF file's sha256 differs from the expected one
 
-Only the service maps these to HTTP (503 with Retry-After for LLMUnavailable/LLMTimeout).
+Only the service maps these to HTTP (503 + Retry-After for LLMUnavailable, 504 + Retry-After
+for LLMTimeout).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Evidence: the only input a report is built from.
 
-The reporting package is independent of the vision stack. The service maps the explanation
-session's zone descriptors and the classifier decision into these frozen dataclasses; nothing
-else (no DICOM tag, file name or request text) can reach a prompt, because the prompt builder
-accepts nothing but an :class:`Evidence`.
+The reporting package is independent of the vision stack (it shares only the vocabulary of
+:mod:`inference.vocabulary`: decision labels and zone ids, plain literals). The service maps
+the explanation session's zone descriptors and the classifier decision into these frozen
+dataclasses; nothing else (no DICOM tag, file name or request text) can reach a prompt,
+because the prompt builder accepts nothing but an :class:`Evidence`.
 
 Zones follow the radiological convention of three horizontal zones per lung, named from the
 patient's side (patient's right = image left on a PA/AP view).
@@ -16,11 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-ZoneId = Literal["right_upper", "right_mid", "right_lower", "left_upper", "left_mid", "left_lower"]
-Decision = Literal["finding", "no_finding"]
+from inference.vocabulary import ZONE_IDS as ZONE_IDS  # re-exported
+from inference.vocabulary import BinaryDecision
+from inference.vocabulary import ZoneId as ZoneId
+
+Decision = BinaryDecision  # a report is written for one side of the threshold
 Language = Literal["en", "ru"]
 
-ZONE_IDS: tuple[ZoneId, ...] = get_args(ZoneId)
 LANGUAGES: tuple[Language, ...] = get_args(Language)
 
 ZONE_NAMES: dict[Language, dict[ZoneId, str]] = {

@@ -72,7 +72,7 @@ def load_gguf_causal_lm(path: Path, n_threads: int = 1) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     )
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
     return model, tokenizer
 
 

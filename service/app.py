@@ -150,7 +150,12 @@ def server_options(settings: Settings) -> dict[str, Any]:
     cap, and forwarded headers believed only from configured proxies (uvicorn's default
     trusts X-Forwarded-For from 127.0.0.1, so any local process could pick its address)."""
     lim = settings.limits
-    head = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
+    head = HeadLimits(
+        lim.max_header_bytes,
+        lim.max_headers,
+        lim.header_timeout_s,
+        settings.concurrency.retry_after_s,
+    )
     proxies = settings.trusted_proxies
     return {
         "http": guarded_protocol(head),

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from inference.errors import IntakeError
 from inference.intake import Limits
-from service.errors import ServiceUnavailable
+from service.errors import ServiceError
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
 from service.interop_usecase import (
@@ -229,7 +229,7 @@ async def write_dicom(s: Services, data: bytes, sha256: str, o: Options, outcome
 
 
 def error_code(exc: Exception) -> str:
-    if isinstance(exc, IntakeError | ServiceUnavailable):
+    if isinstance(exc, IntakeError | ServiceError):
         return str(exc.code)
     log.error("batch item failed with %s", type(exc).__name__)  # the type only
     return "internal_error"

@@ -30,8 +30,7 @@ from explain import (
     fused_descriptors,
 )
 from explain.render import encode_gray_png
-from inference.anatomy import segment
-from inference.classify import Classification, predict_probabilities
+from inference.classify import Classification
 from inference.errors import IntakeError
 from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload
@@ -128,7 +127,7 @@ class ExplainService:
 
     def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         t = self.registry.active_calibration.temperature
-        return predict_probabilities(self.registry.classifier, images, t)
+        return self.registry.classifier.probabilities(images, t)
 
     def _cancellable(
         self, control: JobControl
@@ -146,7 +145,7 @@ class ExplainService:
         t1 = time.perf_counter()
         # The input gate (inside gated_classify) refuses non-radiographs before the segmenter.
         gated = gated_classify(self.registry, [radiograph], population)[0]
-        anatomy = segment(self.registry.segmenter, radiograph.pixels)
+        anatomy = self.registry.segmenter.segment(radiograph.pixels)
         lungs = LungMasks(right=anatomy.mask("right_lung"), left=anatomy.mask("left_lung"))
         chest = measure_chest(lungs.right, lungs.left, anatomy.mask("heart_mediastinum"))
         return _Prepared(

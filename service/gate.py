@@ -27,18 +27,10 @@ from typing import TypeVar
 import anyio
 from anyio import to_thread
 
+from service.errors import Overloaded as Overloaded  # re-exported: callers catch it here
 from service.metrics import Metrics
 
 T = TypeVar("T")
-
-
-class Overloaded(Exception):
-    """All slots and queue places are taken."""
-
-    def __init__(self, resource: str, retry_after_s: int) -> None:
-        super().__init__(resource)
-        self.resource = resource
-        self.retry_after_s = retry_after_s
 
 
 @dataclass

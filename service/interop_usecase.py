@@ -19,7 +19,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from explain.masks import resize_mask
-from inference.anatomy import Anatomy, segment
+from inference.anatomy import Anatomy
 from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
 from inference.sessions import VerifiedModel
@@ -35,6 +35,7 @@ from interop.sr import build_sr
 from interop.stow import PushResult, StowConfig, push
 from interop.uids import UidFactory
 from reporting.evidence import Language
+from service.errors import InvalidRequest
 from service.explain_usecase import ExplainService, GradCamOutcome
 from service.jobs import JobControl
 from service.report_usecase import ReportOutcome, ReportService
@@ -52,8 +53,11 @@ class DicomNotLinkable(IntakeError):
     detail = "The DICOM file lacks valid study, series or instance UIDs to link results to."
 
 
-class PushNotConfigured(Exception):
-    """push=true without CXR_PACS__STOW_URL."""
+class PushNotConfigured(InvalidRequest):
+    """push=true without CXR_PACS__STOW_URL (422)."""
+
+    code = "push_not_configured"
+    detail = "No PACS is configured (CXR_PACS__STOW_URL)."
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ class InteropService:
     def _anatomy_sync(self, data: bytes) -> tuple[Radiograph, Anatomy]:
         radiograph = decode_upload(data, self.analysis.limits)
         self.analysis.check_input(radiograph)  # the input gate, as for JSON /segment
-        return radiograph, segment(self.registry.segmenter, radiograph.pixels)
+        return radiograph, self.registry.segmenter.segment(radiograph.pixels)
 
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
         return (await self._seg_segments(data, sha256))[0]

@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from service.gate import Overloaded
+from service.errors import JobCancelled as JobCancelled  # re-exported for the work
+from service.errors import Overloaded
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE: frozenset[JobState] = frozenset({"queued", "running"})
@@ -34,10 +35,6 @@ ACTIVE: frozenset[JobState] = frozenset({"queued", "running"})
 JobKind = Literal["lime", "report", "explain_report", "bundle"]
 Params = Mapping[str, str | int | float | bool | None]
 Json = dict[str, Any]
-
-
-class JobCancelled(Exception):
-    """Raised inside the work when its job has been cancelled."""
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,8 @@ class Metrics:
         if folder is None:
             return self.registry
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=folder)
+        # prometheus_client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(merged, path=folder)  # type: ignore[no-untyped-call]
         return merged
 
     def render(self) -> bytes:

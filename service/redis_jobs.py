@@ -29,8 +29,7 @@ from typing import Any, cast
 
 from arq.connections import ArqRedis
 
-from service.errors import ServiceUnavailable
-from service.gate import Overloaded
+from service.errors import Overloaded, ServiceUnavailable
 from service.jobs import (
     ACTIVE,
     Describe,

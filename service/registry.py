@@ -7,33 +7,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.anatomy import segment
-from inference.classify import manifest_calibration, run_classifier
 from inference.errors import ModelError
 from inference.input_gate import InputGate
+from inference.models import Classifier, Segmenter
 from inference.ood import OodModel, load_ood_model
 from inference.operating import Calibration
-from inference.sessions import RuntimeOptions, VerifiedModel, load_verified_model
+from inference.sessions import RuntimeOptions, VerifiedModel
 from inference.site_calibration import load_site_calibration
 from inference.suitability import RuleConfig
 from service.settings import Settings
 
 log = logging.getLogger("cxr.service")
 
-SEGMENTER_LABELS = frozenset({"right_lung", "left_lung", "heart_mediastinum"})
-
 
 @dataclass(frozen=True)
 class ModelRegistry:
-    classifier: VerifiedModel
-    segmenter: VerifiedModel
+    classifier: Classifier
+    segmenter: Segmenter
     calibration: Calibration | None = None
     input_gate: InputGate = field(default_factory=InputGate)
 
     @property
     def active_calibration(self) -> Calibration:
         """The site calibration when one is configured, else the manifest's."""
-        return self.calibration or manifest_calibration(self.classifier)
+        return self.calibration or self.classifier.calibration
 
     def models(self) -> tuple[VerifiedModel, ...]:
         return (self.classifier, self.segmenter)
@@ -44,43 +41,26 @@ class ModelRegistry:
         }
 
 
-def _check_roles(registry: ModelRegistry) -> None:
-    if registry.classifier.manifest.kind != "classifier":
-        raise ModelError("classifier manifest is not of kind 'classifier'")
-    if registry.segmenter.manifest.kind != "segmenter":
-        raise ModelError("segmenter manifest is not of kind 'segmenter'")
-    if not set(registry.segmenter.manifest.labels) >= SEGMENTER_LABELS:
-        raise ModelError("segmenter labels must include right_lung, left_lung, heart_mediastinum")
-
-
 def warm_up(registry: ModelRegistry) -> None:
     """One real inference per model, so the first request does not pay for lazy initialisation
     and a graph that loads but cannot run fails start-up instead of the first patient."""
     blank = np.full((256, 256), 0.5, dtype=np.float32)
-    out = run_classifier(registry.classifier, [blank])[0]
+    out = registry.classifier.predict([blank])[0]
     if not np.isfinite(out.logit) or not np.isfinite(out.cam).all():
         raise ModelError("classifier produced non-finite output during warm-up")
     ood = registry.input_gate.ood
     if ood is not None and out.pooled is not None and out.pooled.shape[0] != ood.feature_dim:
         raise ModelError("input gate does not match the classifier's feature size")
-    segment(registry.segmenter, blank)
+    registry.segmenter.segment(blank)
 
 
-def _site_calibration(settings: Settings, classifier: VerifiedModel) -> Calibration | None:
+def _site_calibration(settings: Settings, classifier: Classifier) -> Calibration | None:
     if settings.calibration_file is None:
         return None
     return load_site_calibration(settings.calibration_file, classifier.manifest.sha256)
 
 
-def _feature_dim(classifier: VerifiedModel) -> int:
-    name = classifier.manifest.outputs["features"]
-    shape = next(o.shape for o in classifier.session.get_outputs() if o.name == name)
-    if len(shape) != 4 or not isinstance(shape[1], int):
-        raise ModelError("classifier features output must be [N, C, h, w] with a fixed C")
-    return int(shape[1])
-
-
-def _ood_model(settings: Settings, classifier: VerifiedModel) -> OodModel | None:
+def _ood_model(settings: Settings, classifier: Classifier) -> OodModel | None:
     g = settings.input_gate
     path = settings.weights_dir / g.ood_manifest
     if not path.is_file():
@@ -88,23 +68,23 @@ def _ood_model(settings: Settings, classifier: VerifiedModel) -> OodModel | None
             raise ModelError("input gate file missing (input_gate.ood_required is set)")
         log.warning("input gate: %s not found, gating with the rules alone", g.ood_manifest)
         return None
-    return load_ood_model(path, classifier.manifest.sha256, _feature_dim(classifier))
+    return load_ood_model(path, classifier.manifest.sha256, classifier.feature_dim)
 
 
 def load_registry(settings: Settings) -> ModelRegistry:
-    """Load, verify and warm every model; raise :class:`ModelError` on any problem."""
+    """Load, verify (artifact and role contract) and warm every model; raise
+    :class:`ModelError` on any problem."""
     options = RuntimeOptions(
         intra_op_threads=settings.concurrency.threads_per_call(), prefer_gpu=settings.prefer_gpu
     )
-    classifier = load_verified_model(settings.weights_dir / settings.classifier_manifest, options)
+    classifier = Classifier.load(settings.weights_dir / settings.classifier_manifest, options)
     registry = ModelRegistry(
         classifier=classifier,
-        segmenter=load_verified_model(settings.weights_dir / settings.segmenter_manifest, options),
+        segmenter=Segmenter.load(settings.weights_dir / settings.segmenter_manifest, options),
         calibration=_site_calibration(settings, classifier),
         input_gate=InputGate(
             RuleConfig(min_side=settings.input_gate.min_side), _ood_model(settings, classifier)
         ),
     )
-    _check_roles(registry)
     warm_up(registry)
     return registry

@@ -6,7 +6,8 @@ report is built from exactly what /explain/* shows; without lungs (LIME impossib
 report falls back to Grad-CAM descriptors. The LLM runs behind a one-slot gate because the
 in-process model is not re-entrant. Only :class:`reporting.evidence.Evidence`
 crosses into the prompt: DICOM tags, file names and request fields never reach the LLM.
-LLM errors become 503 + Retry-After; the rest of the API is unaffected when the LLM is down.
+LLM errors become 503 (unavailable) or 504 (timeout) + Retry-After; the rest of the API is
+unaffected when the LLM is down.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from reporting.llm import GenerationParams, LLMBackend
 from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend
 from reporting.report import GeneratorConfig, Report, ReportGenerator
 from reporting.stream import StreamEvent
-from service.errors import ServiceUnavailable
+from service.errors import JobCancelled, ServiceUnavailable, UpstreamTimeout
 from service.explain_usecase import ExplainService, LungsNotFound
 from service.gate import WorkGate
-from service.jobs import JobCancelled, JobControl
+from service.jobs import JobControl
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
@@ -327,7 +328,8 @@ class ReportService:
         on_event: Callable[[StreamEvent], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> ReportOutcome:
-        """The language half: LLM, grounding, optional attributions (LLM errors -> 503).
+        """The language half: LLM, grounding, optional attributions. The LLM down raises
+        ServiceUnavailable (503), too slow UpstreamTimeout (504).
 
         ``on_event`` is called from the worker thread as the report is written; ``cancel``
         stops the generation between tokens (GenerationCancelled)."""
@@ -338,10 +340,15 @@ class ReportService:
             )
         except GenerationCancelled as exc:
             raise JobCancelled() from exc  # its client left; answered like a cancelled LIME
-        except (LLMUnavailable, LLMTimeout) as exc:
-            code = "llm_timeout" if isinstance(exc, LLMTimeout) else "llm_unavailable"
+        except LLMTimeout as exc:
+            raise UpstreamTimeout(
+                "llm_timeout",
+                "The report language model did not answer in time; retry later.",
+                max(self.settings.retry_after_s, round(exc.retry_after)),
+            ) from exc
+        except LLMUnavailable as exc:
             raise ServiceUnavailable(
-                code,
+                "llm_unavailable",
                 "The report language model did not answer; retry later.",
                 max(self.settings.retry_after_s, round(exc.retry_after)),
             ) from exc

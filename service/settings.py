@@ -78,7 +78,7 @@ class LimitSettings(BaseModel):
         ge=1,
         le=100_000,
         description="Open connections (or running requests) before new requests get 503 "
-        "(uvicorn limit_concurrency).",
+        "problem+json with Retry-After (concurrency.retry_after_s); uvicorn limit_concurrency.",
     )
     body_min_rate_bytes_s: int = Field(
         64 * 1024,

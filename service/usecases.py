@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from inference.anatomy import Anatomy, segment
-from inference.classify import Classification, ClassifierOutput, postprocess, run_classifier
+from inference.anatomy import Anatomy
+from inference.classify import Classification, ClassifierOutput, postprocess
 from inference.errors import PixelBudgetExceeded
 from inference.input_gate import InputQuality
 from inference.intake import Limits, Radiograph, decode_upload, estimate_pixels
@@ -104,7 +104,7 @@ def gated_classify(
     gate = registry.input_gate
     many = len(radiographs) > 1
     pres = [gate.precheck(r, i if many else None) for i, r in enumerate(radiographs)]
-    outputs = run_classifier(registry.classifier, [r.pixels for r in radiographs])
+    outputs = registry.classifier.predict([r.pixels for r in radiographs])
     qualities = [
         gate.finish(pre, out.pooled, i if many else None)
         for i, (pre, out) in enumerate(zip(pres, outputs, strict=True))
@@ -215,13 +215,13 @@ class AnalysisService:
         pre = gate.precheck(r)
         if gate.ood is None:
             return gate.finish(pre, None)
-        out = run_classifier(self.registry.classifier, [r.pixels])[0]
+        out = self.registry.classifier.predict([r.pixels])[0]
         return gate.finish(pre, out.pooled)
 
     def _segment_sync(self, data: bytes) -> SegmentOutcome:
         def work(r: Radiograph) -> tuple[InputQuality, Anatomy]:
             quality = self.check_input(r)
-            return quality, segment(self.registry.segmenter, r.pixels)
+            return quality, self.registry.segmenter.segment(r.pixels)
 
         radiograph, (quality, anatomy), timings = timed_pipeline(data, self.limits, work)
         structures = tuple(

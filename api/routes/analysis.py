@@ -120,10 +120,10 @@ async def segment(
     out = await analysis.segment(upload.data)
     structures = [
         StructureOut(
-            name=s.name,  # type: ignore[arg-type]
+            name=s.name,
             mask_png=b64(s.mask_png),
             area_fraction=s.area_fraction,
-            provenance=s.provenance,  # type: ignore[arg-type]
+            provenance=s.provenance,
         )
         for s in out.structures
     ]

@@ -23,7 +23,7 @@ from api.interop import (
     format_responses,
 )
 from api.jobs import IdempotencyKey, add_job_routes, job_fields, submit_job
-from api.problems import problem_responses
+from api.problems import problem_for, problem_responses
 from api.schemas.common import ModelInfo
 from api.schemas.convert import image_out, input_quality_out, operating_point_out
 from api.schemas.report import (
@@ -47,20 +47,19 @@ from api.schemas.report import (
 )
 from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
-from inference.operating import Population
 from reporting.attribution import ShapleyAttribution
 from reporting.evidence import AGREEMENT_MIN, ZONE_NAMES, Measurements
 from reporting.report import HEADINGS
 from reporting.schema import Sections
 from reporting.stream import StreamEvent
-from service.errors import ServiceUnavailable
-from service.gate import Overloaded
+from service.errors import JobCancelled, ServiceError
 from service.interop_usecase import InteropService
-from service.jobs import JobCancelled
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
 ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503)
+# Routes that wait for the language model: 504 when it misses its deadline.
+LLM_ERRORS = problem_responses(400, 408, 413, 415, 422, 500, 503, 504)
 
 ReportFormat = Literal["json", "dicom-sr", "fhir", "bundle"]
 LangQuery = Annotated[Literal["en", "ru"], Query(description="Report language.")]
@@ -82,7 +81,7 @@ DebugQuery = Annotated[
     operation_id="report",
     summary="Structured radiology report grounded in the classifier and its explanations",
     response_model=ReportResponse,
-    responses={**ERRORS, **format_responses("dicom-sr", "fhir", "bundle")},
+    responses={**LLM_ERRORS, **format_responses("dicom-sr", "fhir", "bundle")},
     openapi_extra=upload_request_body(),
 )
 async def report(
@@ -125,7 +124,7 @@ async def _interop_report(
     operation_id="explain_report",
     summary="Report plus Shapley attributions of each descriptor and each report token",
     response_model=ReportResponse,
-    responses=ERRORS,
+    responses=LLM_ERRORS,
     openapi_extra=upload_request_body(),
 )
 async def explain_report(
@@ -279,16 +278,19 @@ add_job_routes(
     "/report/stream",
     operation_id="report_stream",
     summary="The same report as Server-Sent Events, sentence by sentence as it is written",
-    description="Events, in order: `evidence` (EvidenceOut, as soon as the vision stage is "
-    "done); then while the model writes, `sentence` ({name, text}) for each sentence that "
+    description="The vision stage runs before the stream starts, so an upload it refuses "
+    "(invalid, not a chest radiograph, no lungs) or a full gate gets an ordinary problem+json "
+    "answer (4xx, or 503 + Retry-After) instead of a 200 stream. "
+    "Events, in order: `evidence` (EvidenceOut, the vision stage's result); then while the "
+    "model writes, `sentence` ({name, text}) for each sentence that "
     "passed the grounding check; then one `section` per report section in order "
     "(SectionEventOut: name, heading, text, provenance; replace what was shown for it: a "
     "section without enough supported text falls back to its template); then `report` (the "
-    "whole ReportResponse), or `error` ({code, detail, retry_after_s}) as the last event. "
+    "whole ReportResponse), or `error` (a Problem plus retry_after_s) as the last event. "
     "Unchecked model text is never sent unless debug=true (`draft` events, {text}). A client "
     "that disconnects stops the generation within a token.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **LLM_ERRORS},
     openapi_extra=upload_request_body(),
 )
 async def report_stream(
@@ -301,7 +303,12 @@ async def report_stream(
     debug: DebugQuery = False,
 ) -> StreamingResponse:
     service.require_llm()  # a plain 503 before the stream starts
-    events = _report_events(request, upload.data, service, lang, lime, debug, population)
+    t0 = time.perf_counter()
+    async with cancel_on_disconnect(request) as control:
+        # Refusals (422 not_a_chest_radiograph, 503 overloaded, ...) as plain answers.
+        vision = await service.evidence(upload.data, lime, control, population)
+    vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
+    events = _report_events(request, vision, vision_ms, service, lang, debug)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
@@ -321,32 +328,25 @@ def _stream_event(e: StreamEvent, lang: Literal["en", "ru"]) -> str:
     return _sse("section", section.model_dump_json())
 
 
-def _error_event(exc: Exception) -> str:
-    # The status line is already sent: report domain errors in-band, as the last event.
-    code = getattr(exc, "code", "overloaded")
-    detail = getattr(exc, "detail", "The service is busy; retry later.")
-    retry = getattr(exc, "retry_after_s", None)
-    payload: dict[str, object] = {"code": code, "detail": detail, "retry_after_s": retry}
-    if isinstance(exc, IntakeError):
-        payload |= exc.problem_extra()  # e.g. the input gate's reason code
-    return _sse("error", json.dumps(payload))
+def _error_event(exc: Exception, request_id: str | None) -> str:
+    # The status line is already sent: the problem the route would have answered, in-band,
+    # as the last event (its ``status`` says which; ``retry_after_s`` stands for the header).
+    p = problem_for(exc, request_id)
+    return _sse("error", json.dumps(p.body | {"retry_after_s": p.retry_after_s}))
 
 
 async def _report_events(
     request: Request,
-    data: bytes,
+    vision: VisionEvidence,
+    vision_ms: float,
     service: ReportService,
     lang: Literal["en", "ru"],
-    lime: bool,
     debug: bool,
-    population: Population | None = None,
 ) -> AsyncIterator[str]:
     """The generation runs as its own task feeding a queue, so this generator only ever
     waits on the queue: a client that leaves sets the cancel flag (watcher), which stops the
-    LIME step or the LLM between tokens and frees the one LLM slot for the next report (F6).
-    An unsuitable upload (input gate) ends the stream with an `error` event carrying its
-    code and reason, before any model output is sent."""
-    t0 = time.perf_counter()
+    LLM between tokens and frees the one LLM slot for the next report (F6). A failure after
+    the status line (the LLM down or too slow) ends the stream with an `error` event."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
     gate = service.registry.input_gate.version
@@ -358,9 +358,7 @@ async def _report_events(
     async with cancel_on_disconnect(request) as control:
         task: asyncio.Future[ReportOutcome] | None = None
         try:
-            vision: VisionEvidence = await service.evidence(data, lime, control, population)
             yield _sse("evidence", _evidence_out(vision, lang, gate).model_dump_json())
-            vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
             task = asyncio.ensure_future(
                 service.write(vision, lang, False, vision_ms, on_event, control.cancelled)
             )
@@ -371,8 +369,8 @@ async def _report_events(
             yield _sse("report", report_response(outcome, service, debug).model_dump_json())
         except JobCancelled:
             return  # the client has gone; nobody reads the rest
-        except (ServiceUnavailable, Overloaded, IntakeError) as exc:
-            yield _error_event(exc)
+        except (ServiceError, IntakeError) as exc:
+            yield _error_event(exc, getattr(request.state, "request_id", None))
         finally:
             if task is not None and not task.done():
                 control.cancelled.set()  # the stream was closed under us (client left)
@@ -421,7 +419,7 @@ def _measurements_out(m: Measurements) -> MeasurementsOut:
         ctr=None if m.ctr is None else round(m.ctr, 4),
         ctr_reliable=m.ctr_reliable,
         ctr_notes=list(m.ctr_notes),
-        heart_size=size,  # type: ignore[arg-type]
+        heart_size=size,
         right_lung_share=None if m.right_lung_share is None else round(m.right_lung_share, 4),
         left_lung_share=None if m.left_lung_share is None else round(m.left_lung_share, 4),
         lung_ratio=None if m.lung_ratio is None else round(m.lung_ratio, 4),

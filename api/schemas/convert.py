@@ -53,11 +53,11 @@ def input_quality_out(q: InputQuality, gate: str) -> InputQualityOut:
 def operating_point_out(c: Classification) -> OperatingPointOut:
     return OperatingPointOut(
         population=c.population,
-        population_source=c.population_source,  # type: ignore[arg-type]
+        population_source=c.population_source,
         threshold=c.threshold,
         band=[c.band[0], c.band[1]],
         calibration=CalibrationOut(
-            source=c.calibration_source,  # type: ignore[arg-type]
+            source=c.calibration_source,
             id=c.calibration_id,
             version=c.calibration_version,
         ),

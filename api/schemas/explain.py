@@ -17,18 +17,16 @@ from api.schemas.common import (
 )
 from api.schemas.convert import b64, input_quality_out, operating_point_out
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
-from inference.operating import Decision
+from inference.vocabulary import BinaryDecision, Decision, ZoneId
 from service.explain_usecase import GradCamOutcome, LimeOutcome
 
-TargetOut = Literal["finding", "no_finding"]
+TargetOut = BinaryDecision
 
 
 class ExplainZoneOut(BaseModel):
     """One lung zone (frontal radiographs show zones, not lobes); scores in [0, 1]."""
 
-    zone_id: Literal[
-        "right_upper", "right_mid", "right_lower", "left_upper", "left_mid", "left_lower"
-    ] = Field(description="Patient's side and third of that lung's height.")
+    zone_id: ZoneId = Field(description="Patient's side and third of that lung's height.")
     side: Literal["right", "left"]
     level: Literal["upper", "mid", "lower"]
     name_en: str = Field(description='e.g. "right mid zone".')

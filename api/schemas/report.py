@@ -14,7 +14,7 @@ from api.schemas.common import (
     OperatingPointOut,
 )
 from api.schemas.convert import b64
-from inference.operating import Decision
+from inference.vocabulary import BinaryDecision, Decision
 from service.interop_usecase import DICOM, FHIR_JSON, Bundle
 
 SectionProvenance = Literal["llm", "llm_filtered", "template"]
@@ -98,7 +98,7 @@ class MeasurementsOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    decision: Literal["finding", "no_finding"] = Field(
+    decision: BinaryDecision = Field(
         description="The side of the threshold (what the explanations explain)."
     )
     decision_band: Decision = Field(

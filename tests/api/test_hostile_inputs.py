@@ -27,7 +27,7 @@ from PIL import Image
 from starlette.testclient import httpx as client_httpx
 from starlette.types import ASGIApp
 
-from api.problems import INTAKE_STATUS, PROBLEM_MEDIA_TYPE
+from api.problems import PROBLEM_MEDIA_TYPE, status_of
 from service.app import create_app
 from service.settings import LimitSettings, Settings
 from tests import factories as f
@@ -735,7 +735,12 @@ def test_h2_raw_socket_chunked_201mb(live_port: int) -> None:
 
 def test_every_intake_error_is_mapped_as_documented() -> None:
     """api.problems' table agrees with the doc for every IntakeError subclass it knows."""
-    mapped = {cls.code: status for cls, status in INTAKE_STATUS.items()}
+    from inference.errors import IntakeError
+
+    def subclasses(cls: type[IntakeError]) -> list[type[IntakeError]]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    mapped = {cls.code: status_of(cls.__new__(cls)) for cls in subclasses(IntakeError)}
     assert {code: mapped.get(code) for code in DOC_STATUS} == DOC_STATUS
 
 

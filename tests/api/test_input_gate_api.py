@@ -98,13 +98,31 @@ def test_every_image_endpoint_refuses_a_blank_image(
     _assert_refused(_post(client, route, BLACK, **params), "constant")
 
 
-def test_report_stream_ends_with_the_refusal_before_any_model_output(client: TestClient) -> None:
-    r = _post(client, "/report/stream", BLACK, lime="false")
-    assert r.status_code == 200  # an event stream: domain errors travel in-band
-    events = [block for block in r.text.strip().split("\n\n") if block]
-    assert len(events) == 1 and events[0].startswith("event: error")
-    payload = json.loads(events[0].split("data: ", 1)[1])
-    assert payload["code"] == "not_a_chest_radiograph" and payload["reason"] == "constant"
+@pytest.mark.parametrize("lime", ["false", "true"])
+def test_report_stream_refuses_before_the_stream_starts(client: TestClient, lime: str) -> None:
+    """A refused image gets the same 422 problem+json as /report, not a 200 event stream
+    whose only event is an error."""
+    r = _post(client, "/report/stream", BLACK, lime=lime)
+    assert not r.headers["content-type"].startswith("text/event-stream")
+    assert _assert_refused(r, "constant")["request_id"] == r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        (b"", "image/png", 422, "empty_upload"),
+        (b"not an image at all, just text", "text/plain", 415, "unsupported_format"),
+        (CHEST[: len(CHEST) // 3], "image/png", 422, "corrupt_image"),
+    ],
+)
+def test_report_stream_answers_an_invalid_upload_with_a_plain_problem(
+    client: TestClient, data: bytes, content_type: str, status: int, code: str
+) -> None:
+    files = {"file": ("x.png", data, content_type)}
+    r = client.post("/report/stream", params={"lime": "false"}, files=files)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == code
 
 
 @pytest.mark.parametrize(

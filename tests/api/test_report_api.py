@@ -171,6 +171,39 @@ def test_llm_down_gives_503_and_the_rest_stays_up(app_and_swap) -> None:
     assert client.get("/health/ready").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/report", "/explain/report"])
+def test_llm_timeout_gives_504_not_503(app_and_swap, path: str) -> None:
+    """Slow is not down: a model that misses its deadline is a gateway timeout."""
+    client, swap = app_and_swap
+    swap.backend = FakeBackend(_echo, fail="timeout")
+    files = {"file": ("x.png", _png(), "image/png")}
+    r = client.post(path, params={"lime": "false"}, files=files)
+    assert r.status_code == 504, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert int(r.headers["retry-after"]) >= 1
+    body = r.json()
+    assert body["code"] == "llm_timeout" and body["status"] == 504
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+def test_llm_timeout_in_a_job_result_is_the_same_504_problem(app_and_swap) -> None:
+    """A report job's failure body is what the synchronous route would have answered."""
+    import asyncio
+
+    from api.job_kinds import describe
+    from service.errors import UpstreamTimeout
+
+    client, _ = app_and_swap
+    base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
+    backend = FakeBackend(_echo, fail="timeout")
+    service = build_report_service(base.registry, base.explain, base.settings, backend)
+    with pytest.raises(UpstreamTimeout) as raised:
+        asyncio.run(service.report(_png(), "en", False, False, None))
+    body = describe(raised.value)
+    assert body["status"] == 504 and body["code"] == "llm_timeout"
+    assert body["retry_after_s"] >= 1 and body["type"].endswith("/llm_timeout")
+
+
 def test_disabled_backend_gives_503(tiny_weights) -> None:
     settings = Settings(
         weights_dir=tiny_weights, report=ReportSettings(backend="disabled"), _env_file=None
@@ -256,6 +289,7 @@ def test_stream_reports_llm_failure_in_band(app_and_swap) -> None:
     events = _events(client.post("/report/stream", params={"lime": "false"}, files=files).text)
     assert [e for e, _ in events] == ["evidence", "error"]  # no sentence of a failed model
     assert events[1][1]["code"] == "llm_timeout" and events[1][1]["retry_after_s"] >= 1
+    assert events[1][1]["status"] == 504  # the status /report answers for the same failure
 
 
 def test_report_lime_step_stops_when_its_control_is_cancelled(

@@ -212,3 +212,46 @@ def test_forwarded_for_is_believed_from_a_configured_proxy(
         }
         time.sleep(0.02)
     assert "203.0.113.9" in ips
+
+
+# ---- the connection cap (uvicorn limit_concurrency) -----------------------------------------
+
+CAP = 2
+
+
+@pytest.fixture(scope="module")
+def capped_port(tiny_weights: Path) -> Iterator[int]:
+    limits = LimitSettings(max_connections=CAP, header_timeout_s=30.0)  # type: ignore[call-arg]
+    settings = Settings(weights_dir=tiny_weights, limits=limits, _env_file=None)  # type: ignore[call-arg]
+    yield from _serve(settings)
+
+
+def _status_when_free(port: int, deadline_s: float = 10.0) -> int:
+    """The status of a plain GET once the server has noticed closed connections (it learns
+    of a close asynchronously, so the first try may still count the old one)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        raw, _ = _exchange(port, _get(extra=b"Connection: close\r\n"))
+        status = int(raw.split(b" ", 2)[1])
+        if status != 503 or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def test_connection_cap_refuses_with_problem_json_and_retry_after(capped_port: int) -> None:
+    """uvicorn's own refusal was a text/plain 503 without Retry-After."""
+    assert _status_when_free(capped_port) == 200
+    holders = [socket.create_connection(("127.0.0.1", capped_port)) for _ in range(CAP)]
+    try:
+        time.sleep(0.2)  # the server registers the idle connections
+        raw, closed = _exchange(capped_port, _get())
+        status, body, head = _problem(raw)
+        assert status == 503 and closed
+        assert body["code"] == "overloaded" and body["status"] == 503
+        assert b"retry-after: 2\r\n" in head.lower()
+        rid = head.lower().split(b"x-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        assert body["request_id"] == rid
+    finally:
+        for conn in holders:
+            conn.close()
+    assert _status_when_free(capped_port) == 200  # the cap counts open connections only

@@ -60,7 +60,8 @@ export class ReportPanel {
     else if (event === "report") this.s.report = data;
     else if (event === "error") {
       this.s.problem = new ApiProblem({
-        status: 503, code: String(data.code ?? "unavailable"), retryAfterS: data.retry_after_s ?? null,
+        status: Number(data.status ?? 503), code: String(data.code ?? "unavailable"),
+        requestId: String(data.request_id ?? ""), retryAfterS: data.retry_after_s ?? null,
       });
     }
     this.render();
