@@ -128,6 +128,11 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
         )
     for exp in loso.get("experiments", []):
         lines.append("")
+        if "paired" in exp:  # an architecture comparison under another recipe: its own protocol
+            lines.append(f"Experiment `{exp['name']}` ({exp['what']}):")
+            lines.append("")
+            lines.append(_loso_table({"runs": exp["runs"], "paired": exp["paired"]}))
+            continue
         lines.append(f"Experiment `{exp['name']}` ({exp['what']}), same folds and protocol:")
         lines.append("")
         lines.append(

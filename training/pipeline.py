@@ -27,7 +27,7 @@ from training.tailtune import TailConfig, train_tail
 
 LOG = logging.getLogger(__name__)
 VERSION = "2.0.0"  # retrained on the adult supplement (issue 9)
-SEGMENTER_VERSION = "2.0.0"  # DeepLabV3+ with a decoder (issue 9)
+SEGMENTER_VERSION = "2.1.0"  # DeepLabV3+, stage 1 of 2.0.0 + end-to-end fine-tuning (issue 9)
 
 
 def _json(path: Path, data: Any) -> None:
