@@ -2,17 +2,21 @@
 grounded.
 
     python bench/eval_reports.py --table runs/cache/images.csv [--gguf PATH --sha256 HEX]
-        [--langs en,ru] [--n 20] [--threads 1] [--shard K/N] [--out bench/eval_reports]
+        [--langs en,ru] [--n 20] [--threads 1] [--shard K/N] [--resume] [--out bench/eval_reports]
     python bench/eval_reports.py --merge OUT_0.json OUT_1.json --out OUT
 
 Picks ``--n`` radiographs of the test split (the prepared table of ``python -m training
 prepare``), balanced over both classes and over adults (NIH, JSRT, COVID-QU-Ex/RSNA) and
-children (Kermany), deterministically. Without ``--gguf`` the embedded SmolLM2 writes. Runs the
-service's own pipeline in process (shipped weights, Grad-CAM + LIME, the CTR and lung areas)
-once per image, then writes the report in every language with the chosen GGUF. Records per
-report: the provenance of each section (llm / llm_filtered / template), the sentences the
-grounding check removed and why, the re-check of the final text (unsupported claims left), the
-language mode and the timings. Writes ``OUT.json`` and ``OUT.md`` (every report in full, for
+children (Kermany), deterministically, in an interleaved order (one per stratum in turn) so
+that any prefix of the run is balanced over the classes. Without ``--gguf`` the embedded
+SmolLM2 writes. Runs the service's own pipeline in process (shipped weights, Grad-CAM + LIME,
+the CTR and lung areas) once per image, then writes the report in every language with the
+chosen GGUF. Records per report: the provenance of each section (llm / llm_filtered /
+template), the sentences the grounding check removed and why, the re-check of the final text
+(unsupported claims left), the language mode, the prompt version and the timings.
+``--resume`` keeps the reports already in ``OUT.json`` that were written with the same prompt
+(sha256) and writes only the missing ones, so a long run can be stopped and continued. Writes
+``OUT.json`` and ``OUT.md`` (every report in full, for
 reading) and prints the per-language summary."""
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from reporting.prompt import DEFAULT_TEMPLATE  # noqa: E402
 from reporting.schema import SECTION_NAMES  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.report_usecase import ReportService  # noqa: E402
@@ -63,14 +68,15 @@ def pick(table: Path, n: int, seed: int = 11) -> list[dict[str, str]]:
             and r["label"] in ("0", "1")
         ]
     rng = random.Random(seed)
-    out: list[dict[str, str]] = []
+    strata: list[list[dict[str, str]]] = []
     for source, label, population, count in PLAN:
         pool = sorted(
             (r for r in rows if r["source"] == source and r["label"] == label),
             key=lambda r: r["image"],
         )
-        for r in rng.sample(pool, count):
-            out.append({**r, "population": population})
+        strata.append([{**r, "population": population} for r in rng.sample(pool, count)])
+    # round-robin over the strata: a run stopped early still covers both classes
+    out = [s[i] for i in range(max(len(s) for s in strata)) for s in strata if i < len(s)]
     return out[:n]
 
 
@@ -90,6 +96,8 @@ def _record(row: dict[str, str], lang: str, o: Any, vision_ms: float) -> dict[st
         "ctr": None if m is None else m.ctr,
         "ctr_reliable": None if m is None else m.ctr_reliable,
         "mode": r.language_mode,
+        "prompt_version": r.reproducibility.prompt_template_version,
+        "prompt_sha256": r.reproducibility.prompt_template_sha256,
         "provenance": dict(r.provenance),
         "sections": {n: r.sections.get(n) for n in SECTION_NAMES},
         "raw": r.generation.text,
@@ -160,6 +168,13 @@ def merge(parts: list[Path], out: Path, langs: list[str]) -> None:
         print(json.dumps(s, ensure_ascii=False))
 
 
+def _previous(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return list(data["records"] if isinstance(data, dict) else data)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="shard JSONs to combine")
@@ -170,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "eval_reports")
+    ap.add_argument("--resume", action="store_true", help="keep OUT.json's reports, add the rest")
     ap.add_argument(
         "--shard", default="0/1", help="K/N: run every N-th picked image from the K-th (0-based)"
     )
@@ -192,16 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         else ReportSettings(n_threads=args.threads)  # type: ignore[call-arg]
     )
     settings = Settings(report=report, _env_file=None)  # type: ignore[call-arg]
-    records: list[dict[str, Any]] = []
+    records = _previous(args.out.with_suffix(".json")) if args.resume else []
     with TestClient(create_app(settings)) as client:
         service: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
         k, n_shards = (int(x) for x in args.shard.split("/"))
+        sha = DEFAULT_TEMPLATE.sha256  # the template the service's generator uses
+        records = [r for r in records if r.get("prompt_sha256") == sha]
+        done = {(r["image"], r["lang"]) for r in records}
         for i, row in enumerate(pick(args.table, args.n)[k::n_shards]):
+            todo = [lang for lang in langs if (Path(row["image"]).name, lang) not in done]
+            if not todo:
+                continue
             data = Path(row["image"]).read_bytes()
             t0 = time.perf_counter()
             vision = asyncio.run(service.evidence(data, True))
             vision_ms = (time.perf_counter() - t0) * 1000
-            for lang in langs:
+            for lang in todo:
                 o = asyncio.run(service.write(vision, lang, False, vision_ms))  # type: ignore[arg-type]
                 records.append(_record(row, lang, o, vision_ms))
                 rec = records[-1]

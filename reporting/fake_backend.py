@@ -94,7 +94,7 @@ class FakeBackend:
             self.prompts.append(tuple(messages))
         self._maybe_fail()
         # Only the last turn varies between attribution coalitions (the system turn and the
-        # worked example are fixed), so only its words count.
+        # worked examples are fixed), so only its words count.
         prompt_words = {w.lower() for w in _WORD.findall(messages[-1].content)}
         tokens, offsets, logprobs = [], [], []
         for match in _WORD.finditer(continuation):

@@ -8,7 +8,7 @@
   the template is the sha256-pinned one. A GGUF without a template is refused.
 - llama.cpp contexts are not re-entrant: one lock serialises every call.
 - Prompt-prefix reuse (``prefix_cache``): every report prompt starts with the same system
-  turn and worked example; only the final user turn (the evidence) changes. Before each
+  turn and worked examples; only the final user turn (the evidence) changes. Before each
   generation the KV cache is cut back to exactly that fixed prefix (evaluated once, on its
   own), so a request evaluates only its evidence turn, and identical requests still decode
   identically whatever ran before them. Without reuse the cache is cleared per call.

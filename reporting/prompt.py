@@ -6,12 +6,16 @@ path. The template text is versioned and hashed so a report can state exactly wh
 produced it.
 
 Shape (chosen for small instruction models, measured in bench/RESULTS.md "Report prompts"):
-a system turn with the rules *in the target language*, one worked example (a user turn of
-facts and the assistant's JSON answer, with other zones and numbers than any real case
-shares by construction), then the user turn with this image's facts. Everything before that
-last turn is fixed per language, so its KV state is reused across requests
+a system turn with the rules *in the target language*, two worked examples (each a user turn
+of facts and the assistant's JSON answer: one abnormal finding with zones, one no finding
+with none, so the model sees both shapes and does not carry the finding's wording into a
+no-finding report), then the user turn with this image's facts. Everything before that last
+turn is fixed per language, so its KV state is reused across requests
 (:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
 (:func:`reporting.templates.probability_pair`), so the model copies honest precision.
+Fact lines are worded so that copying them verbatim into the answer is grammatical: Russian
+zone names appear in the accusative the sentence "Карты объяснения указывают на ..." needs
+(small models copied the nominative and broke the agreement).
 
 Descriptors ("players" for attributions) are the prompt's independent facts: one per
 mentioned zone (``zone:<zone_id>``), the decision (``decision``) and the probability
@@ -33,6 +37,7 @@ from reporting.evidence import (
     Language,
     Measurements,
     ZoneEvidence,
+    ZoneId,
     flag_name,
 )
 from reporting.llm import Message
@@ -44,6 +49,14 @@ PLAYER_CONFIDENCE = "confidence"
 
 def zone_player(zone_id: str) -> str:
     return f"zone:{zone_id}"
+
+
+@dataclass(frozen=True)
+class WorkedExample:
+    """One fixed user turn of facts and the assistant's JSON answer to it."""
+
+    facts: str
+    answer: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,8 @@ class PromptTexts:
     no_zones: str
     agree: str
     weak: str
-    ctr_reliable: str
+    ctr_normal: str
+    ctr_enlarged: str
     ctr_projection: str
     ctr_close: str
     ctr_unreliable: str
@@ -70,8 +84,8 @@ class PromptTexts:
     lungs: str
     flags: str
     no_flags: str
-    example_facts: str
-    example_answer: dict[str, str]
+    zone_names: dict[ZoneId, str]
+    examples: tuple[WorkedExample, ...]
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,9 @@ _EN = PromptTexts(
     no_zones="- No lung zone is highlighted.",
     agree="- Grad-CAM and LIME agree on: {names}.",
     weak="- The explanation map is weak; no zone can be singled out.",
-    ctr_reliable="- Cardiothoracic ratio {ctr} (reliable; normal is below {limit}).",
+    ctr_normal="- Cardiothoracic ratio {ctr} (below {limit}): heart size within normal limits.",
+    ctr_enlarged="- Cardiothoracic ratio {ctr} (at or above {limit}) on a PA view: the heart "
+    "appears enlarged.",
     ctr_close="- Cardiothoracic ratio {ctr}, too close to {limit}: heart size is not called from "
     "it.",
     ctr_projection="- Cardiothoracic ratio {ctr}, above {limit}, projection unknown (an AP view "
@@ -127,35 +143,77 @@ _EN = PromptTexts(
     lungs="- Share of the total lung area: right {right}, left {left}.",
     flags="- Image quality flags: {names}.",
     no_flags="- Image quality flags: none.",
-    example_facts=(
-        "Facts:\n"
-        "- Decision: abnormal finding.\n"
-        "- Probability of a finding 0.87; threshold 0.64.\n"
-        "- Lung zones highlighted by the explanation maps: left lower zone (intensity 0.58); "
-        "left mid zone (intensity 0.33).\n"
-        "- Grad-CAM and LIME agree on: left lower zone.\n"
-        "- Cardiothoracic ratio 0.44 (reliable; normal is below 0.5).\n"
-        "- Share of the total lung area: right 53 %, left 47 %.\n"
-        "- Image quality flags: none."
+    zone_names=ZONE_NAMES["en"],
+    examples=(
+        WorkedExample(
+            facts=(
+                "Facts:\n"
+                "- Decision: abnormal finding.\n"
+                "- Probability of a finding 0.87; threshold 0.64.\n"
+                "- Lung zones highlighted by the explanation maps: left lower zone (intensity "
+                "0.58); left mid zone (intensity 0.33).\n"
+                "- Grad-CAM and LIME agree on: left lower zone.\n"
+                "- Cardiothoracic ratio 0.44 (below 0.5): heart size within normal limits.\n"
+                "- Share of the total lung area: right 53 %, left 47 %.\n"
+                "- Image quality flags: none."
+            ),
+            answer={
+                "findings": (
+                    "The model reports an abnormal finding: the probability of a finding is "
+                    "0.87 (threshold 0.64). The explanation maps point to the left lower zone "
+                    "(intensity 0.58) and, less strongly, the left mid zone (intensity 0.33); "
+                    "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio "
+                    "0.44 (below 0.5): heart size within normal limits."
+                ),
+                "interpretation": (
+                    "The appearance suggests an abnormality, such as an opacity. The model "
+                    "does not determine its cause."
+                ),
+                "recommendations": (
+                    "Review of the image by a radiologist is recommended, together with the "
+                    "clinical picture."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Facts:\n"
+                "- Decision: no finding.\n"
+                "- Probability of a finding 0.21; threshold 0.64.\n"
+                "- The explanation map is weak; no zone can be singled out.\n"
+                "- Cardiothoracic ratio 0.52, too close to 0.5: heart size is not called from "
+                "it.\n"
+                "- Share of the total lung area: right 55 %, left 45 %.\n"
+                "- Image quality flags: none."
+            ),
+            answer={
+                "findings": (
+                    "The model reports no finding: the probability of a finding is 0.21 "
+                    "(threshold 0.64). The explanation map is weak; no zone can be singled "
+                    "out. Cardiothoracic ratio 0.52, too close to 0.5: heart size is not "
+                    "called from it."
+                ),
+                "interpretation": (
+                    "The model found no abnormality; this does not exclude disease."
+                ),
+                "recommendations": (
+                    "Review of the image by a radiologist is recommended, together with the "
+                    "clinical picture."
+                ),
+            },
+        ),
     ),
-    example_answer={
-        "findings": (
-            "The model reports an abnormal finding: the probability of a finding is 0.87 "
-            "(threshold 0.64). The explanation maps point to the left lower zone "
-            "(intensity 0.58) and, less strongly, the left mid zone (intensity 0.33); "
-            "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio 0.44: "
-            "heart size within normal limits."
-        ),
-        "interpretation": (
-            "The appearance suggests an abnormality, such as an opacity, in the left lower "
-            "zone. The model does not determine its cause."
-        ),
-        "recommendations": (
-            "Review of the image by a radiologist is recommended, together with the "
-            "clinical picture."
-        ),
-    },
 )
+
+# Accusative, as "Карты объяснения указывают на ..." needs, so a copied fact line stays grammatical.
+_ZONES_ACCUSATIVE_RU: dict[ZoneId, str] = {
+    "right_upper": "правую верхнюю зону",
+    "right_mid": "правую среднюю зону",
+    "right_lower": "правую нижнюю зону",
+    "left_upper": "левую верхнюю зону",
+    "left_mid": "левую среднюю зону",
+    "left_lower": "левую нижнюю зону",
+}
 
 _RU = PromptTexts(
     system=(
@@ -184,12 +242,14 @@ _RU = PromptTexts(
     decision_borderline="- Решение: пограничное (неопределённое).",
     probability="- Вероятность находки {p}; порог {t}.",
     band="- Пограничный диапазон от {lo} до {hi}.",
-    zones="- Зоны лёгких, выделенные картами объяснения: {items}.",
+    zones="- Карты объяснения указывают на {items}.",
     zone_item="{zone} (интенсивность {intensity})",
     no_zones="- Ни одна зона лёгких не выделена.",
-    agree="- Grad-CAM и LIME согласны: {names}.",
+    agree="- Grad-CAM и LIME согласованно указывают на {names}.",
     weak="- Карта объяснения слабая; выделить отдельную зону нельзя.",
-    ctr_reliable="- Кардиоторакальный индекс {ctr} (достоверный; норма меньше {limit}).",
+    ctr_normal="- Кардиоторакальный индекс {ctr} (меньше {limit}): размер сердца в пределах нормы.",
+    ctr_enlarged="- Кардиоторакальный индекс {ctr} (не меньше {limit}) в задне-передней проекции: "
+    "сердце выглядит увеличенным.",
     ctr_close="- Кардиоторакальный индекс {ctr} слишком близок к {limit}: размер сердца по "
     "нему не оценивается.",
     ctr_projection="- Кардиоторакальный индекс {ctr} больше {limit}, проекция неизвестна "
@@ -200,35 +260,70 @@ _RU = PromptTexts(
     lungs="- Доля общей площади лёгких: справа {right}, слева {left}.",
     flags="- Замечания к качеству изображения: {names}.",
     no_flags="- Замечаний к качеству изображения нет.",
-    example_facts=(
-        "Факты:\n"
-        "- Решение: патологическая находка.\n"
-        "- Вероятность находки 0,87; порог 0,64.\n"
-        "- Зоны лёгких, выделенные картами объяснения: левая нижняя зона (интенсивность "
-        "0,58); левая средняя зона (интенсивность 0,33).\n"
-        "- Grad-CAM и LIME согласны: левая нижняя зона.\n"
-        "- Кардиоторакальный индекс 0,44 (достоверный; норма меньше 0,5).\n"
-        "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
-        "- Замечаний к качеству изображения нет."
+    zone_names=_ZONES_ACCUSATIVE_RU,
+    examples=(
+        WorkedExample(
+            facts=(
+                "Факты:\n"
+                "- Решение: патологическая находка.\n"
+                "- Вероятность находки 0,87; порог 0,64.\n"
+                "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58); "
+                "левую среднюю зону (интенсивность 0,33).\n"
+                "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону.\n"
+                "- Кардиоторакальный индекс 0,44 (меньше 0,5): размер сердца в пределах "
+                "нормы.\n"
+                "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
+                "- Замечаний к качеству изображения нет."
+            ),
+            answer={
+                "findings": (
+                    "Модель выявила патологическую находку: вероятность находки 0,87 (порог "
+                    "0,64). Карты объяснения указывают на левую нижнюю зону (интенсивность "
+                    "0,58) и, слабее, на левую среднюю зону (интенсивность 0,33); Grad-CAM и "
+                    "LIME согласованно указывают на левую нижнюю зону. Кардиоторакальный "
+                    "индекс 0,44 (меньше 0,5): размер сердца в пределах нормы."
+                ),
+                "interpretation": (
+                    "Картина соответствует патологическим изменениям, например затемнению. "
+                    "Модель не определяет их причину."
+                ),
+                "recommendations": (
+                    "Рекомендуется оценка изображения врачом-рентгенологом с учётом "
+                    "клинической картины."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Факты:\n"
+                "- Решение: находок нет.\n"
+                "- Вероятность находки 0,21; порог 0,64.\n"
+                "- Карта объяснения слабая; выделить отдельную зону нельзя.\n"
+                "- Кардиоторакальный индекс 0,52 слишком близок к 0,5: размер сердца по нему "
+                "не оценивается.\n"
+                "- Доля общей площади лёгких: справа 55 %, слева 45 %.\n"
+                "- Замечаний к качеству изображения нет."
+            ),
+            answer={
+                "findings": (
+                    "Модель не выявила патологических изменений: вероятность находки 0,21 "
+                    "(порог 0,64). Карта объяснения слабая; выделить отдельную зону нельзя. "
+                    "Кардиоторакальный индекс 0,52 слишком близок к 0,5: размер сердца по нему "
+                    "не оценивается."
+                ),
+                "interpretation": (
+                    "Модель не выявила патологических изменений; это не исключает заболевания."
+                ),
+                "recommendations": (
+                    "Рекомендуется оценка изображения врачом-рентгенологом с учётом "
+                    "клинической картины."
+                ),
+            },
+        ),
     ),
-    example_answer={
-        "findings": (
-            "Модель выявила патологическую находку: вероятность находки 0,87 (порог 0,64). Карты "
-            "объяснения указывают на левую нижнюю зону (интенсивность 0,58) и, слабее, на "
-            "левую среднюю зону (интенсивность 0,33); Grad-CAM и LIME согласны в левой нижней "
-            "зоне. Кардиоторакальный индекс 0,44: размер сердца в пределах нормы."
-        ),
-        "interpretation": (
-            "Картина соответствует патологическим изменениям, например затемнению, в левой "
-            "нижней зоне. Модель не определяет их причину."
-        ),
-        "recommendations": (
-            "Рекомендуется оценка изображения врачом-рентгенологом с учётом клинической картины."
-        ),
-    },
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.1", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.2", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
@@ -237,9 +332,7 @@ def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[st
 
 
 def _zone_text(z: ZoneEvidence, language: Language, t: PromptTexts) -> str:
-    return t.zone_item.format(
-        zone=ZONE_NAMES[language][z.zone_id], intensity=fmt(z.intensity, language)
-    )
+    return t.zone_item.format(zone=t.zone_names[z.zone_id], intensity=fmt(z.intensity, language))
 
 
 def _decision_text(evidence: Evidence, t: PromptTexts) -> str:
@@ -259,7 +352,8 @@ def _measurement_lines(m: Measurements | None, language: Language, t: PromptText
     elif m.projection_unknown_high:
         lines = [t.ctr_projection.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     elif m.ctr_reliable and m.heart_normal is not None:
-        lines = [t.ctr_reliable.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
+        text = t.ctr_normal if m.heart_normal else t.ctr_enlarged
+        lines = [text.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     elif m.ctr_reliable:
         lines = [t.ctr_close.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     else:
@@ -293,7 +387,7 @@ def facts_lines(
         lines.append(t.weak)
     elif named:
         lines.append(t.zones.format(items="; ".join(_zone_text(z, language, t) for z in named)))
-        agreed = [ZONE_NAMES[language][z.zone_id] for z in named if z.agreed(AGREEMENT_MIN)]
+        agreed = [t.zone_names[z.zone_id] for z in named if z.agreed(AGREEMENT_MIN)]
         if agreed:
             lines.append(t.agree.format(names=", ".join(agreed)))
     else:
@@ -311,20 +405,22 @@ def build_messages(
     template: PromptTemplate = DEFAULT_TEMPLATE,
     include: Collection[str] | None = None,
 ) -> tuple[Message, ...]:
-    """System turn, the worked example (user + assistant), and this image's facts.
+    """System turn, the worked examples (user + assistant each), and this image's facts.
 
     zones: the zones to mention (normally ``evidence.supported_zones(...)``), in order.
     include: the players to keep (None = all); others are left out of the last user turn.
     """
     t = template.texts[language]
-    answer = json.dumps(t.example_answer, ensure_ascii=False)
+    examples = [
+        turn
+        for ex in t.examples
+        for turn in (
+            Message("user", ex.facts),
+            Message("assistant", json.dumps(ex.answer, ensure_ascii=False)),
+        )
+    ]
     facts = t.facts + "\n".join(facts_lines(evidence, zones, language, template, include))
-    return (
-        Message("system", t.system),
-        Message("user", t.example_facts),
-        Message("assistant", answer),
-        Message("user", facts),
-    )
+    return (Message("system", t.system), *examples, Message("user", facts))
 
 
 def player_texts(

@@ -150,13 +150,14 @@ class ReportSettings(BaseModel):
         2048,
         ge=512,
         le=32768,
-        description="Context size of the in-process model (prompt with the worked example is "
-        "~700 tokens, the report up to max_tokens).",
+        description="Context size of the in-process model (prompt with the two worked examples "
+        "is ~900 tokens in English, ~1,300 in Russian with Qwen's tokenizer; the report up to "
+        "max_tokens).",
     )
     prefix_cache: bool = Field(
         True,
         description="Keep the KV state of the fixed prompt prefix (system turn + worked "
-        "example) between requests, so each report evaluates only its evidence turn.",
+        "examples) between requests, so each report evaluates only its evidence turn.",
     )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")

@@ -144,7 +144,7 @@ def test_prefix_reuse_evaluates_only_the_evidence_and_keeps_output_identical(
     backend: LlamaCppBackend, reports: tuple[Report, Report]
 ) -> None:
     first, second = reports
-    assert first.generation.cached_prompt_tokens > 0  # the system turn + worked example
+    assert first.generation.cached_prompt_tokens > 0  # the system turn + worked examples
     assert second.generation.cached_prompt_tokens == first.generation.cached_prompt_tokens
     assert first.generation.cached_prompt_tokens < first.generation.prompt_tokens
     # a different request in between does not change what the first prompt produces

@@ -106,7 +106,7 @@ def test_russian_with_a_russian_capable_model_is_native() -> None:
     assert report.language_mode == "native"
     assert dict(report.provenance) == dict.fromkeys(SECTION_NAMES, "llm")
     assert backend.prompts[0][-1].content.startswith("Факты:")
-    assert "правая средняя зона" in backend.prompts[0][-1].content
+    assert "на правую среднюю зону" in backend.prompts[0][-1].content  # accusative: copyable
     # Russian instructions for a Russian report, not English ones
     assert "Пиши только по-русски" in backend.prompts[0][0].content
 

@@ -10,7 +10,7 @@ import pytest
 from reporting.evidence import Evidence, Language, Measurements, ZoneEvidence
 from reporting.fake_backend import FakeBackend
 from reporting.grounding import GroundingChecker, GroundingPolicy, split_sentences
-from reporting.prompt import DEFAULT_TEMPLATE
+from reporting.prompt import DEFAULT_TEMPLATE, build_messages
 from reporting.report import ReportGenerator
 from reporting.schema import SECTION_NAMES
 from reporting.templates import probability_pair, render_template
@@ -130,23 +130,61 @@ def test_heart_claims_need_a_reliable_ctr_on_their_side_of_0_5(
         assert checker.violation("Cardiothoracic ratio 0.42: heart size normal.", "en") is None
 
 
-@pytest.mark.parametrize("lang", ["en", "ru"])
-def test_the_worked_example_passes_the_check_for_its_own_facts(lang: Language) -> None:
-    """The example teaches the model; it must itself be a report the check keeps whole."""
-    ev = Evidence(
+EXAMPLE_EVIDENCE = (
+    # the abnormal finding with two zones and a normal heart
+    Evidence(
         "finding",
         0.87,
         0.64,
         (ZoneEvidence("left_lower", 0.58, 0.5, 0.58, 0.66), ZoneEvidence("left_mid", 0.33)),
         measurements=Measurements(0.44, True, (), 0.53, 0.47, 53 / 47),
-    )
-    answer = DEFAULT_TEMPLATE.texts[lang].example_answer
+    ),
+    # no finding, weak map, a CTR too close to 0.5 to call
+    Evidence(
+        "no_finding",
+        0.21,
+        0.64,
+        (),
+        explanation_weak=True,
+        measurements=Measurements(0.52, True, (), 0.55, 0.45, 55 / 45),
+    ),
+)
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+@pytest.mark.parametrize("index", [0, 1])
+def test_each_worked_example_passes_the_check_for_its_own_facts(lang: Language, index: int) -> None:
+    """The examples teach the model; each must itself be a report the check keeps whole, and
+    its facts must be exactly what the prompt writes for that evidence."""
+    ev = EXAMPLE_EVIDENCE[index]
+    example = DEFAULT_TEMPLATE.texts[lang].examples[index]
     checker = GroundingChecker(ev, GroundingPolicy())
     seen: set[str] = set()
     for name in SECTION_NAMES:
-        check = checker.check_section(name, answer[name], lang, seen)
+        check = checker.check_section(name, example.answer[name], lang, seen)
         assert check.removed == () and checker.enough(name, check), name
-    assert json.loads(json.dumps(answer, ensure_ascii=False)) == answer
+    assert json.loads(json.dumps(example.answer, ensure_ascii=False)) == example.answer
+    facts = build_messages(ev, ev.supported_zones(0.25), lang)[-1].content
+    assert facts == example.facts
+
+
+def test_prompt_has_a_finding_and_a_no_finding_example_before_the_case() -> None:
+    ev = EXAMPLE_EVIDENCE[0]
+    for lang in ("en", "ru"):
+        messages = build_messages(ev, ev.supported_zones(0.25), lang)  # type: ignore[arg-type]
+        roles = [m.role for m in messages]
+        assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+        examples = [m.content for m in messages[1:5:2]]
+        assert any("abnormal finding" in e or "патологическая" in e for e in examples)
+        assert any("no finding" in e or "находок нет" in e for e in examples)
+
+
+def test_russian_zone_facts_copy_grammatically() -> None:
+    """Copying a Russian zone line after "указывают на" keeps the accusative agreement."""
+    ev = Evidence("finding", 0.9, T, ZONES)
+    text = "\n".join(build_messages(ev, ZONES, "ru")[-1].content.splitlines())
+    assert "указывают на правую нижнюю зону (интенсивность 0,60)" in text
+    assert "правая" not in text and "правую нижнюю зона" not in text
 
 
 @pytest.mark.parametrize(
