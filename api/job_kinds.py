@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from api.problems import problem_for
-from api.routes.report import report_response
 from api.schemas.convert import image_out, model_info
 from api.schemas.explain import lime_response
 from api.schemas.report import bundle_result
+from api.schemas.report_out import report_response
 from explain import Target
 from inference.operating import Population
 from reporting.evidence import Language

@@ -12,18 +12,12 @@ from api.problems import problem_responses
 from api.schemas.analysis import (
     ClassifyResponse,
     SegmentResponse,
-    StructureOut,
     StudyResponse,
-    StudyViewOut,
+    classify_response,
+    segment_response,
+    study_response,
 )
-from api.schemas.convert import (
-    b64,
-    image_out,
-    input_quality_out,
-    model_info,
-    operating_point_out,
-    timings_out,
-)
+from api.schemas.convert import model_info
 from api.upload import StudyDep, UploadDep, study_request_body, upload_request_body
 
 router = APIRouter(tags=["analysis"])
@@ -45,19 +39,7 @@ async def classify(
     population: PopulationQuery = None,
 ) -> ClassifyResponse:
     out = await analysis.classify(upload.data, population)
-    c = out.classification
-    return ClassifyResponse(
-        probability_finding=round(c.probability_finding, 6),
-        decision=c.decision,
-        threshold=c.threshold,
-        calibrated=c.temperature != 1.0,
-        temperature=c.temperature,
-        operating_point=operating_point_out(c),
-        input_quality=input_quality_out(out.input_quality, registry.input_gate.version),
-        model=model_info(registry.classifier),
-        image=image_out(out.image),
-        timings=timings_out(out.timings),
-    )
+    return classify_response(out, model_info(registry.classifier), registry.input_gate.version)
 
 
 @router.post(
@@ -75,26 +57,7 @@ async def classify_study(
     population: PopulationQuery = None,
 ) -> StudyResponse:
     out = await analysis.classify_study([u.data for u in uploads], population)
-    gate = registry.input_gate.version
-    views = [
-        StudyViewOut(
-            index=i,
-            probability_finding=round(v.classification.probability_finding, 6),
-            decision=v.classification.decision,
-            input_quality=input_quality_out(v.input_quality, gate),
-            image=image_out(v.image),
-            timings=timings_out(v.timings),
-        )
-        for i, v in enumerate(out.views)
-    ]
-    return StudyResponse(
-        probability_finding=round(out.probability_finding, 6),
-        decision=out.decision,
-        threshold=out.threshold,
-        operating_point=operating_point_out(out.classification),
-        views=views,
-        model=model_info(registry.classifier),
-    )
+    return study_response(out, model_info(registry.classifier), registry.input_gate.version)
 
 
 @router.post(
@@ -118,23 +81,7 @@ async def segment(
         obj = await interop.seg(upload.data, upload.sha256)
         return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
     out = await analysis.segment(upload.data)
-    structures = [
-        StructureOut(
-            name=s.name,
-            mask_png=b64(s.mask_png),
-            area_fraction=s.area_fraction,
-            provenance=s.provenance,
-        )
-        for s in out.structures
-    ]
-    return SegmentResponse(
-        structures=structures,
-        overlay_png=b64(out.overlay_png),
-        input_quality=input_quality_out(out.input_quality, registry.input_gate.version),
-        model=model_info(registry.segmenter),
-        image=image_out(out.image),
-        timings=timings_out(out.timings),
-    )
+    return segment_response(out, model_info(registry.segmenter), registry.input_gate.version)
 
 
 MaxSideQuery = Annotated[

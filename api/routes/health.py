@@ -10,9 +10,14 @@ from fastapi.responses import JSONResponse, Response
 from api.deps import ReadinessDep, RegistryDep, SettingsDep
 from api.problems import problem_responses
 from api.routes.explain import DEFAULT_SAMPLES, MIN_SAMPLES
-from api.schemas.common import CalibrationOut
-from api.schemas.convert import model_info
-from api.schemas.health import LimitsInfo, Liveness, Readiness, SampleRange, VersionInfo
+from api.schemas.health import (
+    LimitsInfo,
+    Liveness,
+    Readiness,
+    SampleRange,
+    VersionInfo,
+    version_info,
+)
 from api.upload import MAX_STUDY_IMAGES
 from explain import MAX_SAMPLES
 
@@ -58,22 +63,14 @@ async def ready(request: Request, readiness: ReadinessDep) -> JSONResponse:
     "/version", operation_id="version", response_model=VersionInfo, responses=problem_responses(500)
 )
 async def get_version(registry: RegistryDep) -> VersionInfo:
+    return version_info(registry, _package_version())
+
+
+def _package_version() -> str:
     try:
-        pkg_version = version("cxr-xai")
+        return version("cxr-xai")
     except PackageNotFoundError:
-        pkg_version = "0+unknown"
-    return VersionInfo(
-        package="cxr-xai",
-        version=pkg_version,
-        models=[model_info(m) for m in registry.models()],
-        providers=list(registry.classifier.providers),
-        calibration=CalibrationOut(
-            source=registry.active_calibration.source,
-            id=registry.active_calibration.id,
-            version=registry.active_calibration.version,
-        ),
-        input_gate=registry.input_gate.version,
-    )
+        return "0+unknown"
 
 
 @router.get(

@@ -24,36 +24,22 @@ from api.interop import (
 )
 from api.jobs import IdempotencyKey, add_job_routes, job_fields, submit_job
 from api.problems import problem_for, problem_responses
-from api.schemas.common import ModelInfo
-from api.schemas.convert import image_out, input_quality_out, operating_point_out
 from api.schemas.report import (
-    AttributionsOut,
     BundleJob,
-    EvidenceOut,
-    GenerationOut,
-    GroundingOut,
-    LanguageOut,
-    MeasurementsOut,
-    ProvenanceOut,
-    RemovedSentenceOut,
     ReportJob,
     ReportResponse,
-    ReportTimingsOut,
-    ReproducibilityOut,
     SectionEventOut,
-    SectionsOut,
-    TokenAttributionOut,
-    ZoneOut,
 )
+from api.schemas.report_out import evidence_out, report_response
 from api.upload import Upload, UploadDep, upload_request_body
 from inference.errors import IntakeError
-from reporting.attribution import ShapleyAttribution
-from reporting.evidence import AGREEMENT_MIN, ZONE_NAMES, Measurements
+from inference.operating import Population
+from reporting.evidence import Language
 from reporting.report import HEADINGS
-from reporting.schema import Sections
 from reporting.stream import StreamEvent
 from service.errors import JobCancelled, ServiceError
 from service.interop_usecase import InteropService
+from service.jobs import JobKind, Params
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
 router = APIRouter(tags=["report"])
@@ -98,14 +84,40 @@ async def report(
     debug: DebugQuery = False,
 ) -> ReportResponse | Response:
     check_push(push, fmt, interop)
-    async with cancel_on_disconnect(request) as control:
-        if fmt == "bundle":
-            b = await interop.bundle(upload.data, upload.sha256, lang, lime, push, control)
-            return bundle_answer(request, b)
-        outcome = await service.report(upload.data, lang, lime, attributions, control, population)
+    if fmt == "bundle":
+        return await _bundle(request, interop, upload, lang, lime, push)
+    outcome = await _written(request, upload, service, lang, lime, attributions, population)
     if fmt == "json":
         return report_response(outcome, service, debug)
     return await _interop_report(interop, upload, outcome, fmt, lime, push)
+
+
+async def _written(
+    request: Request,
+    upload: Upload,
+    service: ReportService,
+    lang: Language,
+    lime: bool,
+    attributions: bool,
+    population: Population | None,
+) -> ReportOutcome:
+    """The one path /report and /explain/report share: the report, its work cancelled when
+    the client leaves (the LIME step within a batch, the LLM within a token)."""
+    async with cancel_on_disconnect(request) as control:
+        return await service.report(upload.data, lang, lime, attributions, control, population)
+
+
+async def _bundle(
+    request: Request,
+    interop: InteropService,
+    upload: Upload,
+    lang: Language,
+    lime: bool,
+    push: bool,
+) -> Response:
+    async with cancel_on_disconnect(request) as control:
+        b = await interop.bundle(upload.data, upload.sha256, lang, lime, push, control)
+    return bundle_answer(request, b)
 
 
 async def _interop_report(
@@ -136,13 +148,27 @@ async def explain_report(
     population: PopulationQuery = None,
     debug: DebugQuery = False,
 ) -> ReportResponse:
-    async with cancel_on_disconnect(request) as control:
-        outcome = await service.report(upload.data, lang, lime, True, control, population)
+    outcome = await _written(request, upload, service, lang, lime, True, population)
     return report_response(outcome, service, debug)
 
 
 REPORT_JOBS = "/report/jobs"
 EXPLAIN_REPORT_JOBS = "/explain/report/jobs"
+_JOB_PATHS: dict[JobKind, str] = {"report": REPORT_JOBS, "explain_report": EXPLAIN_REPORT_JOBS}
+
+
+async def _queued(
+    request: Request,
+    response: Response,
+    kind: JobKind,
+    params: Params,
+    upload: Upload,
+    key: str | None,
+) -> ReportJob:
+    """Submit a report job of ``kind`` and answer its 202 body."""
+    base = _JOB_PATHS[kind]
+    view = await submit_job(request, response, kind, params, upload.data, key, base)
+    return ReportJob(**job_fields(view, request, base))
 
 
 @router.post(
@@ -168,10 +194,7 @@ async def submit_report_job(
     population: PopulationQuery = None,
 ) -> ReportJob:
     params = {"lang": lang, "lime": lime, "attributions": attributions, "population": population}
-    view = await submit_job(
-        request, response, "report", params, upload.data, idempotency_key, REPORT_JOBS
-    )
-    return ReportJob(**job_fields(view, request, REPORT_JOBS))
+    return await _queued(request, response, "report", params, upload, idempotency_key)
 
 
 add_job_routes(
@@ -206,16 +229,7 @@ async def submit_explain_report_job(
     population: PopulationQuery = None,
 ) -> ReportJob:
     params = {"lang": lang, "lime": lime, "attributions": True, "population": population}
-    view = await submit_job(
-        request,
-        response,
-        "explain_report",
-        params,
-        upload.data,
-        idempotency_key,
-        EXPLAIN_REPORT_JOBS,
-    )
-    return ReportJob(**job_fields(view, request, EXPLAIN_REPORT_JOBS))
+    return await _queued(request, response, "explain_report", params, upload, idempotency_key)
 
 
 add_job_routes(
@@ -358,7 +372,7 @@ async def _report_events(
     async with cancel_on_disconnect(request) as control:
         task: asyncio.Future[ReportOutcome] | None = None
         try:
-            yield _sse("evidence", _evidence_out(vision, lang, gate).model_dump_json())
+            yield _sse("evidence", evidence_out(vision, lang, gate).model_dump_json())
             task = asyncio.ensure_future(
                 service.write(vision, lang, False, vision_ms, on_event, control.cancelled)
             )
@@ -381,140 +395,3 @@ def _retrieve(task: asyncio.Future[ReportOutcome]) -> None:
     """Consume the outcome of a generation nobody waits for (it ends in JobCancelled)."""
     if not task.cancelled():
         task.exception()
-
-
-def _sections(s: Sections) -> SectionsOut:
-    return SectionsOut(
-        findings=s.findings, interpretation=s.interpretation, recommendations=s.recommendations
-    )
-
-
-def _attributions(a: ShapleyAttribution) -> AttributionsOut:
-    return AttributionsOut(
-        players=list(a.players),
-        values=[round(v, 6) for v in a.values],
-        section_values={k: [round(x, 6) for x in v] for k, v in a.section_values.items()},
-        tokens=[
-            TokenAttributionOut(
-                text=t.text,
-                start=t.start,
-                end=t.end,
-                section=t.section,
-                values=[round(v, 6) for v in t.values],
-            )
-            for t in a.tokens
-        ],
-        text=a.text,
-        method=a.method,
-        evaluations=a.evaluations,
-        logprob_empty=round(a.logprob_empty, 6),
-        logprob_full=round(a.logprob_full, 6),
-        seconds=round(a.seconds, 3),
-    )
-
-
-def _measurements_out(m: Measurements) -> MeasurementsOut:
-    size = {True: "normal", False: "enlarged", None: "not_assessed"}[m.heart_normal]
-    return MeasurementsOut(
-        ctr=None if m.ctr is None else round(m.ctr, 4),
-        ctr_reliable=m.ctr_reliable,
-        ctr_notes=list(m.ctr_notes),
-        heart_size=size,
-        right_lung_share=None if m.right_lung_share is None else round(m.right_lung_share, 4),
-        left_lung_share=None if m.left_lung_share is None else round(m.left_lung_share, 4),
-        lung_ratio=None if m.lung_ratio is None else round(m.lung_ratio, 4),
-    )
-
-
-def _evidence_out(v: VisionEvidence, lang: Literal["en", "ru"], gate: str) -> EvidenceOut:
-    e = v.evidence
-    agreed = {z.zone_id for z in e.agreed_zones(AGREEMENT_MIN)}
-    return EvidenceOut(
-        decision=e.decision,
-        decision_band=e.decision_band,
-        operating_point=operating_point_out(v.classification),
-        input_quality=input_quality_out(v.input_quality, gate),
-        probability_finding=round(e.probability_finding, 6),
-        threshold=e.threshold,
-        band=list(e.band) if e.band is not None else None,
-        confidence=round(e.confidence, 6),
-        zones=[
-            ZoneOut(
-                zone_id=d.zone_id,
-                name=ZONE_NAMES[lang][d.zone_id],
-                fused=round(d.fused, 4),
-                gradcam_mean=d.gradcam_mean,
-                lime_intensity=d.lime_intensity,
-                methods_agree=d.zone_id in agreed,
-            )
-            for d in v.descriptors
-        ],
-        agreed_zones=sorted(agreed),
-        explanation_weak=e.explanation_weak,
-        weak_reasons=list(v.quality.reasons),
-        lime_used=v.lime_used,
-        measurements=_measurements_out(e.measurements) if e.measurements else None,
-        quality_flags=list(e.quality_flags),
-        unsuitable=list(e.unsuitable),
-    )
-
-
-def report_response(
-    o: ReportOutcome, service: ReportService, debug: bool = False
-) -> ReportResponse:
-    """The response; removed (unsupported) model sentences only with ``debug``."""
-    r, g, rep = o.report, o.report.grounding, o.report.reproducibility
-    return ReportResponse(
-        language=r.language,
-        sections=_sections(r.sections),
-        provenance=ProvenanceOut.model_validate(dict(r.provenance)),
-        text=r.render_text(),
-        html=r.render_html(),
-        generated_sections=_sections(r.generated),
-        generated_provenance=ProvenanceOut.model_validate(dict(r.generated_provenance)),
-        evidence=_evidence_out(o.vision, o.report.language, service.registry.input_gate.version),
-        grounding=GroundingOut(
-            passed=g.passed,
-            unsupported_claims_left=g.unsupported_claims_left,
-            supported_zones=list(g.supported_zones),
-            llm_output_valid=g.llm_output_valid,
-            removed_count=len(g.removed),
-            removed=[
-                RemovedSentenceOut(section=x.section, text=x.text, reason=x.reason, detail=x.detail)
-                for x in g.removed
-            ]
-            if debug
-            else [],
-            fallback_reasons={str(k): v for k, v in g.fallback_reasons.items()},
-        ),
-        language_info=LanguageOut(
-            requested=r.language, generation_language=r.generation_language, mode=r.language_mode
-        ),
-        disclaimer=r.disclaimer,
-        reproducibility=ReproducibilityOut(
-            models=[
-                ModelInfo(
-                    name=m.manifest.name, version=m.manifest.version, sha256=m.manifest.sha256
-                )
-                for m in service.registry.models()
-            ],
-            llm_backend=rep.backend,
-            llm_model=rep.model,
-            gguf_sha256=rep.model_sha256,
-            prompt_template_version=rep.prompt_template_version,
-            prompt_template_sha256=rep.prompt_template_sha256,
-            seed=rep.seed,
-            sampling={k: float(v) for k, v in rep.sampling.items()},
-            backend_details={k: str(v) for k, v in rep.backend_extra.items()},
-        ),
-        generation=GenerationOut(
-            completion_tokens=r.generation.tokens,
-            prompt_tokens=r.generation.prompt_tokens,
-            seconds=round(r.generation.seconds, 4),
-            tokens_per_second=round(r.generation.tokens_per_second, 2),
-            finish_reason=r.generation.finish_reason,
-        ),
-        attributions=_attributions(o.attribution) if o.attribution is not None else None,
-        image=image_out(o.vision.image),
-        timings=ReportTimingsOut(**o.timings.__dict__),
-    )

@@ -14,7 +14,15 @@ from api.schemas.common import (
     OperatingPointOut,
     TimingsOut,
 )
+from api.schemas.convert import (
+    b64,
+    image_out,
+    input_quality_out,
+    operating_point_out,
+    timings_out,
+)
 from inference.operating import Decision
+from service.usecases import ClassifyOutcome, SegmentOutcome, StudyOutcome
 
 DECISION_DOC = (
     "Decision at the population's operating point: finding at or above the band's upper end, "
@@ -86,3 +94,64 @@ class SegmentResponse(BaseModel):
     image: ImageInfoOut
     timings: TimingsOut
     disclaimer: str = DISCLAIMER
+
+
+# Outcome -> response, so the routes only call the use case and one of these.
+
+
+def classify_response(out: ClassifyOutcome, model: ModelInfo, gate: str) -> ClassifyResponse:
+    c = out.classification
+    return ClassifyResponse(
+        probability_finding=round(c.probability_finding, 6),
+        decision=c.decision,
+        threshold=c.threshold,
+        calibrated=c.temperature != 1.0,
+        temperature=c.temperature,
+        operating_point=operating_point_out(c),
+        input_quality=input_quality_out(out.input_quality, gate),
+        model=model,
+        image=image_out(out.image),
+        timings=timings_out(out.timings),
+    )
+
+
+def study_response(out: StudyOutcome, model: ModelInfo, gate: str) -> StudyResponse:
+    views = [
+        StudyViewOut(
+            index=i,
+            probability_finding=round(v.classification.probability_finding, 6),
+            decision=v.classification.decision,
+            input_quality=input_quality_out(v.input_quality, gate),
+            image=image_out(v.image),
+            timings=timings_out(v.timings),
+        )
+        for i, v in enumerate(out.views)
+    ]
+    return StudyResponse(
+        probability_finding=round(out.probability_finding, 6),
+        decision=out.decision,
+        threshold=out.threshold,
+        operating_point=operating_point_out(out.classification),
+        views=views,
+        model=model,
+    )
+
+
+def segment_response(out: SegmentOutcome, model: ModelInfo, gate: str) -> SegmentResponse:
+    structures = [
+        StructureOut(
+            name=s.name,
+            mask_png=b64(s.mask_png),
+            area_fraction=s.area_fraction,
+            provenance=s.provenance,
+        )
+        for s in out.structures
+    ]
+    return SegmentResponse(
+        structures=structures,
+        overlay_png=b64(out.overlay_png),
+        input_quality=input_quality_out(out.input_quality, gate),
+        model=model,
+        image=image_out(out.image),
+        timings=timings_out(out.timings),
+    )

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.common import CalibrationOut, ModelInfo
+from api.schemas.convert import model_info
+from service.registry import ModelRegistry
 
 
 class Liveness(BaseModel):
@@ -45,4 +47,18 @@ class LimitsInfo(BaseModel):
     lime_samples: SampleRange = Field(description="n_samples accepted by the LIME endpoints.")
     report_languages: list[Literal["en", "ru"]] = Field(
         description="Values of the report endpoints' lang parameter."
+    )
+
+
+def version_info(registry: ModelRegistry, package_version: str) -> VersionInfo:
+    calibration = registry.active_calibration
+    return VersionInfo(
+        package="cxr-xai",
+        version=package_version,
+        models=[model_info(m) for m in registry.models()],
+        providers=list(registry.classifier.providers),
+        calibration=CalibrationOut(
+            source=calibration.source, id=calibration.id, version=calibration.version
+        ),
+        input_gate=registry.input_gate.version,
     )
