@@ -73,7 +73,27 @@ def _probe(model: VerifiedModel, roles: tuple[str, ...]) -> dict[str, FloatArray
 
 
 @dataclass(frozen=True)
-class Classifier(VerifiedModel):
+class _RoleModel(VerifiedModel):
+    """A verified model whose role contract is checked when built and by one probe run."""
+
+    @classmethod
+    def load(cls, manifest_path: Path, options: RuntimeOptions) -> Self:
+        """Verify the artifact, then its role contract, including one probe run."""
+        model = cls.of(load_verified_model(manifest_path, options))
+        model.probe()
+        return model
+
+    @classmethod
+    def of(cls, model: VerifiedModel) -> Self:
+        return cls(manifest=model.manifest, session=model.session, providers=model.providers)
+
+    def probe(self) -> None:
+        """Check the dimensions only a run can show (the graph leaves them symbolic)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Classifier(_RoleModel):
     """The finding classifier (see the module docstring for its contract)."""
 
     def __post_init__(self) -> None:
@@ -93,17 +113,6 @@ class Classifier(VerifiedModel):
         for f, c in zip(features[2:], cam[2:], strict=True):
             if _fixed(f) is not None and _fixed(c) is not None and f != c:
                 raise _refuse(self, "outputs 'cam' and 'features' must share their grid")
-
-    @classmethod
-    def load(cls, manifest_path: Path, options: RuntimeOptions) -> Self:
-        """Verify the artifact, then its role contract, including one probe run."""
-        model = cls.of(load_verified_model(manifest_path, options))
-        model.probe()
-        return model
-
-    @classmethod
-    def of(cls, model: VerifiedModel) -> Self:
-        return cls(manifest=model.manifest, session=model.session, providers=model.providers)
 
     def probe(self) -> None:
         out = _probe(self, ("logit", "features", "cam"))
@@ -143,7 +152,7 @@ class Classifier(VerifiedModel):
 
 
 @dataclass(frozen=True)
-class Segmenter(VerifiedModel):
+class Segmenter(_RoleModel):
     """The chest segmenter (see the module docstring for its contract)."""
 
     def __post_init__(self) -> None:
@@ -155,17 +164,6 @@ class Segmenter(VerifiedModel):
         logits = _check_float_rank(self, "logits", 4)
         if _fixed(logits[1]) not in (None, len(self.labels)):
             raise _refuse(self, "output 'logits' must have one channel per label")
-
-    @classmethod
-    def load(cls, manifest_path: Path, options: RuntimeOptions) -> Self:
-        """Verify the artifact, then its role contract, including one probe run."""
-        model = cls.of(load_verified_model(manifest_path, options))
-        model.probe()
-        return model
-
-    @classmethod
-    def of(cls, model: VerifiedModel) -> Self:
-        return cls(manifest=model.manifest, session=model.session, providers=model.providers)
 
     def probe(self) -> None:
         logits = _probe(self, ("logits",))["logits"]
