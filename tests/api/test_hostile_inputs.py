@@ -31,6 +31,7 @@ from api.problems import PROBLEM_MEDIA_TYPE, status_of
 from service.app import create_app
 from service.settings import LimitSettings, Settings
 from tests import factories as f
+from tests.live_server import serve_in_thread
 from tests.unit.test_intake import CASES, Case
 
 PROBLEM_KEYS = {"type", "title", "status", "code", "detail", "request_id"}
@@ -595,24 +596,8 @@ def test_h1_invalid_content_length(small_cap_app: tuple[FastAPI, dict[str, objec
 
 def _serve(settings: Settings) -> Iterator[int]:
     """uvicorn serving ``create_app(settings)`` in a thread on an ephemeral loopback port."""
-    import threading
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield int(sock.getsockname()[1])
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(settings), access_log=False) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

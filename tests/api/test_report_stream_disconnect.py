@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import Request
 
 from api.deps import get_report
@@ -26,6 +24,7 @@ from service.app import create_app
 from service.report_usecase import ReportService, build_report_service
 from service.settings import ReportSettings, Settings
 from tests.factories import png_bytes, synthetic_chest
+from tests.live_server import serve_in_thread
 
 WORDS = 400
 REPLY = json.dumps(
@@ -59,22 +58,8 @@ def port(tiny_weights: Path, backend: FakeBackend) -> Iterator[int]:
         return services[0]
 
     app.dependency_overrides[get_report] = swap
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield int(sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, access_log=False) as port:
+        yield port
 
 
 def _request(image: bytes) -> bytes:

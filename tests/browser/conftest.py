@@ -12,9 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ from service.app import create_app
 from service.report_usecase import ReportService, build_report_service
 from service.settings import DEFAULT_WEIGHTS, ReportSettings, Settings
 from tests.factories import REPO, SHARED
+from tests.live_server import serve_in_thread
 
 CHROMIUM = Path(os.environ.get("CXR_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "test-artifacts" / "viewer"
@@ -91,7 +89,6 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     require(importlib.util.find_spec("playwright") is not None, "playwright is not installed")
     require((SHARED / IMAGE).is_file(), "../shared/data/cxr is not present")
     require((DEFAULT_WEIGHTS / "classifier.manifest.json").is_file(), "shipped weights missing")
-    import uvicorn
 
     png = tmp_path_factory.mktemp("viewer") / "chest.png"
     Image.open(SHARED / IMAGE).convert("L").save(png)
@@ -101,22 +98,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     )
     app = create_app(settings)
     app.dependency_overrides[get_report] = FakeReports()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "uvicorn did not start"
-        yield LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", png)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    with serve_in_thread(app, start_timeout_s=120, access_log=False) as port:
+        yield LiveServer(f"http://127.0.0.1:{port}", png)
 
 
 @pytest.fixture(scope="module")
