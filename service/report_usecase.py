@@ -224,7 +224,8 @@ class ReportService:
             else None
         )
 
-    def _require_llm(self) -> ReportGenerator:
+    def require_llm(self) -> ReportGenerator:
+        """The loaded LLM, or ServiceUnavailable (503) now when none is configured or loaded."""
         if self.generator is None:
             raise ServiceUnavailable(
                 "llm_unavailable",
@@ -236,13 +237,14 @@ class ReportService:
     def model_hashes(self) -> dict[str, str]:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
-    async def _vision(
+    async def evidence(
         self,
         data: bytes,
         with_lime: bool,
         control: JobControl | None = None,
         population: Population | None = None,
     ) -> VisionEvidence:
+        """The vision half of a report: what the prompt will be built from."""
         if with_lime:
             try:
                 lime = await self.explain.lime(
@@ -288,7 +290,7 @@ class ReportService:
         on_event: Callable[[StreamEvent], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[Report, ShapleyAttribution | None, float, float]:
-        generator = self._require_llm()
+        generator = self.require_llm()
         t0 = time.perf_counter()
         report = generator.generate(
             vision.evidence, language, self.model_hashes(), on_event=on_event, cancel=cancel
@@ -304,20 +306,6 @@ class ReportService:
                 vision.evidence, report.prompt_zones, report.generation_language, report.generated
             )
         return report, attribution, llm_ms, _ms(t1) if attributions else 0.0
-
-    def require_llm(self) -> None:
-        """Raise ServiceUnavailable (503) now when no LLM is configured or loaded."""
-        self._require_llm()
-
-    async def evidence(
-        self,
-        data: bytes,
-        with_lime: bool,
-        control: JobControl | None = None,
-        population: Population | None = None,
-    ) -> VisionEvidence:
-        """The vision half of a report: what the prompt will be built from."""
-        return await self._vision(data, with_lime, control, population)
 
     async def write(
         self,
@@ -369,9 +357,9 @@ class ReportService:
         population: Population | None = None,
     ) -> ReportOutcome:
         """``control`` lets the caller stop the LIME step (e.g. when its client has left)."""
-        self._require_llm()  # fail fast, before any vision work
+        self.require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        vision = await self._vision(data, with_lime, control, population)
+        vision = await self.evidence(data, with_lime, control, population)
         cancel = control.cancelled if control is not None else None
         return await self.write(vision, language, attributions, _ms(t0), cancel=cancel)
 
