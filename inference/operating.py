@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+# The decision vocabulary is defined once, in inference.vocabulary; re-exported here.
 from inference.vocabulary import BinaryDecision as BinaryDecision
 from inference.vocabulary import Decision as Decision
+from inference.vocabulary import Population as Population
 
-# The decision vocabulary is defined once, in inference.vocabulary; re-exported here.
-Population = Literal["adult", "pediatric"]
 POPULATIONS: tuple[Population, ...] = get_args(Population)
 PEDIATRIC_BELOW_YEARS = 18.0
 

@@ -15,6 +15,9 @@ Decision = Literal["finding", "no_finding", "indeterminate"]
 """A decision as answered: ``indeterminate`` inside the population's borderline band."""
 BINARY_DECISIONS: tuple[BinaryDecision, ...] = get_args(BinaryDecision)
 
+Population = Literal["adult", "pediatric"]
+"""Whose operating point (threshold and borderline band) a decision was made at."""
+
 CLASSIFIER_LABELS: tuple[str, ...] = ("finding",)
 """The classifier's one output, in order: the logit of P(finding)."""
 

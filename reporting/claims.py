@@ -13,7 +13,8 @@ What is extracted from a sentence:
 - out-of-scope terms: pathologies and structures the descriptors say nothing about
   (effusion, mediastinum, fracture, named diagnoses...);
 - cardiac claims (a clause naming the heart or the cardiothoracic ratio): normal size,
-  enlarged, or a plain mention; judged against the measured CTR, never against the lungs;
+  enlarged, a plain mention, or a statement about the measurement (too close to 0.5 to call,
+  not reliable); judged against the measured CTR, never against the lungs;
 - a borderline / indeterminate statement (allowed only inside the borderline band);
 - dismissive advice ("no further action is required", "не требуется"): a model cannot clear
   a patient, so it is out of scope;
@@ -266,7 +267,12 @@ BORDERLINE = (
 _RATIO = ("ratio", "cardiothoracic", "ctr", "индекс", "кардиоторакал", "кти")
 # "heart size is not assessed" / "размер сердца не оценивается": a neutral statement.
 _ASSESS = ("assessed", "judged", "evaluated", "called", "call", "оценива", "оцен", "суд")
-CardiacClaim = Literal["normal", "enlarged", "ratio", "other"]
+# "too close to 0.5 to call" and "not reliable on this image" are claims about the measurement:
+# each is true of one state of the CTR only (a small model copied the worked example's "too close
+# to 0.5" onto a CTR of 0.37). Sentence-level, because the clause split cuts them off the ratio.
+_CLOSE = re.compile(r"\b(?:too close|close to|near(?:ly)? 0[.,]5)\b|\bблиз\w*")
+_UNRELIABLE = re.compile(r"\b(?:not reliable|unreliable)\b|недостовер\w*|ненадёжн\w*|ненадежн\w*")
+CardiacClaim = Literal["normal", "enlarged", "ratio", "close", "unreliable", "other"]
 
 # Sources of information the report does not have: no history, no examination, no prior study.
 _STUDY = r"(?:study|studies|exam\w*|imaging|radiograph\w*|film\w*)"
@@ -435,6 +441,9 @@ def extract_claims(sentence: str) -> Claims:
                 normal |= not neg
             elif _has(w, _NEGATABLE) and neg:
                 normal = True
+    if cardiac:
+        cardiac += ["close"] if _CLOSE.search(text) else []
+        cardiac += ["unreliable"] if _UNRELIABLE.search(text) else []
     if borderline:
         # A hedged sentence ("borderline; an abnormality cannot be excluded") asserts neither
         # side; it is only allowed when the probability is inside the borderline band.

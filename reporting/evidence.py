@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from inference.vocabulary import ZONE_IDS as ZONE_IDS  # re-exported
-from inference.vocabulary import BinaryDecision
+from inference.vocabulary import BinaryDecision, Population
 from inference.vocabulary import ZoneId as ZoneId
 
 Decision = BinaryDecision  # a report is written for one side of the threshold
@@ -178,6 +178,15 @@ class Measurements:
         return None
 
     @property
+    def ctr_close(self) -> bool:
+        """A reliable CTR within ``CTR_MARGIN`` of 0.5 on either side: too close to call."""
+        return (
+            self.ctr is not None
+            and self.ctr_reliable
+            and CTR_UPPER_NORMAL - CTR_MARGIN <= self.ctr < CTR_UPPER_NORMAL + CTR_MARGIN
+        )
+
+    @property
     def projection_unknown_high(self) -> bool:
         """A reliable CTR clearly above 0.5 that is not called because the film is not known
         to be PA (see ``view_pa``)."""
@@ -202,6 +211,9 @@ class Evidence:
     observations of the input gate (the image was still analysed); unsuitable: reasons the
     image cannot be analysed at all (the report then says so and nothing else).
     measurements: CTR and lung areas, or None when not measured.
+    population: whose operating point ``threshold`` is (adults or children), None = not said;
+    population_assumed: it is the service's default, not taken from the patient's age (the
+    report says so: a child's film read at the adult threshold must not look deliberate).
     """
 
     decision: Decision
@@ -214,6 +226,8 @@ class Evidence:
     quality_flags: tuple[str, ...] = ()
     unsuitable: tuple[str, ...] = ()
     measurements: Measurements | None = None
+    population: Population | None = None
+    population_assumed: bool = False
 
     def __post_init__(self) -> None:
         if self.band is not None:

@@ -113,6 +113,10 @@ def _heart_violation(claims: Claims, evidence: Evidence) -> str | None:
             return "normal heart size needs a reliable CTR below 0.5"
         if claim == "enlarged" and m.heart_normal is not False:
             return "an enlarged heart needs a reliable CTR of 0.5 or more"
+        if claim == "close" and not m.ctr_close:
+            return "the CTR is not within the margin around 0.5"
+        if claim == "unreliable" and m.ctr_reliable:
+            return "the CTR is reliable on this image"
     return None
 
 

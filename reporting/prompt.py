@@ -41,7 +41,7 @@ from reporting.evidence import (
     flag_name,
 )
 from reporting.llm import Message
-from reporting.templates import fmt, percent, probability_pair
+from reporting.templates import fmt, percent, population_text, probability_pair
 
 PLAYER_DECISION = "decision"
 PLAYER_CONFIDENCE = "confidence"
@@ -149,7 +149,7 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: abnormal finding.\n"
-                "- Probability of a finding 0.87; threshold 0.64.\n"
+                "- Probability of a finding 0.87; threshold 0.64 for adults.\n"
                 "- Lung zones highlighted by the explanation maps: left lower zone (intensity "
                 "0.58); left mid zone (intensity 0.33).\n"
                 "- Grad-CAM and LIME agree on: left lower zone.\n"
@@ -160,8 +160,9 @@ _EN = PromptTexts(
             answer={
                 "findings": (
                     "The model reports an abnormal finding: the probability of a finding is "
-                    "0.87 (threshold 0.64). The explanation maps point to the left lower zone "
-                    "(intensity 0.58) and, less strongly, the left mid zone (intensity 0.33); "
+                    "0.87 (threshold 0.64 for adults). The explanation maps point to the left "
+                    "lower zone (intensity 0.58) and, less strongly, the left mid zone "
+                    "(intensity 0.33); "
                     "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio "
                     "0.44 (below 0.5): heart size within normal limits."
                 ),
@@ -179,19 +180,19 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: no finding.\n"
-                "- Probability of a finding 0.21; threshold 0.64.\n"
+                "- Probability of a finding 0.21; threshold 0.58 for adults (age not given).\n"
                 "- The explanation map is weak; no zone can be singled out.\n"
-                "- Cardiothoracic ratio 0.52, too close to 0.5: heart size is not called from "
-                "it.\n"
+                "- Cardiothoracic ratio 0.41 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 55 %, left 45 %.\n"
                 "- Image quality flags: none."
             ),
             answer={
                 "findings": (
-                    "The model reports no finding: the probability of a finding is 0.21 "
-                    "(threshold 0.64). The explanation map is weak; no zone can be singled "
-                    "out. Cardiothoracic ratio 0.52, too close to 0.5: heart size is not "
-                    "called from it."
+                    "The model reports no finding: the probability of a finding is 0.21, "
+                    "below the threshold 0.58 for adults (age not given). The explanation map "
+                    "is weak; no zone can be singled "
+                    "out. Cardiothoracic ratio 0.41 (below 0.5): heart size within normal "
+                    "limits."
                 ),
                 "interpretation": (
                     "The model found no abnormality; this does not exclude disease."
@@ -266,7 +267,7 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: патологическая находка.\n"
-                "- Вероятность находки 0,87; порог 0,64.\n"
+                "- Вероятность находки 0,87; порог 0,64 для взрослых.\n"
                 "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58); "
                 "левую среднюю зону (интенсивность 0,33).\n"
                 "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону.\n"
@@ -278,8 +279,9 @@ _RU = PromptTexts(
             answer={
                 "findings": (
                     "Модель выявила патологическую находку: вероятность находки 0,87 (порог "
-                    "0,64). Карты объяснения указывают на левую нижнюю зону (интенсивность "
-                    "0,58) и, слабее, на левую среднюю зону (интенсивность 0,33); Grad-CAM и "
+                    "0,64 для взрослых). Карты объяснения указывают на левую нижнюю зону "
+                    "(интенсивность 0,58) и, слабее, на левую среднюю зону (интенсивность 0,33); "
+                    "Grad-CAM и "
                     "LIME согласованно указывают на левую нижнюю зону. Кардиоторакальный "
                     "индекс 0,44 (меньше 0,5): размер сердца в пределах нормы."
                 ),
@@ -297,19 +299,19 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: находок нет.\n"
-                "- Вероятность находки 0,21; порог 0,64.\n"
+                "- Вероятность находки 0,21; порог 0,58 для взрослых (возраст не указан).\n"
                 "- Карта объяснения слабая; выделить отдельную зону нельзя.\n"
-                "- Кардиоторакальный индекс 0,52 слишком близок к 0,5: размер сердца по нему "
-                "не оценивается.\n"
+                "- Кардиоторакальный индекс 0,41 (меньше 0,5): размер сердца в пределах "
+                "нормы.\n"
                 "- Доля общей площади лёгких: справа 55 %, слева 45 %.\n"
                 "- Замечаний к качеству изображения нет."
             ),
             answer={
                 "findings": (
                     "Модель не выявила патологических изменений: вероятность находки 0,21 "
-                    "(порог 0,64). Карта объяснения слабая; выделить отдельную зону нельзя. "
-                    "Кардиоторакальный индекс 0,52 слишком близок к 0,5: размер сердца по нему "
-                    "не оценивается."
+                    "(порог 0,58 для взрослых, возраст не указан). Карта объяснения слабая; "
+                    "выделить отдельную зону нельзя. Кардиоторакальный индекс 0,41 (меньше 0,5): "
+                    "размер сердца в пределах нормы."
                 ),
                 "interpretation": (
                     "Модель не выявила патологических изменений; это не исключает заболевания."
@@ -323,7 +325,7 @@ _RU = PromptTexts(
     ),
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.2", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.3", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
@@ -343,7 +345,7 @@ def _decision_text(evidence: Evidence, t: PromptTexts) -> str:
 
 def _probability_text(evidence: Evidence, language: Language, t: PromptTexts) -> str:
     p, thr = probability_pair(evidence.probability_finding, evidence.threshold, language)
-    return t.probability.format(p=p, t=thr)
+    return t.probability.format(p=p, t=thr + population_text(evidence, language))
 
 
 def _measurement_lines(m: Measurements | None, language: Language, t: PromptTexts) -> list[str]:
@@ -354,7 +356,7 @@ def _measurement_lines(m: Measurements | None, language: Language, t: PromptText
     elif m.ctr_reliable and m.heart_normal is not None:
         text = t.ctr_normal if m.heart_normal else t.ctr_enlarged
         lines = [text.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
-    elif m.ctr_reliable:
+    elif m.ctr_close:
         lines = [t.ctr_close.format(ctr=fmt(m.ctr, language), limit=fmt(0.5, language, 1))]
     else:
         lines = [t.ctr_unreliable.format(ctr=fmt(m.ctr, language))]

@@ -81,8 +81,26 @@ def _names(zones: tuple[ZoneEvidence, ...], language: Language) -> str:
     return ", ".join(ZONE_NAMES[language][z.zone_id] for z in zones)
 
 
+_POPULATION: dict[Language, dict[str, str]] = {
+    "en": {"adult": " for adults", "pediatric": " for children", "assumed": " (age not given)"},
+    "ru": {"adult": " для взрослых", "pediatric": " для детей", "assumed": " (возраст не указан)"},
+}
+
+
+def population_text(e: Evidence, lang: Language) -> str:
+    """Whose threshold it is (" for adults (age not given)"), or "" when Evidence does not say.
+
+    A threshold is a population's operating point: the reader must see which one was used,
+    and that it was a default when the patient's age was not supplied."""
+    if e.population is None:
+        return ""
+    words = _POPULATION[lang]
+    return words[e.population] + (words["assumed"] if e.population_assumed else "")
+
+
 def decision_sentence(e: Evidence, lang: Language) -> str:
-    p, t = probability_pair(e.probability_finding, e.threshold, lang)
+    p, thr = probability_pair(e.probability_finding, e.threshold, lang)
+    t = thr + population_text(e, lang)
     if e.indeterminate and e.band is not None:
         lo, hi = (fmt(v, lang) for v in e.band)
         if lang == "en":

@@ -126,6 +126,9 @@ def to_evidence(
         # The population's borderline band and the input gate's flags (the report words them).
         band=classification.band if classification.band[0] < classification.band[1] else None,
         quality_flags=tuple(input_quality.flags) if input_quality is not None else (),
+        # whose threshold this is, and whether it is the default for want of an age
+        population=classification.population,
+        population_assumed=classification.population_source == "default",
     )
 
 

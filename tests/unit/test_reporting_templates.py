@@ -138,15 +138,19 @@ EXAMPLE_EVIDENCE = (
         0.64,
         (ZoneEvidence("left_lower", 0.58, 0.5, 0.58, 0.66), ZoneEvidence("left_mid", 0.33)),
         measurements=Measurements(0.44, True, (), 0.53, 0.47, 53 / 47),
+        population="adult",
     ),
-    # no finding, weak map, a CTR too close to 0.5 to call
+    # no finding, weak map, a normal CTR, the adult threshold taken for want of an age (the
+    # common case: v2.2's "too close to 0.5" example was copied onto CTRs of 0.37-0.40)
     Evidence(
         "no_finding",
         0.21,
-        0.64,
+        0.58,
         (),
         explanation_weak=True,
-        measurements=Measurements(0.52, True, (), 0.55, 0.45, 55 / 45),
+        measurements=Measurements(0.41, True, (), 0.55, 0.45, 55 / 45),
+        population="adult",
+        population_assumed=True,
     ),
 )
 
@@ -210,3 +214,71 @@ def test_high_ctr_of_unknown_projection_is_reported_without_a_size_call(lang: st
     assert unknown is not None and pa is not None
     assert "enlarged" not in unknown and "увелич" not in unknown
     assert ("enlarged" in pa) if lang == "en" else ("увеличенным" in pa)
+
+
+@pytest.mark.parametrize(
+    ("m", "close_ok", "unreliable_ok"),
+    [
+        (NORMAL_HEART, False, False),
+        (Measurements(0.49, True, ()), True, False),
+        (Measurements(0.47, True, ()), True, False),  # the margin's edge, as the prompt calls it
+        (Measurements(0.58, True, (), view_pa=True), False, False),
+        (Measurements(0.42, False, ("ap_view",)), False, True),
+    ],
+)
+def test_statements_about_the_ctr_itself_need_that_state(
+    m: Measurements, close_ok: bool, unreliable_ok: bool
+) -> None:
+    """ "Too close to 0.5" and "not reliable" are claims: copied onto another CTR they go."""
+    checker = GroundingChecker(_ev(0.2, zones=(), measurements=m), GroundingPolicy())
+    value = f"{m.ctr:.2f}"
+    close = (
+        (
+            f"Cardiothoracic ratio {value}, too close to 0.5: heart size is not called from it.",
+            "en",
+        ),
+        (
+            f"Кардиоторакальный индекс {value.replace('.', ',')} слишком близок к 0,5: размер "
+            "сердца по нему не оценивается.",
+            "ru",
+        ),
+    )
+    unreliable = (
+        (
+            f"Cardiothoracic ratio {value}, not reliable on this image: heart size is not "
+            "assessed.",
+            "en",
+        ),
+        (
+            f"Кардиоторакальный индекс {value.replace('.', ',')} недостоверен на этом снимке: "
+            "размер сердца не оценивается.",
+            "ru",
+        ),
+    )
+    for sentence, lang in close:
+        found = checker.violation(sentence, lang)  # type: ignore[arg-type]
+        assert (found is None) == close_ok, (sentence, found)
+        assert found is None or found[0] == "unsupported_heart"
+    for sentence, lang in unreliable:
+        found = checker.violation(sentence, lang)  # type: ignore[arg-type]
+        assert (found is None) == unreliable_ok, (sentence, found)
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_the_threshold_names_its_population_and_a_default_is_said(lang: Language) -> None:
+    child = _ev(0.2, zones=(), population="pediatric")
+    assumed = _ev(0.2, zones=(), population="adult", population_assumed=True)
+    kid = render_template(child, (), lang).findings or ""
+    adult = render_template(assumed, (), lang).findings or ""
+    facts = build_messages(assumed, (), lang)[-1].content
+    if lang == "en":
+        assert "threshold 0.70 for children)" in kid
+        assert "threshold 0.70 for adults (age not given)" in adult
+        assert "threshold 0.70 for adults (age not given)." in facts
+    else:
+        assert "порог 0,70 для детей)" in kid
+        assert "порог 0,70 для взрослых (возраст не указан)" in adult
+        assert "порог 0,70 для взрослых (возраст не указан)." in facts
+    for ev, text in ((child, kid), (assumed, adult)):
+        checker = GroundingChecker(ev, GroundingPolicy())
+        assert all(checker.violation(s, lang) is None for s in split_sentences(text))
