@@ -25,11 +25,12 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import numpy as np
 
 from reporting.errors import GenerationCancelled, LLMUnavailable
 from reporting.gguf import embedded_gguf_path, verify_gguf
+from reporting.greedy import GreedyConfig, greedy_tokens
 from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
 
 
@@ -217,52 +219,102 @@ class LlamaCppBackend:
             start = time.perf_counter()
             prompt_ids = self._tokens(prompt)
             cached = self._restore_prefix(messages, prompt_ids)
-            stops = self._chat.stop_ids
-
-            def stop_on_eos(tokens: Any, _logits: Any) -> bool:
-                return int(tokens[-1]) in stops
-
-            chunks = self._llm.create_completion(
-                prompt_ids,
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                min_p=0.0,
-                repeat_penalty=params.repeat_penalty,
-                seed=params.seed,
-                stop=list(self._chat.stop),
-                stopping_criteria=self._llama_cpp.StoppingCriteriaList([stop_on_eos]),
-                grammar=grammar,
-                stream=True,
-            )
+            chunks, finish_of = self._decode(prompt_ids, cached, grammar, params)
             pieces: list[str] = []
-            finish = "stop"
+            n_tokens = 0
             first_s: float | None = None
+            # a UTF-8 character (Cyrillic, or a split multi-byte token) may span two tokens
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")
             try:
                 for chunk in chunks:
                     if cancel is not None and cancel.is_set():
                         raise GenerationCancelled("cancelled during generation")
-                    choice = chunk["choices"][0]
-                    piece = str(choice.get("text") or "")
+                    n_tokens += 1
+                    piece = text.decode(chunk)
                     if piece:
                         first_s = first_s if first_s is not None else time.perf_counter() - start
                         pieces.append(piece)
                         if on_text is not None:
                             on_text(piece)
-                    finish = str(choice.get("finish_reason") or finish)
+                tail = text.decode(b"", final=True)
+                if tail:
+                    pieces.append(tail)
             finally:
                 chunks.close()  # stops decoding when we leave early (cancel, callback error)
+            finish = finish_of()
             seconds = time.perf_counter() - start
         return GenerationResult(
             text="".join(pieces),
-            tokens=len(pieces),
+            tokens=n_tokens,
             prompt_tokens=len(prompt_ids),
             seconds=seconds,
             finish_reason=finish,
             cached_prompt_tokens=cached,
             first_text_seconds=first_s,
         )
+
+    def _decode(
+        self, prompt_ids: list[int], cached: int, grammar: Any, params: GenerationParams
+    ) -> tuple[Generator[bytes, None, None], Callable[[], str]]:
+        """The generated text as byte pieces, one per token, after ``prompt_ids`` (the first
+        ``cached`` are in the KV cache), and a function giving the finish reason once the
+        pieces are consumed.
+
+        Greedy decoding (temperature 0, the reports' setting) checks the grammar lazily
+        (:mod:`reporting.greedy`); sampling goes through llama-cpp-python's own chain."""
+        finish = ["stop"]
+        if params.temperature == 0.0:
+            config = GreedyConfig(params.max_tokens, params.repeat_penalty)
+            tokens = greedy_tokens(
+                self._llama_cpp,
+                self._llm,
+                prompt_ids[cached:],
+                config,
+                self._chat.stop_ids,
+                grammar,
+            )
+
+            def greedy() -> Generator[bytes, None, None]:
+                try:
+                    while True:
+                        yield bytes(self._llm.detokenize([next(tokens)]))
+                except StopIteration as done:
+                    finish[0] = str(done.value)
+                finally:
+                    tokens.close()
+
+            return greedy(), lambda: finish[0]
+        return self._sampled(prompt_ids, grammar, params, finish), lambda: finish[0]
+
+    def _sampled(
+        self, prompt_ids: list[int], grammar: Any, params: GenerationParams, finish: list[str]
+    ) -> Generator[bytes, None, None]:
+        stops = self._chat.stop_ids
+
+        def stop_on_eos(tokens: Any, _logits: Any) -> bool:
+            return int(tokens[-1]) in stops
+
+        chunks = self._llm.create_completion(
+            prompt_ids,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=0.0,
+            repeat_penalty=params.repeat_penalty,
+            seed=params.seed,
+            stop=list(self._chat.stop),
+            stopping_criteria=self._llama_cpp.StoppingCriteriaList([stop_on_eos]),
+            grammar=grammar,
+            stream=True,
+        )
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                finish[0] = str(choice.get("finish_reason") or finish[0])
+                yield str(choice.get("text") or "").encode("utf-8")
+        finally:
+            chunks.close()
 
     def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:
         prompt = self.render_prompt(messages)

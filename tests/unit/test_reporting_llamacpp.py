@@ -178,3 +178,40 @@ def test_cancel_stops_a_real_generation(backend: LlamaCppBackend) -> None:
     assert len(pieces) == 3
     # the context is usable afterwards and still deterministic
     assert gen.generate(EVIDENCE, "en").generation.text
+
+
+def test_lazy_grammar_decoding_equals_llama_cpp_python_chain(backend: LlamaCppBackend) -> None:
+    """Greedy decoding that checks the grammar only on the best token (reporting.greedy)
+    gives exactly the tokens of llama-cpp-python's sampler chain (penalty, grammar, greedy),
+    and a grammar the model would not follow on its own is still obeyed (full check)."""
+    import llama_cpp
+
+    from reporting.greedy import GreedyConfig, greedy_tokens
+
+    llm = backend._llm
+    prompt = backend.render_prompt([Message("user", "Describe a chest X-ray in JSON.")])
+    ids = list(llm.tokenize(prompt.encode(), add_bos=True, special=True))
+    grammar = backend._grammar(REPORT_JSON_SCHEMA)
+    stops = {int(llm.token_eos())}
+    llm.reset()
+    chain = llm.create_completion(
+        ids, max_tokens=60, temperature=0.0, repeat_penalty=1.1, grammar=grammar, seed=0
+    )["choices"][0]["text"]
+    llm.reset()
+    lazy = list(greedy_tokens(llama_cpp, llm, ids, GreedyConfig(60, 1.1), stops, grammar))
+    assert bytes(llm.detokenize(lazy)).decode() == chain
+    forced = llama_cpp.LlamaGrammar.from_string('root ::= "zebra zebra"', verbose=False)
+    llm.reset()
+    out = list(greedy_tokens(llama_cpp, llm, ids, GreedyConfig(20, 1.1), stops, forced))
+    assert bytes(llm.detokenize(out)).decode() == "zebra zebra"
+    llm.reset()
+
+
+def test_repetition_penalty_is_llama_cpps() -> None:
+    import numpy as np
+
+    from reporting.greedy import penalise
+
+    logits = np.array([2.0, -2.0, 1.0, 0.0], dtype=np.float32)
+    penalise(logits, [0, 1, 1, 3], 2.0)  # each distinct recent token once, by sign
+    assert logits.tolist() == [1.0, -4.0, 1.0, 0.0]
