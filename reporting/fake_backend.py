@@ -46,6 +46,8 @@ class FakeBackend:
         self.prompts: list[tuple[Message, ...]] = []
         self.schemas: list[Mapping[str, Any] | None] = []
         self.params: list[GenerationParams] = []
+        self.checkpoints: list[str | None] = []
+        self.prefills: list[tuple[tuple[Message, ...], str]] = []
 
     @property
     def info(self) -> BackendInfo:
@@ -59,6 +61,13 @@ class FakeBackend:
         if self._fail == "timeout":
             raise LLMTimeout("fake backend timed out", retry_after=3)
 
+    def prefill(self, messages: Sequence[Message], checkpoint: str) -> None:
+        """Records the call (tests check what was read ahead, and when)."""
+        if not messages[-1].content.startswith(checkpoint):
+            raise ValueError("the checkpoint must start the last message")
+        with self._lock:
+            self.prefills.append((tuple(messages), checkpoint))
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -66,10 +75,12 @@ class FakeBackend:
         params: GenerationParams,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: str | None = None,
     ) -> GenerationResult:
         """Streams the reply word by word (``delay_s`` apart) and honours ``cancel``."""
         with self._lock:
             self.prompts.append(tuple(messages))
+            self.checkpoints.append(checkpoint)
             self.schemas.append(json_schema)
             self.params.append(params)
         self._maybe_fail()

@@ -131,6 +131,7 @@ class LlamaCppBackend:
         self._scorer: Any | None = None
         self._grammars: dict[str, Any] = {}
         self._prefix: tuple[int, ...] = ()  # the fixed prefix whose KV state is cached
+        self._checkpoint: tuple[int, ...] = ()  # tokens up to the last checkpoint read
 
     def _new_context(self, logits_all: bool) -> Any:
         c = self._config
@@ -184,24 +185,69 @@ class LlamaCppBackend:
         llm = self._llm
         if not self._config.prefix_cache or len(messages) < 2:
             llm.reset()
-            self._prefix = ()
+            self._prefix = self._checkpoint = ()
             return 0
         head = self._tokens(self._chat.render_history(messages[:-1]))
         n = min(_common_prefix(head, prompt_ids), len(prompt_ids) - 1)
         if n <= 0:
             llm.reset()
-            self._prefix = ()
+            self._prefix = self._checkpoint = ()
             return 0
         prefix = tuple(prompt_ids[:n])
         cached = llm.n_tokens >= n and self._prefix == prefix
         if not cached:
             llm.reset()
             llm.eval(list(prefix))
-            self._prefix = prefix
+            self._prefix, self._checkpoint = prefix, ()
         # create_completion reuses the longest cached token prefix; truncating to the
         # fixed prefix makes every request evaluate exactly its own evidence turn.
         llm.n_tokens = n
         return n
+
+    def _checkpoint_ids(
+        self, prompt: str, messages: Sequence[Message], checkpoint: str | None
+    ) -> list[int]:
+        """The tokens of ``prompt`` up to ``checkpoint`` (a prefix of the last message's
+        content), or [] without one."""
+        content = messages[-1].content if messages else ""
+        at = prompt.rfind(content) if checkpoint and content.startswith(checkpoint) else -1
+        if at < 0:
+            return []
+        return self._tokens(prompt[: at + len(checkpoint or "")])
+
+    def _read_to_checkpoint(
+        self, messages: Sequence[Message], prompt_ids: list[int], head: list[int]
+    ) -> tuple[int, int]:
+        """Bring the KV cache to the checkpoint (``head``'s common token prefix with the
+        prompt): reused when a prefill left it there, else the fixed prefix is restored and
+        the rest read as one piece. Returns (tokens now in the cache, tokens reused).
+        Caller holds the lock."""
+        llm = self._llm
+        k = min(_common_prefix(head, prompt_ids), len(prompt_ids) - 1)
+        if (
+            k > 0
+            and self._checkpoint == tuple(prompt_ids[:k])
+            and llm.n_tokens >= k
+            and _common_prefix(llm.input_ids[:k].tolist(), prompt_ids) >= k
+        ):
+            llm.n_tokens = k
+            return k, k
+        cached = self._restore_prefix(messages, prompt_ids)
+        # whatever is read next overwrites the cache after the fixed prefix
+        self._checkpoint = ()
+        if k > cached:
+            self._llm.eval(prompt_ids[cached:k])
+            self._checkpoint = tuple(prompt_ids[:k])
+            return k, cached
+        return cached, cached
+
+    def prefill(self, messages: Sequence[Message], checkpoint: str) -> None:
+        prompt = self.render_prompt(messages)
+        with self._lock:
+            prompt_ids = self._tokens(prompt)
+            self._read_to_checkpoint(
+                messages, prompt_ids, self._checkpoint_ids(prompt, messages, checkpoint)
+            )
 
     def generate(
         self,
@@ -210,6 +256,7 @@ class LlamaCppBackend:
         params: GenerationParams,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: str | None = None,
     ) -> GenerationResult:
         prompt = self.render_prompt(messages)
         with self._lock:
@@ -218,8 +265,9 @@ class LlamaCppBackend:
             grammar = self._grammar(json_schema) if json_schema is not None else None
             start = time.perf_counter()
             prompt_ids = self._tokens(prompt)
-            cached = self._restore_prefix(messages, prompt_ids)
-            chunks, finish_of = self._decode(prompt_ids, cached, grammar, params)
+            head = self._checkpoint_ids(prompt, messages, checkpoint)
+            ready, cached = self._read_to_checkpoint(messages, prompt_ids, head)
+            chunks, finish_of = self._decode(prompt_ids, ready, grammar, params)
             pieces: list[str] = []
             n_tokens = 0
             first_s: float | None = None

@@ -108,13 +108,24 @@ class LLMBackend(Protocol):
         params: GenerationParams,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: str | None = None,
     ) -> GenerationResult:
         """Generate a reply; ``on_text`` receives the text as it is produced (in pieces
         whose concatenation is the result's text; a backend that cannot stream calls it once).
 
+        ``checkpoint``: a prefix of the last message's content that a :meth:`prefill` may have
+        read already (a backend that keeps KV state reuses it, and otherwise reads the prompt
+        in the same two pieces, so the output does not depend on whether the prefill ran).
+
         Raises LLMUnavailable or LLMTimeout when the model cannot answer, and
         GenerationCancelled soon after ``cancel`` is set.
         """
+        ...
+
+    def prefill(self, messages: Sequence[Message], checkpoint: str) -> None:
+        """Read ``messages`` up to ``checkpoint`` (a prefix of the last message's content)
+        ahead of :meth:`generate`, e.g. while the explanations are still computed. A no-op
+        for backends that cannot keep state between calls."""
         ...
 
     def score_tokens(self, messages: Sequence[Message], continuation: str) -> TokenScores:

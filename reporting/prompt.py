@@ -150,12 +150,12 @@ _EN = PromptTexts(
                 "Facts:\n"
                 "- Decision: abnormal finding.\n"
                 "- Probability of a finding 0.87; threshold 0.64 for adults.\n"
-                "- Lung zones highlighted by the explanation maps: left lower zone (intensity "
-                "0.58); left mid zone (intensity 0.33).\n"
-                "- Grad-CAM and LIME agree on: left lower zone.\n"
                 "- Cardiothoracic ratio 0.44 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 53 %, left 47 %.\n"
-                "- Image quality flags: none."
+                "- Image quality flags: none.\n"
+                "- Lung zones highlighted by the explanation maps: left lower zone (intensity "
+                "0.58); left mid zone (intensity 0.33).\n"
+                "- Grad-CAM and LIME agree on: left lower zone."
             ),
             answer={
                 "findings": (
@@ -181,10 +181,10 @@ _EN = PromptTexts(
                 "Facts:\n"
                 "- Decision: no finding.\n"
                 "- Probability of a finding 0.21; threshold 0.58 for adults (age not given).\n"
-                "- The explanation map is weak; no zone can be singled out.\n"
                 "- Cardiothoracic ratio 0.41 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 55 %, left 45 %.\n"
-                "- Image quality flags: none."
+                "- Image quality flags: none.\n"
+                "- The explanation map is weak; no zone can be singled out."
             ),
             answer={
                 "findings": (
@@ -268,13 +268,13 @@ _RU = PromptTexts(
                 "Факты:\n"
                 "- Решение: патологическая находка.\n"
                 "- Вероятность находки 0,87; порог 0,64 для взрослых.\n"
-                "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58); "
-                "левую среднюю зону (интенсивность 0,33).\n"
-                "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону.\n"
                 "- Кардиоторакальный индекс 0,44 (меньше 0,5): размер сердца в пределах "
                 "нормы.\n"
                 "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
-                "- Замечаний к качеству изображения нет."
+                "- Замечаний к качеству изображения нет.\n"
+                "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58); "
+                "левую среднюю зону (интенсивность 0,33).\n"
+                "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону."
             ),
             answer={
                 "findings": (
@@ -300,11 +300,11 @@ _RU = PromptTexts(
                 "Факты:\n"
                 "- Решение: находок нет.\n"
                 "- Вероятность находки 0,21; порог 0,58 для взрослых (возраст не указан).\n"
-                "- Карта объяснения слабая; выделить отдельную зону нельзя.\n"
                 "- Кардиоторакальный индекс 0,41 (меньше 0,5): размер сердца в пределах "
                 "нормы.\n"
                 "- Доля общей площади лёгких: справа 55 %, слева 45 %.\n"
-                "- Замечаний к качеству изображения нет."
+                "- Замечаний к качеству изображения нет.\n"
+                "- Карта объяснения слабая; выделить отдельную зону нельзя."
             ),
             answer={
                 "findings": (
@@ -325,7 +325,7 @@ _RU = PromptTexts(
     ),
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.3", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.4", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
@@ -366,16 +366,11 @@ def _measurement_lines(m: Measurements | None, language: Language, t: PromptText
     return lines
 
 
-def facts_lines(
-    evidence: Evidence,
-    zones: tuple[ZoneEvidence, ...],
-    language: Language,
-    template: PromptTemplate = DEFAULT_TEMPLATE,
-    include: Collection[str] | None = None,
+def _early_lines(
+    evidence: Evidence, language: Language, keep: set[str], t: PromptTexts
 ) -> list[str]:
-    """The fact lines of the last user turn (players not in ``include`` left out)."""
-    t = template.texts[language]
-    keep = set(players_for(evidence, zones)) if include is None else set(include)
+    """The fact lines known before the explanations: decision, probability, band, the
+    measurements and the quality flags (classifier and segmenter outputs only)."""
     lines = []
     if PLAYER_DECISION in keep:
         lines.append(_decision_text(evidence, t))
@@ -384,6 +379,26 @@ def facts_lines(
     if evidence.indeterminate and evidence.band is not None:
         lo, hi = (fmt(v, language) for v in evidence.band)
         lines.append(t.band.format(lo=lo, hi=hi))
+    lines += _measurement_lines(evidence.measurements, language, t)
+    flags = ", ".join(flag_name(f, language) for f in evidence.quality_flags)
+    lines.append(t.flags.format(names=flags) if flags else t.no_flags)
+    return lines
+
+
+def facts_lines(
+    evidence: Evidence,
+    zones: tuple[ZoneEvidence, ...],
+    language: Language,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    include: Collection[str] | None = None,
+) -> list[str]:
+    """The fact lines of the last user turn (players not in ``include`` left out).
+
+    The explanation's lines come last, so that everything before them can be read by the
+    model while Grad-CAM and LIME still run (:func:`early_facts`)."""
+    t = template.texts[language]
+    keep = set(players_for(evidence, zones)) if include is None else set(include)
+    lines = _early_lines(evidence, language, keep, t)
     named = tuple(z for z in zones if zone_player(z.zone_id) in keep)
     if evidence.explanation_weak:
         lines.append(t.weak)
@@ -394,10 +409,18 @@ def facts_lines(
             lines.append(t.agree.format(names=", ".join(agreed)))
     else:
         lines.append(t.no_zones)
-    lines += _measurement_lines(evidence.measurements, language, t)
-    flags = ", ".join(flag_name(f, language) for f in evidence.quality_flags)
-    lines.append(t.flags.format(names=flags) if flags else t.no_flags)
     return lines
+
+
+def early_facts(
+    evidence: Evidence, language: Language, template: PromptTemplate = DEFAULT_TEMPLATE
+) -> str:
+    """The start of the last user turn that does not depend on the explanations: with every
+    player kept, the facts of any Evidence with these decision, probability, band,
+    measurements and flags begin with exactly this text."""
+    t = template.texts[language]
+    keep = {PLAYER_DECISION, PLAYER_CONFIDENCE}
+    return t.facts + "\n".join(_early_lines(evidence, language, keep, t)) + "\n"
 
 
 def build_messages(

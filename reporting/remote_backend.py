@@ -118,6 +118,9 @@ class RemoteOpenAIBackend:
         assert last is not None
         raise last
 
+    def prefill(self, messages: Sequence[Message], checkpoint: str) -> None:
+        """Nothing to do: the server's own prompt cache is its business."""
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -125,6 +128,7 @@ class RemoteOpenAIBackend:
         params: GenerationParams,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: str | None = None,
     ) -> GenerationResult:
         """Non-streaming: ``on_text`` receives the whole reply at once, and ``cancel`` is
         checked before the request and after it (an HTTP call cannot be stopped midway)."""

@@ -22,7 +22,7 @@ from reporting.errors import LLMError
 from reporting.evidence import Evidence, Language, ZoneEvidence, ZoneId
 from reporting.grounding import GroundingChecker, GroundingPolicy, Provenance, RemovedSentence
 from reporting.llm import GenerationParams, GenerationResult, LLMBackend, Message
-from reporting.prompt import DEFAULT_TEMPLATE, PromptTemplate, build_messages
+from reporting.prompt import DEFAULT_TEMPLATE, PromptTemplate, build_messages, early_facts
 from reporting.schema import (
     REPORT_JSON_SCHEMA,
     SECTION_NAMES,
@@ -188,6 +188,18 @@ class ReportGenerator:
             zones = ()
         return gen_lang, zones, build_messages(evidence, zones, gen_lang, cfg.template)
 
+    def prefill(self, early: Evidence, language: Language) -> None:
+        """Let the model read the part of the prompt that does not depend on the
+        explanations (decision, probability, measurements, flags) while they are computed.
+
+        ``early``: the Evidence without its explanation (no zones); a later :meth:`generate`
+        for an Evidence with the same decision, probability, measurements and flags starts
+        from there instead of reading those facts itself."""
+        if early.unsuitable:
+            return
+        gen_lang, _, messages = self.prompt_for(early, language)
+        self._backend.prefill(messages, early_facts(early, gen_lang, self._config.template))
+
     def generate(
         self,
         evidence: Evidence,
@@ -211,7 +223,12 @@ class ReportGenerator:
         native = gen_lang == language
         streamer = SectionStreamer(evidence, gen_lang, cfg.policy, on_event, native)
         result = self._backend.generate(
-            messages, REPORT_JSON_SCHEMA, cfg.params, on_text=streamer.feed, cancel=cancel
+            messages,
+            REPORT_JSON_SCHEMA,
+            cfg.params,
+            on_text=streamer.feed,
+            cancel=cancel,
+            checkpoint=early_facts(evidence, gen_lang, cfg.template),
         )
         generated, gen_prov, removed, reasons, valid = _ground(
             evidence, zones, result.text, gen_lang, cfg.policy

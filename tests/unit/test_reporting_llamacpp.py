@@ -145,7 +145,8 @@ def test_prefix_reuse_evaluates_only_the_evidence_and_keeps_output_identical(
 ) -> None:
     first, second = reports
     assert first.generation.cached_prompt_tokens > 0  # the system turn + worked examples
-    assert second.generation.cached_prompt_tokens == first.generation.cached_prompt_tokens
+    # the identical second request also finds its early facts read (the checkpoint)
+    assert second.generation.cached_prompt_tokens > first.generation.cached_prompt_tokens
     assert first.generation.cached_prompt_tokens < first.generation.prompt_tokens
     # a different request in between does not change what the first prompt produces
     other = Evidence("no_finding", 0.1, 0.5, (), view="PA")
@@ -160,6 +161,27 @@ def test_prefix_reuse_evaluates_only_the_evidence_and_keeps_output_identical(
         assert plain.render_text() == first.render_text()
     finally:
         fresh.close()
+
+
+def test_prefill_reads_the_early_facts_ahead_and_changes_nothing(
+    backend: LlamaCppBackend, reports: tuple[Report, Report]
+) -> None:
+    """The facts known before the explanations are read by prefill(); generate() then starts
+    from them, and the report is the one written without a prefill. A prefill for another
+    image in between must not leave a stale cache behind."""
+    first = reports[0]
+    gen = ReportGenerator(backend)
+    early = replace(EVIDENCE, zones=())
+    gen.prefill(early, "en")
+    ahead = gen.generate(EVIDENCE, "en")
+    assert ahead.generation.cached_prompt_tokens > first.generation.cached_prompt_tokens
+    assert ahead.generation.text == first.generation.text
+    other = Evidence("no_finding", 0.2, 0.5, (), view="PA")
+    gen.prefill(replace(EVIDENCE, zones=()), "en")
+    gen.generate(other, "en")  # reads its own facts over the prefilled ones
+    again = gen.generate(EVIDENCE, "en")
+    assert again.generation.cached_prompt_tokens == first.generation.cached_prompt_tokens
+    assert again.generation.text == first.generation.text
 
 
 def test_cancel_stops_a_real_generation(backend: LlamaCppBackend) -> None:

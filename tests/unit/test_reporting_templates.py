@@ -282,3 +282,28 @@ def test_the_threshold_names_its_population_and_a_default_is_said(lang: Language
     for ev, text in ((child, kid), (assumed, adult)):
         checker = GroundingChecker(ev, GroundingPolicy())
         assert all(checker.violation(s, lang) is None for s in split_sentences(text))
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_early_facts_start_every_prompt_and_need_no_explanation(lang: Language) -> None:
+    """What prefill() reads while Grad-CAM and LIME run must be exactly the start of the
+    final facts, whatever the explanations then add (zones, agreement, a weak map)."""
+    from dataclasses import replace
+
+    from reporting.prompt import early_facts
+
+    for p, m, zones, band, weak in itertools.product(
+        (0.99996, 0.7049, 0.2), (None, NORMAL_HEART), ((), ZONES), (None, (0.6, 0.8)), (0, 1)
+    ):
+        ev = _ev(p, zones=zones, band=band, measurements=m, explanation_weak=bool(weak))
+        early = replace(ev, zones=(), explanation_weak=False)
+        head = early_facts(early, lang)
+        assert head == early_facts(ev, lang)
+        facts = build_messages(ev, ev.supported_zones(0.25), lang)[-1].content
+        assert facts.startswith(head) and len(facts) > len(head)
+        gen = ReportGenerator(FakeBackend("{}", languages=frozenset({"en", "ru"})))
+        gen.prefill(early, lang)
+        gen.generate(ev, lang)
+        backend = gen.backend
+        assert isinstance(backend, FakeBackend)
+        assert backend.prefills[-1][1] == head == backend.checkpoints[-1]
