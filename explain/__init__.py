@@ -10,7 +10,15 @@ output) and, for LIME and the deletion test, a ``predict`` callable
 from __future__ import annotations
 
 from explain.fusion import fused_descriptors
-from explain.gradcam import GradCamResult, Target, explain_gradcam, gradcam_grid
+from explain.gradcam import (
+    GradCamImages,
+    GradCamResult,
+    Target,
+    explain_gradcam,
+    gradcam_grid,
+    gradcam_overlay,
+    render_gradcam,
+)
 from explain.lime import (
     MAX_SAMPLES,
     LimeConfig,
@@ -38,6 +46,7 @@ __all__ = [
     "ZONE_INFOS",
     "DeletionResult",
     "ExplanationQuality",
+    "GradCamImages",
     "GradCamResult",
     "LimeConfig",
     "LimeResult",
@@ -59,5 +68,7 @@ __all__ = [
     "explanation_agreement",
     "fused_descriptors",
     "gradcam_grid",
+    "gradcam_overlay",
+    "render_gradcam",
     "split_zones",
 ]

@@ -26,7 +26,7 @@ from explain.masks import (
     resize_map,
     soft_dilate,
 )
-from explain.render import encode_png, heat_overlay
+from explain.render import Rgb, encode_gray_png, encode_png, heat_overlay
 from explain.zones import ZoneDescriptor, describe_zones, split_zones
 from inference.vocabulary import BINARY_DECISIONS, BinaryDecision
 
@@ -64,10 +64,12 @@ class GradCamResult:
     restricted: ``heatmap`` times the softly dilated lung mask, float32 [H, W] in [0, 1];
         deliberately NOT re-normalised, so weak in-lung evidence stays visibly weak.
     low_res: ``restricted`` area-averaged to float32 [h', w'] with the longer side ``low_res_side``.
-    overlay_png: jet overlay of ``restricted`` over the radiograph, PNG, same size as the image.
     energy_in_lungs: share of the unrestricted map's sum that lies inside the hard lung mask.
     raw_peak: largest positive logit contribution of one grid cell (0 => empty map).
     zones: descriptors sorted by Grad-CAM zone mean.
+
+    Holds no encoded images: a report or an SR needs the numbers only, so pictures are made
+    on demand (:func:`gradcam_overlay`, :func:`render_gradcam`).
     """
 
     target: Target
@@ -75,7 +77,6 @@ class GradCamResult:
     heatmap: FloatMap
     restricted: FloatMap
     low_res: FloatMap
-    overlay_png: bytes
     energy_in_lungs: float
     raw_peak: float
     zones: tuple[ZoneDescriptor, ...]
@@ -123,8 +124,35 @@ def explain_gradcam(
         heatmap=heatmap,
         restricted=restricted,
         low_res=low_res,
-        overlay_png=encode_png(heat_overlay(image, restricted)),
         energy_in_lungs=energy_in_mask(heatmap, lungs.both),
         raw_peak=gradcam_raw_peak(cam, target),
         zones=describe_zones(split_zones(lungs), gradcam=restricted),
+    )
+
+
+@dataclass(frozen=True)
+class GradCamImages:
+    """The pictures of a Grad-CAM result, as the JSON answer shows them (PNG, image size).
+
+    overlay_png: jet overlay of ``restricted`` over the radiograph (RGB).
+    lungs_png: ``restricted`` as 8-bit grayscale (0-255 = 0-1).
+    full_png: ``heatmap`` (unrestricted) as 8-bit grayscale.
+    """
+
+    overlay_png: bytes
+    lungs_png: bytes
+    full_png: bytes
+
+
+def gradcam_overlay(image: FloatMap, result: GradCamResult) -> Rgb:
+    """uint8 [H, W, 3]: the lung-restricted map in jet colours over ``image`` (float32 [H, W])."""
+    return heat_overlay(image, result.restricted)
+
+
+def render_gradcam(image: FloatMap, result: GradCamResult) -> GradCamImages:
+    """Encode the three PNGs of ``result`` over ``image`` (float32 [H, W] in [0, 1])."""
+    return GradCamImages(
+        overlay_png=encode_png(gradcam_overlay(image, result)),
+        lungs_png=encode_gray_png(result.restricted),
+        full_png=encode_gray_png(result.heatmap),
     )

@@ -2,26 +2,29 @@
 
 The analyses are the existing use cases (report, segmentation, Grad-CAM), so the numbers in
 every format are the JSON API's numbers; this module only maps their outcomes to
-:mod:`interop` inputs and links them to the source. UIDs are seeded by the upload's sha256, the
-model versions and the options that change an object's content (language, LIME), so a retried
-request re-creates the same instances. Patient identifiers are read from the upload's header by
-:mod:`interop.source` only, into the objects' patient fields; nothing here logs them.
+:mod:`interop` inputs and links them to the source. A report's SR, FHIR Bundle and bundle are
+built from the report's one vision of the upload (one decode, one pass of each model). UIDs
+are seeded by the upload's sha256, the model versions and the options that change an object's
+content (language, LIME), so a retried request re-creates the same instances. Patient
+identifiers are read from the upload's header by :mod:`interop.source` only, into the objects'
+patient fields; nothing here logs them.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 
-import numpy as np
 from anyio import to_thread
-from PIL import Image
 from pydicom.dataset import Dataset
 
+from explain import GradCamResult, Target, gradcam_overlay
 from explain.masks import resize_mask
 from inference.anatomy import Anatomy
 from inference.errors import IntakeError
 from inference.intake import Radiograph, decode_upload
+from inference.operating import Population
 from inference.sessions import VerifiedModel
 from inference.sniff import ImageFormat, detect_format
 from interop.fhir import build_fhir
@@ -38,9 +41,10 @@ from reporting.evidence import Language
 from service.errors import InvalidRequest
 from service.explain_usecase import ExplainService, GradCamOutcome
 from service.jobs import JobControl
-from service.report_usecase import ReportOutcome, ReportService
+from service.report_usecase import ReportOutcome, ReportService, VisionEvidence, vision_evidence
 from service.settings import PacsSettings
 from service.usecases import AnalysisService
+from service.vision import Vision
 
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
@@ -80,6 +84,26 @@ class Bundle:
     push: PushResult | None
 
 
+@dataclass(frozen=True)
+class Written:
+    """A report and the DICOM context drawn from the same vision of its upload.
+
+    pictures: the SEG, the Grad-CAM SC and the GSPS, in that order; () unless asked for."""
+
+    outcome: ReportOutcome
+    source: SourceImage
+    pictures: tuple[DicomObject, ...]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """The report's evidence and the objects drawn from one vision (no pixel arrays)."""
+
+    evidence: VisionEvidence
+    source: SourceImage
+    pictures: tuple[DicomObject, ...]
+
+
 def stow_config(s: PacsSettings) -> StowConfig | None:
     if not s.stow_url:
         return None
@@ -99,7 +123,11 @@ def algorithm(m: VerifiedModel) -> Algorithm:
 
 
 def findings_of(o: ReportOutcome) -> Findings:
-    v = o.vision
+    return findings_of_vision(o.vision)
+
+
+def findings_of_vision(v: VisionEvidence) -> Findings:
+    """The report's findings; the classification and zones only, so known before the text."""
     return Findings(
         decision=v.classification.decision,
         probability_finding=float(v.classification.probability_finding),
@@ -149,9 +177,12 @@ def segments_of(anatomy: Anatomy, rows: int, cols: int) -> tuple[Segment, ...]:
     )
 
 
-def overlay_rgb(gc: GradCamOutcome) -> np.ndarray:
-    with Image.open(io.BytesIO(gc.gradcam.overlay_png)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def sc_object(
+    source: SourceImage, vision: Vision, target: Target, cam: GradCamResult
+) -> DicomObject:
+    """The Grad-CAM overlay as a Secondary Capture (drawn from the arrays, never via a PNG)."""
+    overlay = gradcam_overlay(vision.radiograph.pixels, cam)
+    return DicomObject("sc", build_sc(source, overlay, role=f"sc.{target}"))
 
 
 class InteropService:
@@ -197,22 +228,26 @@ class InteropService:
         return radiograph, self.registry.segmenter.segment(radiograph.pixels)
 
     async def seg(self, data: bytes, sha256: str) -> DicomObject:
-        return (await self._seg_segments(data, sha256))[0]
+        radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
+        return await to_thread.run_sync(
+            lambda: self._seg_of(self._source_sync(data, sha256, radiograph), anatomy)[0]
+        )
 
-    async def _seg_segments(
-        self, data: bytes, sha256: str
+    def _seg_of(
+        self, source: SourceImage, anatomy: Anatomy
     ) -> tuple[DicomObject, tuple[Segment, ...]]:
         """The SEG and its masks at the source's size (the GSPS outlines the same masks)."""
-        radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
-        source = self._source_sync(data, sha256, radiograph)
         rows, cols = int(source.reference.Rows), int(source.reference.Columns)
         segments = segments_of(anatomy, rows, cols)
         seg = build_seg(source, algorithm(self.registry.segmenter), segments)
         return DicomObject("seg", seg), segments
 
     async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
-        source = await self.source(data, sha256)
-        return DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}"))
+        def build() -> DicomObject:
+            source = self._source_sync(data, sha256, gc.vision.radiograph)
+            return sc_object(source, gc.vision, gc.target, gc.gradcam)
+
+        return await to_thread.run_sync(build)
 
     def sr_from(self, source: SourceImage, o: ReportOutcome, lime: bool) -> DicomObject:
         role = f"sr.{o.report.language}.{'lime' if lime else 'gradcam'}"
@@ -233,6 +268,58 @@ class InteropService:
         bundle = build_fhir(source, models, findings_of(o), report_text_of(o), role=role)
         return bundle.model_dump_json(exclude_none=True).encode("utf-8")
 
+    # -- a report with its DICOM context, from one vision -----------------------------------
+
+    async def written(
+        self,
+        data: bytes,
+        sha256: str,
+        language: Language,
+        lime: bool,
+        attributions: bool = False,
+        control: JobControl | None = None,
+        population: Population | None = None,
+        *,
+        pictures: bool = False,
+    ) -> Written:
+        """The report, the source it links to and (``pictures``) the SEG, SC and GSPS, all from
+        one vision of the upload; the LLM's errors as in :meth:`ReportService.write`."""
+        self.report_service.require_llm()  # fail fast, before any vision work
+        t0 = time.perf_counter()
+        seen = await self._seen(data, sha256, lime, control, population, pictures)
+        cancel = control.cancelled if control is not None else None
+        vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
+        outcome = await self.report_service.write(
+            seen.evidence, language, attributions, vision_ms, cancel=cancel
+        )
+        return Written(outcome, seen.source, seen.pictures)
+
+    async def _seen(
+        self,
+        data: bytes,
+        sha256: str,
+        lime: bool,
+        control: JobControl | None,
+        population: Population | None,
+        pictures: bool,
+    ) -> _Seen:
+        """The vision's arrays are dropped when this returns, before the report waits for the
+        one LLM slot: only the evidence and the encoded objects are kept."""
+        e = await self.report_service.explanation(data, lime, control, population)
+        evidence = vision_evidence(e)
+
+        def build() -> _Seen:
+            source = self._source_sync(data, sha256, e.vision.radiograph)
+            if not pictures:
+                return _Seen(evidence, source, ())
+            seg, segments = self._seg_of(source, e.vision.anatomy)
+            segmenter = algorithm(self.registry.segmenter)
+            gsps = build_gsps(source, segmenter, segments, findings_of_vision(evidence))
+            sc = sc_object(source, e.vision, e.target, e.gradcam)
+            return _Seen(evidence, source, (seg, sc, DicomObject("gsps", gsps)))
+
+        return await to_thread.run_sync(build)
+
     # -- the bundle -----------------------------------------------------------------------
 
     async def bundle(
@@ -246,20 +333,11 @@ class InteropService:
     ) -> Bundle:
         if do_push and self.pacs is None:
             raise PushNotConfigured()
-        outcome = await self.report_service.report(data, language, lime, False, control)
-        seg, segments = await self._seg_segments(data, sha256)
-        gc = await self.explain.gradcam(data, None)
-        source = await self.source(data, sha256)
-        segmenter = algorithm(self.registry.segmenter)
-        objects = [
-            self.sr_from(source, outcome, lime),
-            seg,
-            DicomObject("sc", build_sc(source, overlay_rgb(gc), role=f"sc.{gc.target}")),
-            DicomObject("gsps", build_gsps(source, segmenter, segments, findings_of(outcome))),
-        ]
-        objects[:0] = stand_in_objects(source)
+        w = await self.written(data, sha256, language, lime, False, control, pictures=True)
+        objects = [*stand_in_objects(w.source), self.sr_from(w.source, w.outcome, lime)]
+        objects += w.pictures
         result = await self.push(objects) if do_push else None
-        return Bundle(tuple(objects), self.fhir_from(source, outcome, lime), result)
+        return Bundle(tuple(objects), self.fhir_from(w.source, w.outcome, lime), result)
 
     async def push(self, objects: list[DicomObject]) -> PushResult:
         if self.pacs is None:

@@ -3,11 +3,11 @@
 Vision (segmentation, classification, Grad-CAM, optional LIME, zone descriptors and the
 "weak explanation" flag) is the explanation service's own pipeline, behind its gates, so a
 report is built from exactly what /explain/* shows; without lungs (LIME impossible) the
-report falls back to Grad-CAM descriptors. The LLM runs behind a one-slot gate because the
-in-process model is not re-entrant. Only :class:`reporting.evidence.Evidence`
-crosses into the prompt: DICOM tags, file names and request fields never reach the LLM.
-LLM errors become 503 (unavailable) or 504 (timeout) + Retry-After; the rest of the API is
-unaffected when the LLM is down.
+report is built from Grad-CAM descriptors of the same vision (one decode, one pass of each
+model either way). The LLM runs behind a one-slot gate because the in-process model is not
+re-entrant. Only :class:`reporting.evidence.Evidence` crosses into the prompt: DICOM tags,
+file names and request fields never reach the LLM. LLM errors become 503 (unavailable) or 504
+(timeout) + Retry-After; the rest of the API is unaffected when the LLM is down.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from reporting.remote_backend import RemoteConfig, RemoteOpenAIBackend
 from reporting.report import GeneratorConfig, Report, ReportGenerator
 from reporting.stream import StreamEvent
 from service.errors import JobCancelled, ServiceUnavailable, UpstreamTimeout
-from service.explain_usecase import ExplainService, LungsNotFound
+from service.explain_usecase import ExplainService, Explanation
 from service.gate import WorkGate
 from service.jobs import JobControl
 from service.metrics import Metrics
@@ -103,8 +103,9 @@ def to_evidence(
 ) -> Evidence:
     """Map the explanation stage's outputs to the report's input contract.
 
-    A zone's report intensity is the fused Grad-CAM/LIME score; its Grad-CAM and LIME scores
-    travel separately so the report can say where the two agree.
+    A zone's report intensity is the fused Grad-CAM/LIME score (the Grad-CAM mean when LIME did
+    not run); its Grad-CAM mean and LIME intensity travel separately so the report can say
+    where the two agree.
     """
     return Evidence(
         decision=classification.side,
@@ -114,9 +115,9 @@ def to_evidence(
             ZoneEvidence(
                 d.zone_id,
                 min(1.0, d.fused),
-                _unit(d.lime_intensity),
-                min(1.0, d.fused),
-                _unit(d.gradcam_mean),
+                lime_weight=_unit(d.lime_intensity),
+                fused=min(1.0, d.fused),
+                gradcam=_unit(d.gradcam_mean),
             )
             for d in descriptors
         ),
@@ -129,6 +130,21 @@ def to_evidence(
         # whose threshold this is, and whether it is the default for want of an age
         population=classification.population,
         population_assumed=classification.population_source == "default",
+    )
+
+
+def vision_evidence(e: Explanation) -> VisionEvidence:
+    """The report's view of an explanation: numbers only, no pixel arrays (a report waits for
+    the one LLM slot with this in hand)."""
+    return VisionEvidence(
+        to_evidence(e.classification, e.zones, e.quality, e.chest, e.input_quality),
+        e.classification,
+        e.zones,
+        e.quality,
+        e.lime_used,
+        e.image,
+        e.chest,
+        e.input_quality,
     )
 
 
@@ -240,6 +256,19 @@ class ReportService:
     def model_hashes(self) -> dict[str, str]:
         return {m.manifest.name: m.manifest.sha256 for m in self.registry.models()}
 
+    async def explanation(
+        self,
+        data: bytes,
+        with_lime: bool,
+        control: JobControl | None = None,
+        population: Population | None = None,
+    ) -> Explanation:
+        """The vision half with its maps (for the bundle's pictures); LIME when asked and the
+        segmenter finds lungs, Grad-CAM alone otherwise, from one decode and one pass of each
+        model."""
+        samples = self.settings.lime_samples if with_lime else None
+        return await self.explain.explanation(data, samples, control, population)
+
     async def evidence(
         self,
         data: bytes,
@@ -248,42 +277,7 @@ class ReportService:
         population: Population | None = None,
     ) -> VisionEvidence:
         """The vision half of a report: what the prompt will be built from."""
-        if with_lime:
-            try:
-                lime = await self.explain.lime(
-                    data, None, self.settings.lime_samples, 0, control, population
-                )
-            except LungsNotFound:
-                log.info("no lungs found: report built from Grad-CAM alone")
-            else:
-                return VisionEvidence(
-                    to_evidence(
-                        lime.classification,
-                        lime.zones,
-                        lime.quality,
-                        lime.chest,
-                        lime.input_quality,
-                    ),
-                    lime.classification,
-                    lime.zones,
-                    lime.quality,
-                    True,
-                    lime.image,
-                    lime.chest,
-                    lime.input_quality,
-                )
-        gc = await self.explain.gradcam(data, None, population)
-        zones = gc.gradcam.zones
-        return VisionEvidence(
-            to_evidence(gc.classification, zones, gc.quality, gc.chest, gc.input_quality),
-            gc.classification,
-            zones,
-            gc.quality,
-            False,
-            gc.image,
-            gc.chest,
-            gc.input_quality,
-        )
+        return vision_evidence(await self.explanation(data, with_lime, control, population))
 
     def _llm_sync(
         self,

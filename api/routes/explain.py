@@ -63,12 +63,14 @@ async def explain_gradcam(
     population: PopulationQuery = None,
 ) -> GradCamResponse | Response:
     check_push(push, fmt, interop)
-    out = await explainer.gradcam(upload.data, target, population)
-    if fmt == "dicom-sc":
+    if fmt == "dicom-sc":  # the overlay is drawn into the SC: no PNG is encoded
+        out = await explainer.gradcam(upload.data, target, population)
         obj = await interop.sc(upload.data, upload.sha256, out)
         return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
+    rendered = await explainer.rendered_gradcam(upload.data, target, population)
     info = model_info(registry.classifier)
-    return gradcam_response(out, info, image_out(out.image), registry.input_gate.version)
+    image = image_out(rendered.outcome.image)
+    return gradcam_response(rendered, info, image, registry.input_gate.version)
 
 
 @router.post(

@@ -86,10 +86,11 @@ async def report(
     check_push(push, fmt, interop)
     if fmt == "bundle":
         return await _bundle(request, interop, upload, lang, lime, push)
+    if fmt != "json":
+        options = (lang, lime, attributions, population)
+        return await _interop_report(request, interop, upload, options, fmt, push)
     outcome = await _written(request, upload, service, lang, lime, attributions, population)
-    if fmt == "json":
-        return report_response(outcome, service, debug)
-    return await _interop_report(interop, upload, outcome, fmt, lime, push)
+    return report_response(outcome, service, debug)
 
 
 async def _written(
@@ -121,14 +122,23 @@ async def _bundle(
 
 
 async def _interop_report(
-    interop: InteropService, upload: Upload, o: ReportOutcome, fmt: str, lime: bool, push: bool
+    request: Request,
+    interop: InteropService,
+    upload: Upload,
+    options: tuple[Language, bool, bool, Population | None],
+    fmt: str,
+    push: bool,
 ) -> Response:
-    source = await interop.source(upload.data, upload.sha256)
+    """The report as an SR or a FHIR Bundle, linked to a source made from the same vision."""
+    lang, lime, attributions, population = options
+    async with cancel_on_disconnect(request) as control:
+        w = await interop.written(
+            upload.data, upload.sha256, lang, lime, attributions, control, population
+        )
     if fmt == "fhir":
-        return fhir_answer(interop.fhir_from(source, o, lime))
-    return await dicom_answer(
-        interop, interop.sr_from(source, o, lime), push, upload.sha256, upload.data
-    )
+        return fhir_answer(interop.fhir_from(w.source, w.outcome, lime))
+    sr = interop.sr_from(w.source, w.outcome, lime)
+    return await dicom_answer(interop, sr, push, upload.sha256, upload.data)
 
 
 @router.post(

@@ -18,7 +18,7 @@ from api.schemas.common import (
 from api.schemas.convert import b64, input_quality_out, operating_point_out
 from explain import ExplanationQuality, SuperpixelWeight, ZoneDescriptor
 from inference.vocabulary import BinaryDecision, Decision, ZoneId
-from service.explain_usecase import GradCamOutcome, LimeOutcome
+from service.explain_usecase import LimeOutcome, RenderedGradCam
 
 TargetOut = BinaryDecision
 
@@ -211,8 +211,9 @@ def superpixel_out(s: SuperpixelWeight) -> SuperpixelOut:
 
 
 def gradcam_response(
-    out: GradCamOutcome, model: ModelInfo, image: ImageInfoOut, gate: str
+    rendered: RenderedGradCam, model: ModelInfo, image: ImageInfoOut, gate: str
 ) -> GradCamResponse:
+    out, pngs = rendered.outcome, rendered.images
     g, t = out.gradcam, out.timings
     return GradCamResponse(
         target=out.target,
@@ -220,9 +221,9 @@ def gradcam_response(
         decision=out.classification.decision,
         operating_point=operating_point_out(out.classification),
         input_quality=input_quality_out(out.input_quality, gate),
-        overlay_png=b64(g.overlay_png),
-        heatmap_lungs_png=b64(out.heatmap_lungs_png),
-        heatmap_full_png=b64(out.heatmap_full_png),
+        overlay_png=b64(pngs.overlay_png),
+        heatmap_lungs_png=b64(pngs.lungs_png),
+        heatmap_full_png=b64(pngs.full_png),
         low_res=LowResHeatmap(
             height=g.low_res.shape[0],
             width=g.low_res.shape[1],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explain.gradcam import explain_gradcam, gradcam_grid, low_res_shape
+from explain.gradcam import explain_gradcam, gradcam_grid, low_res_shape, render_gradcam
 from explain.masks import LungMasks, soft_dilate
 
 H, W = 120, 160
@@ -78,8 +78,11 @@ def test_explain_gradcam_restricts_to_lungs() -> None:
     assert 0.0 < result.energy_in_lungs < 1.0
     assert result.raw_peak == pytest.approx(5.0)
     assert result.low_res.shape == low_res_shape((H, W), 64) == (48, 64)
-    png = Image.open(io.BytesIO(result.overlay_png))
+    images = render_gradcam(image, result)
+    png = Image.open(io.BytesIO(images.overlay_png))
     assert png.size == (W, H) and png.mode == "RGB"
+    for gray in (images.lungs_png, images.full_png):
+        assert Image.open(io.BytesIO(gray)).size == (W, H)
     assert {d.zone_id for d in result.zones} == {
         "right_upper",
         "right_mid",
