@@ -24,23 +24,30 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, cast
 
 from tqdm import tqdm
 
 from inference.errors import IntakeError
 from inference.intake import Limits
+from reporting.evidence import Language
 from service.errors import ServiceError
 from service.explain_usecase import ExplainService
 from service.gate import WorkGate
 from service.interop_usecase import (
+    DicomObject,
     InteropService,
     findings_of,
     report_text_of,
     stand_in_objects,
 )
 from service.registry import ModelRegistry, load_registry
-from service.report_usecase import ReportService, build_report_service, load_backend
+from service.report_usecase import (
+    ReportOutcome,
+    ReportService,
+    build_report_service,
+    load_backend,
+)
 from service.settings import Settings
 from service.usecases import AnalysisService
 
@@ -183,46 +190,53 @@ def _p(value: float) -> str:
 
 async def analyse(s: Services, data: bytes, sha256: str, o: Options) -> Row:
     row: Row = {"classifier": s.registry.classifier.manifest.version}
+    objects: list[DicomObject] = []
     if o.report:
-        outcome = await s.report.report(data, o.lang, o.lime, False)  # type: ignore[arg-type]
+        outcome, objects = await _reported(s, data, sha256, o)
         f, text = findings_of(outcome), report_text_of(outcome)
         row |= {
             "language": text.language,
             "findings": text.findings,
             "interpretation": text.interpretation,
             "recommendations": text.recommendations,
+            "decision": f.decision,
+            "probability_finding": _p(f.probability_finding),
+            "threshold": repr(f.threshold),
         }
     else:
-        c = (await s.analysis.classify(data)).classification
-        f = None
+        if o.format == "dicom":  # the Grad-CAM's vision classifies and draws the objects
+            gc = await s.explain.gradcam(data, None)
+            c = gc.classification
+            source, objects = await s.interop.gradcam_files(data, sha256, gc)
+            objects += stand_in_objects(source)
+        else:
+            c = (await s.analysis.classify(data)).classification
         row |= {
             "decision": c.decision,
             "probability_finding": _p(c.probability_finding),
             "threshold": repr(c.threshold),
         }
-    if f is not None:
-        row |= {
-            "decision": f.decision,
-            "probability_finding": _p(f.probability_finding),
-            "threshold": repr(f.threshold),
-        }
     if o.format == "dicom":
-        row["dicom_dir"] = await write_dicom(s, data, sha256, o, outcome if o.report else None)
+        row["dicom_dir"] = write_dicom(o.out, sha256, objects)
     return row
 
 
-async def write_dicom(s: Services, data: bytes, sha256: str, o: Options, outcome: Any) -> str:
+async def _reported(
+    s: Services, data: bytes, sha256: str, o: Options
+) -> tuple[ReportOutcome, list[DicomObject]]:
+    """The report, and for DICOM output its SEG, SC and SR (+ stand-in) from the same vision."""
+    language = cast(Language, o.lang)
+    if o.format != "dicom":
+        return await s.report.report(data, language, o.lime, False), []
+    w = await s.interop.pictured(data, sha256, language, o.lime)
+    sr = s.interop.sr_from(w.source, w.outcome, o.lime)
+    return w.outcome, [w.drawn.seg, w.drawn.sc, sr, *stand_in_objects(w.source)]
+
+
+def write_dicom(out: Path, sha256: str, objects: list[DicomObject]) -> str:
     """SR, SEG and SC (plus the stand-in for non-DICOM files) into ``<out>/<sha256[:16]>/``."""
-    folder = o.out / sha256[:16]
+    folder = out / sha256[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    gc = await s.explain.gradcam(data, None)
-    source = await s.interop.source(data, sha256)
-    objects = [await s.interop.seg(data, sha256), await s.interop.sc(data, sha256, gc)]
-    if outcome is not None:
-        objects.append(s.interop.sr_from(source, outcome, o.lime))
-    else:
-        objects.append(s.interop.sr_from_gradcam(source, gc))
-    objects += stand_in_objects(source)
     for obj in objects:
         (folder / f"{obj.role}.dcm").write_bytes(obj.encode())
     return folder.name

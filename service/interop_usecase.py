@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from anyio import to_thread
 from pydicom.dataset import Dataset
@@ -39,13 +41,14 @@ from interop.stow import PushResult, StowConfig, push
 from interop.uids import UidFactory
 from reporting.evidence import Language
 from service.errors import InvalidRequest
-from service.explain_usecase import ExplainService, GradCamOutcome
+from service.explain_usecase import ExplainService, Explanation, GradCamOutcome
 from service.jobs import JobControl
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence, vision_evidence
 from service.settings import PacsSettings
 from service.usecases import AnalysisService
 from service.vision import Vision
 
+D = TypeVar("D")
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
 
@@ -85,23 +88,37 @@ class Bundle:
 
 
 @dataclass(frozen=True)
-class Written:
-    """A report and the DICOM context drawn from the same vision of its upload.
+class Pictures:
+    """What a vision's pixels add to a report: the SEG, the Grad-CAM overlay SC and the GSPS
+    (outlines of the SEG's masks with the findings)."""
 
-    pictures: the SEG, the Grad-CAM SC and the GSPS, in that order; () unless asked for."""
-
-    outcome: ReportOutcome
-    source: SourceImage
-    pictures: tuple[DicomObject, ...]
+    seg: DicomObject
+    sc: DicomObject
+    gsps: DicomObject
 
 
 @dataclass(frozen=True)
-class _Seen:
-    """The report's evidence and the objects drawn from one vision (no pixel arrays)."""
+class Written(Generic[D]):
+    """A report, the source it links to and what was drawn from the same vision of its upload
+    (None, or :class:`Pictures`). Holds encoded objects only, no pixel arrays."""
 
+    outcome: ReportOutcome
+    source: SourceImage
+    drawn: D
+
+
+@dataclass(frozen=True)
+class _Seen(Generic[D]):
     evidence: VisionEvidence
     source: SourceImage
-    pictures: tuple[DicomObject, ...]
+    drawn: D
+
+
+Draw = Callable[[SourceImage, Explanation, VisionEvidence], D]
+
+
+def _nothing(source: SourceImage, e: Explanation, evidence: VisionEvidence) -> None:
+    return None
 
 
 def stow_config(s: PacsSettings) -> StowConfig | None:
@@ -279,20 +296,46 @@ class InteropService:
         attributions: bool = False,
         control: JobControl | None = None,
         population: Population | None = None,
+    ) -> Written[None]:
+        """The report and the source it links to (for its SR or FHIR Bundle)."""
+        args = (data, sha256, language, lime, attributions, control, population)
+        return await self._written(*args, draw=_nothing)
+
+    async def pictured(
+        self,
+        data: bytes,
+        sha256: str,
+        language: Language,
+        lime: bool,
+        control: JobControl | None = None,
+    ) -> Written[Pictures]:
+        """The report, its source and the SEG, SC and GSPS of the same vision."""
+        args = (data, sha256, language, lime, False, control, None)
+        return await self._written(*args, draw=self._pictures_sync)
+
+    async def _written(
+        self,
+        data: bytes,
+        sha256: str,
+        language: Language,
+        lime: bool,
+        attributions: bool,
+        control: JobControl | None,
+        population: Population | None,
         *,
-        pictures: bool = False,
-    ) -> Written:
-        """The report, the source it links to and (``pictures``) the SEG, SC and GSPS, all from
-        one vision of the upload; the LLM's errors as in :meth:`ReportService.write`."""
+        draw: Draw[D],
+    ) -> Written[D]:
+        """One vision of the upload for the report and whatever ``draw`` makes of it; the
+        LLM's errors as in :meth:`ReportService.write`."""
         self.report_service.require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        seen = await self._seen(data, sha256, lime, control, population, pictures)
+        seen = await self._seen(data, sha256, lime, control, population, draw)
         cancel = control.cancelled if control is not None else None
         vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
         outcome = await self.report_service.write(
             seen.evidence, language, attributions, vision_ms, cancel=cancel
         )
-        return Written(outcome, seen.source, seen.pictures)
+        return Written(outcome, seen.source, seen.drawn)
 
     async def _seen(
         self,
@@ -301,22 +344,39 @@ class InteropService:
         lime: bool,
         control: JobControl | None,
         population: Population | None,
-        pictures: bool,
-    ) -> _Seen:
+        draw: Draw[D],
+    ) -> _Seen[D]:
         """The vision's arrays are dropped when this returns, before the report waits for the
         one LLM slot: only the evidence and the encoded objects are kept."""
         e = await self.report_service.explanation(data, lime, control, population)
         evidence = vision_evidence(e)
 
-        def build() -> _Seen:
+        def build() -> _Seen[D]:
             source = self._source_sync(data, sha256, e.vision.radiograph)
-            if not pictures:
-                return _Seen(evidence, source, ())
-            seg, segments = self._seg_of(source, e.vision.anatomy)
-            segmenter = algorithm(self.registry.segmenter)
-            gsps = build_gsps(source, segmenter, segments, findings_of_vision(evidence))
-            sc = sc_object(source, e.vision, e.target, e.gradcam)
-            return _Seen(evidence, source, (seg, sc, DicomObject("gsps", gsps)))
+            return _Seen(evidence, source, draw(source, e, evidence))
+
+        return await to_thread.run_sync(build)
+
+    def _pictures_sync(
+        self, source: SourceImage, e: Explanation, evidence: VisionEvidence
+    ) -> Pictures:
+        seg, segments = self._seg_of(source, e.vision.anatomy)
+        segmenter = algorithm(self.registry.segmenter)
+        gsps = build_gsps(source, segmenter, segments, findings_of_vision(evidence))
+        sc = sc_object(source, e.vision, e.target, e.gradcam)
+        return Pictures(seg, sc, DicomObject("gsps", gsps))
+
+    async def gradcam_files(
+        self, data: bytes, sha256: str, gc: GradCamOutcome
+    ) -> tuple[SourceImage, list[DicomObject]]:
+        """The source and the SEG, SC and SR of a Grad-CAM outcome's vision (the batch's DICOM
+        output without a report): no further decode or model run."""
+
+        def build() -> tuple[SourceImage, list[DicomObject]]:
+            source = self._source_sync(data, sha256, gc.vision.radiograph)
+            seg = self._seg_of(source, gc.vision.anatomy)[0]
+            sc = sc_object(source, gc.vision, gc.target, gc.gradcam)
+            return source, [seg, sc, self.sr_from_gradcam(source, gc)]
 
         return await to_thread.run_sync(build)
 
@@ -333,9 +393,10 @@ class InteropService:
     ) -> Bundle:
         if do_push and self.pacs is None:
             raise PushNotConfigured()
-        w = await self.written(data, sha256, language, lime, False, control, pictures=True)
+        w = await self.pictured(data, sha256, language, lime, control)
+        p = w.drawn
         objects = [*stand_in_objects(w.source), self.sr_from(w.source, w.outcome, lime)]
-        objects += w.pictures
+        objects += [p.seg, p.sc, p.gsps]
         result = await self.push(objects) if do_push else None
         return Bundle(tuple(objects), self.fhir_from(w.source, w.outcome, lime), result)
 

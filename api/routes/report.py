@@ -87,8 +87,9 @@ async def report(
     if fmt == "bundle":
         return await _bundle(request, interop, upload, lang, lime, push)
     if fmt != "json":
-        options = (lang, lime, attributions, population)
-        return await _interop_report(request, interop, upload, options, fmt, push)
+        return await _interop_report(
+            request, interop, upload, fmt, push, lang, lime, attributions, population
+        )
     outcome = await _written(request, upload, service, lang, lime, attributions, population)
     return report_response(outcome, service, debug)
 
@@ -125,12 +126,14 @@ async def _interop_report(
     request: Request,
     interop: InteropService,
     upload: Upload,
-    options: tuple[Language, bool, bool, Population | None],
     fmt: str,
     push: bool,
+    lang: Language,
+    lime: bool,
+    attributions: bool,
+    population: Population | None,
 ) -> Response:
     """The report as an SR or a FHIR Bundle, linked to a source made from the same vision."""
-    lang, lime, attributions, population = options
     async with cancel_on_disconnect(request) as control:
         w = await interop.written(
             upload.data, upload.sha256, lang, lime, attributions, control, population
