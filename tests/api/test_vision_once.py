@@ -7,6 +7,7 @@ modules imported, so they hold however the service code is arranged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from explain.zones import ZoneDescriptor
 from inference.classify import Classification
 from inference.models import Classifier, Segmenter
 from reporting.fake_backend import FakeBackend
+from service import batch
 from service.app import create_app
 from service.interop_usecase import InteropService
 from service.report_usecase import ReportService, build_report_service, to_evidence
@@ -215,3 +217,22 @@ def test_zone_evidence_carries_the_gradcam_mean_as_its_gradcam_score() -> None:
         assert zone.gradcam == pytest.approx(d.gradcam_mean)
         assert zone.fused == pytest.approx(d.fused) == zone.intensity
         assert zone.lime_weight == d.lime_intensity
+
+
+@pytest.mark.parametrize("report", [False, True])
+def test_batch_dicom_output_sees_each_file_once(
+    tiny_weights: Any, tmp_path: Any, calls: Calls, chest: bytes, report: bool
+) -> None:
+    """python -m service.batch --format dicom: SEG, SC, SR and the stand-in from one vision
+    (it used to classify, run Grad-CAM, segment and decode again per file)."""
+    settings = Settings(weights_dir=tiny_weights, _env_file=None)  # type: ignore[call-arg]
+    s = batch.build_services(settings, with_llm=False)
+    s.report = build_report_service(s.registry, s.explain, s.report.settings, FakeBackend(REPLY))
+    s.interop = InteropService(s.analysis, s.explain, s.report, None)
+    calls.counts.clear()  # loading warms the models up
+    o = batch.Options(tmp_path, tmp_path / "out", "dicom", report, "en", False)
+    row = asyncio.run(batch.analyse(s, chest, "ab" * 32, o))
+    files = sorted(p.name for p in (tmp_path / "out" / row["dicom_dir"]).iterdir())
+    assert files == ["sc.dcm", "seg.dcm", "source.dcm", "sr.dcm"]
+    _once(calls)
+    assert calls["png"] == 0
