@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -315,10 +316,13 @@ class ExplainService:
         lime_samples: int | None,
         control: JobControl | None,
         population: Population | None,
+        on_seen: Callable[[Vision], None] | None = None,
     ) -> Explanation:
         t0 = time.perf_counter()
         predict = self._predictor(control)
         v = self._see(data, population)
+        if on_seen is not None:
+            on_seen(v)  # e.g. the report's LLM reads the facts known now, while maps are made
         if lime_samples is not None and v.lungs_found:
             chosen = v.classification.side
             t1 = time.perf_counter()
@@ -366,8 +370,12 @@ class ExplainService:
         lime_samples: int | None,
         control: JobControl | None = None,
         population: Population | None = None,
+        on_seen: Callable[[Vision], None] | None = None,
     ) -> Explanation:
         """The decided class explained for a report, from one vision of the upload.
+
+        ``on_seen`` is called (in the worker thread) with the vision before the explanation
+        is computed.
 
         ``lime_samples`` None: Grad-CAM alone, behind the inference gate. A number: LIME (seed
         0) fused with Grad-CAM, behind LIME's gate; when the segmenter finds no lung the same
@@ -379,5 +387,5 @@ class ExplainService:
         else:
             cost, gate = self._lime_cost(data, lime_samples), self.lime_gate
         return await gate.run(
-            lambda: self._explanation_sync(data, lime_samples, control, population), cost
+            lambda: self._explanation_sync(data, lime_samples, control, population, on_seen), cost
         )

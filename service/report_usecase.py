@@ -41,6 +41,7 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import ReportSettings
 from service.usecases import ImageInfo
+from service.vision import Vision
 
 log = logging.getLogger("cxr.service.report")
 
@@ -94,10 +95,15 @@ def to_measurements(chest: ChestMeasurements) -> Measurements:
     )
 
 
+def early_evidence(v: Vision) -> Evidence:
+    """The Evidence known before any explanation (no zones): what the LLM may read ahead."""
+    return to_evidence(v.classification, (), False, v.chest, v.input_quality)
+
+
 def to_evidence(
     classification: Classification,
     descriptors: tuple[ZoneDescriptor, ...],
-    quality: ExplanationQuality,
+    weak: bool,
     chest: ChestMeasurements | None = None,
     input_quality: InputQuality | None = None,
 ) -> Evidence:
@@ -121,7 +127,7 @@ def to_evidence(
             )
             for d in descriptors
         ),
-        explanation_weak=quality.weak,
+        explanation_weak=weak,
         view=None,  # never taken from DICOM tags: the prompt sees model outputs only
         measurements=to_measurements(chest) if chest is not None else None,
         # The population's borderline band and the input gate's flags (the report words them).
@@ -137,7 +143,7 @@ def vision_evidence(e: Explanation) -> VisionEvidence:
     """The report's view of an explanation: numbers only, no pixel arrays (a report waits for
     the one LLM slot with this in hand)."""
     return VisionEvidence(
-        to_evidence(e.classification, e.zones, e.quality, e.chest, e.input_quality),
+        to_evidence(e.classification, e.zones, e.quality.weak, e.chest, e.input_quality),
         e.classification,
         e.zones,
         e.quality,
@@ -262,12 +268,18 @@ class ReportService:
         with_lime: bool,
         control: JobControl | None = None,
         population: Population | None = None,
+        read_ahead: Language | None = None,
     ) -> Explanation:
         """The vision half with its maps (for the bundle's pictures); LIME when asked and the
         segmenter finds lungs, Grad-CAM alone otherwise, from one decode and one pass of each
-        model."""
+        model. ``read_ahead``: the report's language, to let an idle LLM read the facts known
+        before the explanations while they are computed (:meth:`_read_ahead`)."""
         samples = self.settings.lime_samples if with_lime else None
-        return await self.explain.explanation(data, samples, control, population)
+        on_seen = None
+        if read_ahead is not None and self.generator is not None:
+            language: Language = read_ahead
+            on_seen = lambda v: self._read_ahead(v, language)  # noqa: E731
+        return await self.explain.explanation(data, samples, control, population, on_seen)
 
     async def evidence(
         self,
@@ -275,9 +287,29 @@ class ReportService:
         with_lime: bool,
         control: JobControl | None = None,
         population: Population | None = None,
+        read_ahead: Language | None = None,
     ) -> VisionEvidence:
         """The vision half of a report: what the prompt will be built from."""
-        return vision_evidence(await self.explanation(data, with_lime, control, population))
+        explanation = await self.explanation(data, with_lime, control, population, read_ahead)
+        return vision_evidence(explanation)
+
+    def _read_ahead(self, v: Vision, language: Language) -> None:
+        """Start the LLM on the report's first facts (decision, probability, measurements,
+        flags) in the background, so that once Grad-CAM and LIME are done it has only their
+        lines left to read. Only when no report is being written or waiting: then the model
+        would be busy, and what it read ahead would be overwritten before it is used."""
+        generator = self.generator
+        if generator is None or self.llm_gate.in_flight > 0:
+            return
+        early = early_evidence(v)
+
+        def run() -> None:
+            try:
+                generator.prefill(early, language)
+            except Exception:  # noqa: BLE001 - an optimisation: generate() reads it anyway
+                log.warning("LLM read-ahead failed", exc_info=True)
+
+        threading.Thread(target=run, name="llm-read-ahead", daemon=True).start()
 
     def _llm_sync(
         self,
@@ -356,7 +388,7 @@ class ReportService:
         """``control`` lets the caller stop the LIME step (e.g. when its client has left)."""
         self.require_llm()  # fail fast, before any vision work
         t0 = time.perf_counter()
-        vision = await self.evidence(data, with_lime, control, population)
+        vision = await self.evidence(data, with_lime, control, population, language)
         cancel = control.cancelled if control is not None else None
         return await self.write(vision, language, attributions, _ms(t0), cancel=cancel)
 

@@ -333,7 +333,7 @@ async def report_stream(
     t0 = time.perf_counter()
     async with cancel_on_disconnect(request) as control:
         # Refusals (422 not_a_chest_radiograph, 503 overloaded, ...) as plain answers.
-        vision = await service.evidence(upload.data, lime, control, population)
+        vision = await service.evidence(upload.data, lime, control, population, lang)
     vision_ms = round((time.perf_counter() - t0) * 1000.0, 2)
     events = _report_events(request, vision, vision_ms, service, lang, debug)
     return StreamingResponse(events, media_type="text/event-stream")

@@ -112,10 +112,38 @@ def test_canary_dicom_never_reaches_the_prompt_or_the_report(app_and_swap) -> No
     r = _report(client, dicom_bytes(ds))
     assert r.status_code == 200, r.text
     assert fake.prompts, "the fake LLM saw no prompt"
-    seen = " ".join(m.content for msgs in fake.prompts for m in msgs)
+    read_ahead = [msgs for msgs, _ in fake.prefills]
+    seen = " ".join(m.content for msgs in [*fake.prompts, *read_ahead] for m in msgs)
     for needle in ("CANARY", "PHI", "Ignore previous", "No acute findings", "x.bin"):
         assert needle.lower() not in seen.lower()
         assert needle.lower() not in r.text.lower()
+
+
+@pytest.mark.parametrize("path", ["/report", "/report/stream"])
+def test_the_llm_reads_the_first_facts_while_the_maps_are_made(app_and_swap, path: str) -> None:
+    """Once the classifier and segmenter have run, an idle LLM is handed the facts that do
+    not depend on the explanations; the report's prompt then starts with exactly those."""
+    import time
+
+    client, swap = app_and_swap
+    fake = FakeBackend(_echo, languages=frozenset({"en", "ru"}))
+    swap.backend = fake
+    r = client.post(
+        path,
+        params={"lime": "false", "lang": "ru"},
+        files={"file": ("x.png", _png(), "image/png")},
+    )
+    assert r.status_code == 200, r.text
+    for _ in range(100):  # the read-ahead runs in its own thread
+        if fake.prefills:
+            break
+        time.sleep(0.01)
+    assert len(fake.prefills) == 1
+    messages, checkpoint = fake.prefills[0]
+    assert checkpoint.startswith("Факты:\n- Решение:") and "Карт" not in checkpoint
+    assert fake.checkpoints == [checkpoint]
+    assert fake.prompts[-1][-1].content.startswith(checkpoint)
+    assert messages[:-1] == fake.prompts[-1][:-1]
 
 
 def test_identical_requests_identical_reports(app_and_swap) -> None:

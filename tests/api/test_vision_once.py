@@ -213,7 +213,7 @@ def test_zone_evidence_carries_the_gradcam_mean_as_its_gradcam_score() -> None:
     fused = _descriptor(gradcam=0.2, lime=0.9, fused=0.55)
     alone = _descriptor(gradcam=0.3, lime=None, fused=0.3)
     for d in (fused, alone):
-        zone = to_evidence(c, (d,), quality).zones[0]
+        zone = to_evidence(c, (d,), quality.weak).zones[0]
         assert zone.gradcam == pytest.approx(d.gradcam_mean)
         assert zone.fused == pytest.approx(d.fused) == zone.intensity
         assert zone.lime_weight == d.lime_intensity
