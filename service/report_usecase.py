@@ -276,7 +276,7 @@ class ReportService:
         before the explanations while they are computed (:meth:`_read_ahead`)."""
         samples = self.settings.lime_samples if with_lime else None
         on_seen = None
-        if read_ahead is not None and self.generator is not None:
+        if read_ahead is not None and self.generator is not None and self.settings.read_ahead:
             language: Language = read_ahead
             on_seen = lambda v: self._read_ahead(v, language)  # noqa: E731
         return await self.explain.explanation(data, samples, control, population, on_seen)

@@ -159,6 +159,12 @@ class ReportSettings(BaseModel):
         description="Keep the KV state of the fixed prompt prefix (system turn + worked "
         "examples) between requests, so each report evaluates only its evidence turn.",
     )
+    read_ahead: bool = Field(
+        True,
+        description="While Grad-CAM/LIME run, let an idle in-process LLM read the report's "
+        "facts that are already known (decision, probability, measurements, flags), so only "
+        "the explanation's lines are left when they are done.",
+    )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
     min_zone_intensity: float = Field(
