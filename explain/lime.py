@@ -399,12 +399,15 @@ def explain_lime(
     *,
     seed: int = 0,
     config: LimeConfig = LimeConfig(),
+    render: bool = True,
 ) -> LimeResult:
     """LIME explanation of P(target) for one radiograph.
 
     image: float32 [H, W] in [0, 1]; lungs: bool masks at [H, W]; predict: see ``Predict``
     (called ceil(n_samples / batch_size) times with float32 [<=batch_size, s, s] images,
     s = config.work_size). Same inputs and seed => identical weights and overlay bytes.
+    render: encode the overlay PNG; False leaves ``overlay_png`` empty for callers that only
+    use the weights and zones (a report), which saves the encode of a full-size picture.
     """
     if image.shape != lungs.shape:
         raise ValueError("image and lung masks must have the same shape")
@@ -448,7 +451,11 @@ def explain_lime(
     inside = full >= 0
     signed[inside] = (fit.coef / scale)[full[inside]]
     shown_map = np.where(inside & shown[np.maximum(full, 0)], signed, 0.0).astype(np.float32)
-    overlay = encode_png(signed_overlay(image, shown_map, label_boundaries(full, shown)))
+    overlay = (
+        encode_png(signed_overlay(image, shown_map, label_boundaries(full, shown)))
+        if render
+        else b""
+    )
     zone_input = _zone_input(full, fit.coef)
     zones = describe_zones(split_zones(lungs), lime=zone_input)
     done = time.perf_counter()

@@ -247,12 +247,21 @@ class ExplainService:
         return GradCamOutcome(chosen, v, result, quality, _timings(v, t1, start))
 
     def _fused_on(
-        self, v: Vision, target: Target, n_samples: int, seed: int, predict: Predict
+        self,
+        v: Vision,
+        target: Target,
+        n_samples: int,
+        seed: int,
+        predict: Predict,
+        render: bool = False,
     ) -> _Fused:
-        """LIME + Grad-CAM on a vision with lungs (LIME perturbs superpixels inside them)."""
+        """LIME + Grad-CAM on a vision with lungs (LIME perturbs superpixels inside them);
+        ``render``: with LIME's overlay PNG (only the /explain/lime answer shows it)."""
         config = LimeConfig(n_samples=n_samples, batch_size=self.lime_batch_size)
         pixels = v.radiograph.pixels
-        lime = explain_lime(pixels, v.lungs, predict, target, seed=seed, config=config)
+        lime = explain_lime(
+            pixels, v.lungs, predict, target, seed=seed, config=config, render=render
+        )
         gradcam = explain_gradcam(pixels, v.gated.output.cam, v.lungs, target)
         deletion = deletion_test(pixels, lime.signed_map, v.lungs.both, predict, target, seed=seed)
         quality = assess_quality(
@@ -297,7 +306,7 @@ class ExplainService:
             raise LungsNotFound()  # the answer to /explain/lime: nothing to perturb
         chosen = target or v.classification.side
         t1 = time.perf_counter()
-        f = self._fused_on(v, chosen, n_samples, seed, predict)
+        f = self._fused_on(v, chosen, n_samples, seed, predict, render=True)
         return LimeOutcome(
             chosen,
             v.classification,

@@ -102,7 +102,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     for name, module in list(sys.modules.items()):
         if name.startswith(("service.", "api.")) and hasattr(module, "decode_upload"):
             monkeypatch.setattr(module, "decode_upload", c.spy("decode", module.decode_upload))
-        if name.startswith(("service.", "explain.")) and name != "explain.lime":
+        if name.startswith(("service.", "explain.")):
             for encoder in ("encode_png", "encode_gray_png"):
                 if hasattr(module, encoder):
                     original = getattr(module, encoder)
@@ -154,6 +154,7 @@ def test_report_without_lungs_runs_the_classifier_once(
 def test_explain_lime_sees_the_upload_once(client: TestClient, calls: Calls, chest: bytes) -> None:
     _post(client, "/explain/lime", chest, n_samples="50")
     _once(calls)
+    assert calls["png"] == 1  # LIME's overlay: the one picture this answer shows
 
 
 def test_gradcam_json_encodes_its_three_pngs_once(
