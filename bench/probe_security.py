@@ -524,11 +524,11 @@ def probe_cpu() -> None:
     registry = load_registry(Settings(_env_file=None))  # type: ignore[call-arg]
     svc = ExplainService(registry, WorkGate("i", 1, 1, 1), WorkGate("l", 1, 1, 1), Limits(), 32)
     images = {"all-black": black_png(), "realistic": realistic_png()}
-    svc._gradcam_sync(images["all-black"], None)  # warm-up
+    svc._rendered_sync(images["all-black"], None, None)  # warm-up
     header("F1: CPU seconds in process (default settings)", "image", "work", "CPU s", "wall s")
     for name, data in images.items():
         for label, fn in (
-            ("gradcam", lambda d=data: svc._gradcam_sync(d, None)),
+            ("gradcam", lambda d=data: svc._rendered_sync(d, None, None)),  # with its PNGs
             ("lime n=50", lambda d=data: svc._lime_sync(d, None, 50, 0)),
             ("lime n=200", lambda d=data: svc._lime_sync(d, None, 200, 0)),
         ):
