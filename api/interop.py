@@ -21,8 +21,8 @@ from service.interop_usecase import (
     DICOM,
     FHIR_JSON,
     Bundle,
-    DicomObject,
     InteropService,
+    Linked,
     PushNotConfigured,
     encode_bundle,
     stand_in_objects,
@@ -106,15 +106,13 @@ def push_problem(request: Request, result: PushResult | None) -> bytes | None:
     return json.dumps(body).encode("utf-8")
 
 
-async def dicom_answer(
-    interop: InteropService, obj: DicomObject, push: bool, sha256: str, data: bytes
-) -> Response:
-    """One DICOM instance as application/dicom; pushed first when asked."""
+async def dicom_answer(interop: InteropService, linked: Linked, push: bool) -> Response:
+    """One DICOM instance as application/dicom; pushed first when asked, after the stand-in
+    source image it references (made from the same decode, for a PNG or JPEG upload)."""
     result = None
     if push:
-        source = await interop.source(data, sha256)
-        result = await interop.push([*stand_in_objects(source), obj])
-    return Response(obj.encode(), media_type=DICOM, headers=push_header(result))
+        result = await interop.push([*stand_in_objects(linked.source), linked.obj])
+    return Response(linked.obj.encode(), media_type=DICOM, headers=push_header(result))
 
 
 def bundle_answer(request: Request, bundle: Bundle) -> Response:

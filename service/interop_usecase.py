@@ -79,6 +79,14 @@ class DicomObject:
 
 
 @dataclass(frozen=True)
+class Linked:
+    """One DICOM object and the source image it references (stored before it on a push)."""
+
+    obj: DicomObject
+    source: SourceImage
+
+
+@dataclass(frozen=True)
 class Bundle:
     """Everything one /report?format=bundle call returns, and the push outcome if asked."""
 
@@ -234,9 +242,6 @@ class InteropService:
         radiograph = pixels or decode_upload(data, self.analysis.limits)
         return stand_in_source(radiograph.pixels, uids)
 
-    async def source(self, data: bytes, sha256: str) -> SourceImage:
-        return await to_thread.run_sync(lambda: self._source_sync(data, sha256, None))
-
     # -- single objects -------------------------------------------------------------------
 
     def _anatomy_sync(self, data: bytes) -> tuple[Radiograph, Anatomy]:
@@ -244,11 +249,14 @@ class InteropService:
         self.analysis.check_input(radiograph)  # the input gate, as for JSON /segment
         return radiograph, self.registry.segmenter.segment(radiograph.pixels)
 
-    async def seg(self, data: bytes, sha256: str) -> DicomObject:
+    async def seg(self, data: bytes, sha256: str) -> Linked:
         radiograph, anatomy = await self.analysis.gate.run(lambda: self._anatomy_sync(data))
-        return await to_thread.run_sync(
-            lambda: self._seg_of(self._source_sync(data, sha256, radiograph), anatomy)[0]
-        )
+
+        def build() -> Linked:
+            source = self._source_sync(data, sha256, radiograph)
+            return Linked(self._seg_of(source, anatomy)[0], source)
+
+        return await to_thread.run_sync(build)
 
     def _seg_of(
         self, source: SourceImage, anatomy: Anatomy
@@ -259,10 +267,10 @@ class InteropService:
         seg = build_seg(source, algorithm(self.registry.segmenter), segments)
         return DicomObject("seg", seg), segments
 
-    async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> DicomObject:
-        def build() -> DicomObject:
+    async def sc(self, data: bytes, sha256: str, gc: GradCamOutcome) -> Linked:
+        def build() -> Linked:
             source = self._source_sync(data, sha256, gc.vision.radiograph)
-            return sc_object(source, gc.vision, gc.target, gc.gradcam)
+            return Linked(sc_object(source, gc.vision, gc.target, gc.gradcam), source)
 
         return await to_thread.run_sync(build)
 

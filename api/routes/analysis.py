@@ -78,8 +78,7 @@ async def segment(
 ) -> SegmentResponse | Response:
     check_push(push, fmt, interop)
     if fmt == "dicom-seg":
-        obj = await interop.seg(upload.data, upload.sha256)
-        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
+        return await dicom_answer(interop, await interop.seg(upload.data, upload.sha256), push)
     out = await analysis.segment(upload.data)
     return segment_response(out, model_info(registry.segmenter), registry.input_gate.version)
 

@@ -65,8 +65,7 @@ async def explain_gradcam(
     check_push(push, fmt, interop)
     if fmt == "dicom-sc":  # the overlay is drawn into the SC: no PNG is encoded
         out = await explainer.gradcam(upload.data, target, population)
-        obj = await interop.sc(upload.data, upload.sha256, out)
-        return await dicom_answer(interop, obj, push, upload.sha256, upload.data)
+        return await dicom_answer(interop, await interop.sc(upload.data, upload.sha256, out), push)
     rendered = await explainer.rendered_gradcam(upload.data, target, population)
     info = model_info(registry.classifier)
     image = image_out(rendered.outcome.image)

@@ -38,7 +38,7 @@ from reporting.evidence import Language
 from reporting.report import HEADINGS
 from reporting.stream import StreamEvent
 from service.errors import JobCancelled, ServiceError
-from service.interop_usecase import InteropService
+from service.interop_usecase import InteropService, Linked
 from service.jobs import JobKind, Params
 from service.report_usecase import ReportOutcome, ReportService, VisionEvidence
 
@@ -140,8 +140,9 @@ async def _interop_report(
         )
     if fmt == "fhir":
         return fhir_answer(interop.fhir_from(w.source, w.outcome, lime))
-    sr = interop.sr_from(w.source, w.outcome, lime)
-    return await dicom_answer(interop, sr, push, upload.sha256, upload.data)
+    return await dicom_answer(
+        interop, Linked(interop.sr_from(w.source, w.outcome, lime), w.source), push
+    )
 
 
 @router.post(

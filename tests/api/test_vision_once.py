@@ -237,3 +237,40 @@ def test_batch_dicom_output_sees_each_file_once(
     assert files == ["sc.dcm", "seg.dcm", "source.dcm", "sr.dcm"]
     _once(calls)
     assert calls["png"] == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("/explain/gradcam", {"format": "dicom-sc"}),
+        ("/segment", {"format": "dicom-seg"}),
+        ("/report", {"format": "dicom-sr", "lime": "false"}),
+    ],
+)
+def test_a_push_links_to_a_stand_in_made_from_the_same_decode(
+    client: TestClient,
+    calls: Calls,
+    chest: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    route: str,
+    params: dict[str, str],
+) -> None:
+    """push=true of one object from a PNG: the stand-in source image it references comes
+    from the request's one decode (it used to decode the upload again)."""
+    import api.routes.analysis
+    import api.routes.explain
+    import api.routes.report
+    from interop.stow import PushResult
+
+    pushed: list[list[str]] = []
+
+    async def push(self: InteropService, objects: list[Any]) -> PushResult:
+        pushed.append([o.role for o in objects])
+        return PushResult("stored", len(objects), 1)
+
+    monkeypatch.setattr(InteropService, "push", push)
+    for module in (api.routes.analysis, api.routes.explain, api.routes.report):
+        monkeypatch.setattr(module, "check_push", lambda *_: None)  # no PACS in this app
+    _post(client, route, chest, push="true", **params)
+    assert calls["decode"] == 1, calls.counts
+    assert len(pushed) == 1 and pushed[0][0] == "source" and len(pushed[0]) == 2
