@@ -77,16 +77,10 @@ class ExplainTimings:
         )
 
 
-@dataclass(frozen=True)
-class GradCamOutcome:
-    """Grad-CAM on one upload, with the vision it was computed from (no encoded pictures:
-    the report and the DICOM objects need none; see :class:`RenderedGradCam`)."""
+class _FromVision:
+    """What outcomes computed from one :class:`Vision` read from it."""
 
-    target: Target
     vision: Vision
-    gradcam: GradCamResult
-    quality: ExplanationQuality
-    timings: ExplainTimings
 
     @property
     def classification(self) -> Classification:
@@ -103,6 +97,18 @@ class GradCamOutcome:
     @property
     def input_quality(self) -> InputQuality:
         return self.vision.input_quality
+
+
+@dataclass(frozen=True)
+class GradCamOutcome(_FromVision):
+    """Grad-CAM on one upload, with the vision it was computed from (no encoded pictures:
+    the report and the DICOM objects need none; see :class:`RenderedGradCam`)."""
+
+    target: Target
+    vision: Vision
+    gradcam: GradCamResult
+    quality: ExplanationQuality
+    timings: ExplainTimings
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ class LimeOutcome:
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanation(_FromVision):
     """What a report (and its SR, FHIR and bundle) is built from: the decided class explained by
     Grad-CAM fused with LIME when LIME ran, by Grad-CAM alone otherwise.
 
@@ -144,22 +150,6 @@ class Explanation:
     quality: ExplanationQuality
     lime_used: bool
     timings: ExplainTimings
-
-    @property
-    def classification(self) -> Classification:
-        return self.vision.classification
-
-    @property
-    def image(self) -> ImageInfo:
-        return self.vision.image
-
-    @property
-    def chest(self) -> ChestMeasurements:
-        return self.vision.chest
-
-    @property
-    def input_quality(self) -> InputQuality:
-        return self.vision.input_quality
 
 
 @dataclass(frozen=True)
