@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from training.finetune import FinetuneConfig
+from training.loso import BASELINE_VARIANT
 from training.models import ClassifierInit
 from training.tailtune import TailConfig
 
@@ -64,6 +65,9 @@ TAIL = TailConfig(
 # LOSO folds: half the final run's samples per fold, 5 min budget each (CPU budget)
 TAIL_LOSO = replace(TAIL, base=replace(TAIL.base, epochs=2, time_budget_s=300.0))
 TAIL_LOSO_INITS = (ClassifierInit.LITE0.value,)
+# the cut points the tail recipe supports: the trunk cache is built at LOWER_CUT (6) and cut 7
+# derives from it (training.loso.trunk_for)
+TAIL_CUTS = (6, 7)
 LOSO_INITS = (ClassifierInit.LITE0_TRANSPLANT.value, ClassifierInit.LITE0.value)
 LOSO_MAX_EVAL = 800
 
@@ -142,6 +146,26 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="tail recipe: seconds for the augmented trunk views (default in TAIL)",
+    )
+    p.add_argument(
+        "--cut",
+        type=int,
+        choices=TAIL_CUTS,
+        default=None,
+        help="tail recipe: first trained stage (default 7 as shipped: stages 0-6 cached, 7 + head "
+        "conv + head trained; 6: stage 6 trained too, stages 0-5 cached)",
+    )
+    p.add_argument(
+        "--experiment",
+        default=None,
+        help="loso (tail): record the runs as this named experiment in loso.json (the shipped "
+        "LOSO runs stay untouched); pairs with --variant",
+    )
+    p.add_argument(
+        "--variant",
+        default=BASELINE_VARIANT,
+        help=f"loso --experiment: name of this configuration; paired AUROC differences are "
+        f"against the variant '{BASELINE_VARIANT}' on the same held-out images",
     )
     p.add_argument("--size", type=int, default=None, help="classifier training input side")
     p.add_argument("--samples", type=int, default=None, help="classifier samples per epoch")
@@ -224,6 +248,16 @@ def _overrides(cfg: FinetuneConfig, args: argparse.Namespace) -> FinetuneConfig:
     return cfg
 
 
+def _tail(cfg: TailConfig, args: argparse.Namespace) -> TailConfig:
+    """``cfg`` with the command line's overrides (schedule, augmented-view budget, cut)."""
+    cfg = replace(cfg, base=_overrides(cfg.base, args))
+    if args.aug_budget_s is not None:
+        cfg = replace(cfg, aug_budget_s=args.aug_budget_s)
+    if args.cut is not None:
+        cfg = replace(cfg, cut=args.cut)
+    return cfg
+
+
 def _classifier(args: argparse.Namespace, command: str) -> None:
     from training.pipeline import run_classifier, run_classifier_tail
 
@@ -231,9 +265,7 @@ def _classifier(args: argparse.Namespace, command: str) -> None:
         cfg = replace(_overrides(FINAL, args), init=args.init)
         run_classifier(args.work / "cache", args.work, args.weights, cfg, command)
         return
-    tail = replace(TAIL, base=replace(_overrides(TAIL.base, args), init=args.init))
-    if args.aug_budget_s is not None:
-        tail = replace(tail, aug_budget_s=args.aug_budget_s)
+    tail = _tail(replace(TAIL, base=replace(TAIL.base, init=args.init)), args)
     run_classifier_tail(args.work / "cache", args.work, args.weights, tail, command)
 
 
@@ -249,7 +281,7 @@ def _previous(args: argparse.Namespace, out: Path, folds: list[tuple[str, ...]],
 
 
 def _loso(args: argparse.Namespace, command: str) -> None:
-    from training.loso import FOLDS, run_loso, run_loso_tail
+    from training.loso import FOLDS, Experiment, run_loso, run_loso_tail
 
     folds = [tuple(f.split("+")) for f in args.folds] if args.folds else list(FOLDS)
     out = args.weights / "loso.json"
@@ -260,13 +292,16 @@ def _loso(args: argparse.Namespace, command: str) -> None:
         )
     else:
         inits = args.inits or list(TAIL_LOSO_INITS)
-        tail = replace(TAIL_LOSO, base=_overrides(TAIL_LOSO.base, args))
-        if args.aug_budget_s is not None:
-            tail = replace(tail, aug_budget_s=args.aug_budget_s)
+        tail = _tail(TAIL_LOSO, args)
         if args.previous_manifest is not None:
             _previous(args, out, folds, tail.base.seed)
             return
-        run_loso_tail(args.work / "cache", args.work, out, inits, folds, tail, args.max_eval)
+        experiment = (
+            None if args.experiment is None else Experiment(args.experiment, args.variant, command)
+        )
+        run_loso_tail(
+            args.work / "cache", args.work, out, inits, folds, tail, args.max_eval, experiment
+        )
 
 
 def _segmenter(args: argparse.Namespace, command: str) -> None:

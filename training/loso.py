@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,22 @@ FOLDS: tuple[tuple[str, ...], ...] = (
     ("nih",),
     ("jsrt",),
 )
+BASELINE_VARIANT = "baseline"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named recipe experiment in ``loso.json``: each variant's folds, paired vs the baseline.
+
+    Runs are kept apart from the shipped LOSO runs (``experiments[name]``, logits under
+    ``work/loso/<name>/<variant>-<fold>``), so variants never overwrite each other's held-out
+    logits and every difference is paired on the same held-out images.
+    """
+
+    name: str
+    variant: str
+    command: str
+    baseline: str = BASELINE_VARIANT
 
 
 def split_names(table: Path) -> npt.NDArray[np.str_]:
@@ -199,9 +215,18 @@ def trunk_for(cache_dir: Path, work: Path, init: str, cfg: TailConfig) -> TrunkC
 
 
 def run_fold_tail(
-    trunk: TrunkCache, work: Path, init: str, fold: tuple[str, ...], cfg: TailConfig, max_eval: int
+    trunk: TrunkCache,
+    work: Path,
+    init: str,
+    fold: tuple[str, ...],
+    cfg: TailConfig,
+    max_eval: int,
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Cached-trunk recipe: train the upper blocks without ``fold``, score ``fold``."""
+    """Cached-trunk recipe: train the upper blocks without ``fold``, score ``fold``.
+
+    Held-out logits go to ``run_dir`` (default ``work/loso/<init>-<fold>``).
+    """
     seed = cfg.base.seed
     model = build_classifier(ClassifierInit(init))
     start = time.monotonic()
@@ -217,13 +242,14 @@ def run_fold_tail(
     temperature = fit_temperature(val.labels, val_logits)
     points = population_points(val, val_logits, temperature)
     threshold = points["adult"]["threshold"]
-    run_dir = work / "loso" / f"{init}-{'+'.join(fold)}"
+    run_dir = run_dir or work / "loso" / f"{init}-{'+'.join(fold)}"
     run_dir.mkdir(parents=True, exist_ok=True)
     np.savez(run_dir / "logits.npz", held=held_logits, index=held.index, labels=held.labels)
     row = {
         "fold": "+".join(fold),
         "init": init,
-        "recipe": "cached lower trunk, upper blocks trained (training.tailtune)",
+        "recipe": f"cached lower trunk (features[:{cfg.cut}]), upper blocks trained "
+        "(training.tailtune)",
         "config": cfg.as_dict() | {"exclude_sources": list(fold)},
         "train_steps": run.steps,
         "train_wall_s": run.wall_s,
@@ -250,17 +276,89 @@ def run_loso_tail(
     folds: list[tuple[str, ...]],
     cfg: TailConfig,
     max_eval: int,
+    experiment: Experiment | None = None,
 ) -> dict[str, Any]:
-    """All (init, fold) runs of the cached-trunk recipe; merged into and written to ``out``."""
+    """All (init, fold) runs of the cached-trunk recipe; merged into and written to ``out``.
+
+    With ``experiment`` the runs are recorded as that experiment's variant instead of as the
+    shipped LOSO runs (one init per variant).
+    """
+    if experiment is not None and len(inits) != 1:
+        raise ValueError("an experiment variant is one configuration: pass a single init")
     result: dict[str, Any] = (
         json.loads(out.read_text(encoding="utf-8")) if out.exists() else {"runs": []}
     )
     for init in inits:
         trunk = trunk_for(cache_dir, work, init, cfg)
         for fold in folds:
-            row = run_fold_tail(trunk, work, init, fold, cfg, max_eval)
-            _merge(result, row, work, cfg.base.seed, out)
+            if experiment is None:
+                row = run_fold_tail(trunk, work, init, fold, cfg, max_eval)
+                _merge(result, row, work, cfg.base.seed, out)
+                continue
+            run_dir = work / "loso" / experiment.name / f"{experiment.variant}-{'+'.join(fold)}"
+            row = run_fold_tail(trunk, work, init, fold, cfg, max_eval, run_dir)
+            result = merge_experiment(row, work, cfg.base.seed, out, experiment)
     return result
+
+
+def _variant_summary(config: dict[str, Any]) -> str:
+    return (
+        f"cut {config['cut']}, {config['epochs']} x {config['samples_per_epoch']} sampled "
+        f"images, batch {config['batch_size']}, lr {config['lr']:g}, seed {config['seed']}"
+    )
+
+
+def merge_experiment(
+    row: dict[str, Any], work: Path, seed: int, out: Path, experiment: Experiment
+) -> dict[str, Any]:
+    """Record ``row`` as ``experiment``'s variant in ``out``; recompute its paired differences.
+
+    Re-reads ``out`` first (other steps may have written it). Each variant other than the
+    baseline gets the paired bootstrap AUROC difference (variant - baseline) per fold where both
+    ran, and a :func:`verdict`.
+    """
+    result: dict[str, Any] = (
+        json.loads(out.read_text(encoding="utf-8")) if out.exists() else {"runs": []}
+    )
+    experiments: list[dict[str, Any]] = result.setdefault("experiments", [])
+    entry = next((e for e in experiments if e["name"] == experiment.name), None)
+    if entry is None:
+        entry = {"name": experiment.name, "baseline": experiment.baseline, "runs": []}
+        experiments.append(entry)
+    row = row | {"variant": experiment.variant, "command": experiment.command}
+    entry["runs"] = [
+        r for r in entry["runs"] if (r["fold"], r.get("variant")) != (row["fold"], row["variant"])
+    ] + [row]
+    configs = {r["variant"]: _variant_summary(r["config"]) for r in entry["runs"]}
+    entry["what"] = (
+        "cached-trunk recipe variants, same seed and held-out images, paired against "
+        f"`{entry['baseline']}`: " + "; ".join(f"`{v}` = {c}" for v, c in sorted(configs.items()))
+    )
+    variants = sorted({r["variant"] for r in entry["runs"]} - {entry["baseline"]})
+    loso_dir = work / "loso" / experiment.name
+    entry["paired"] = [
+        p
+        for v in variants
+        for p in compare_pairs(work, entry["runs"], v, entry["baseline"], seed, loso_dir)
+    ]
+    entry["verdicts"] = {v: verdict(entry["paired"], v) for v in variants}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def verdict(paired: list[dict[str, Any]], variant: str) -> dict[str, Any]:
+    """The shipping rule: better on at least one fold (paired 95 % CI above 0), measurably worse
+    (CI entirely below 0) on none of the folds compared."""
+    rows = [p for p in paired if p["a"] == variant]
+    better = [p["fold"] for p in rows if p["ci95"][0] > 0]
+    worse = [p["fold"] for p in rows if p["ci95"][1] < 0]
+    return {
+        "folds_compared": sorted(p["fold"] for p in rows),
+        "better": better,
+        "worse": worse,
+        "wins": bool(better) and not worse,
+    }
 
 
 def _merge(result: dict[str, Any], row: dict[str, Any], work: Path, seed: int, out: Path) -> None:
@@ -306,11 +404,23 @@ def score_release(
     return out
 
 
-def compare_pairs(work: Path, rows: list[dict[str, Any]], a: str, b: str, seed: int) -> list[Any]:
-    """Paired AUROC differences (a - b) per fold where both inits were run."""
+def compare_pairs(
+    work: Path,
+    rows: list[dict[str, Any]],
+    a: str,
+    b: str,
+    seed: int,
+    loso_dir: Path | None = None,
+) -> list[Any]:
+    """Paired AUROC differences (a - b) per fold where both were run.
+
+    ``a`` and ``b`` name runs whose logits are in ``loso_dir/<name>-<fold>`` (default
+    ``work/loso``: the shipped runs, named by init).
+    """
     out = []
+    root = loso_dir or work / "loso"
     for fold in {r["fold"] for r in rows}:
-        paths = [work / "loso" / f"{init}-{fold}" / "logits.npz" for init in (a, b)]
+        paths = [root / f"{name}-{fold}" / "logits.npz" for name in (a, b)]
         if not all(p.exists() for p in paths):
             continue
         za, zb = (np.load(p) for p in paths)

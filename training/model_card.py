@@ -58,11 +58,16 @@ def _ci(m: dict[str, Any]) -> str:
 LOSO_NAMES = {"b0-lite0-transplant": "B0 (Lite0 ImageNet transplant)", "lite0": "Lite0"}
 
 
+def _column(run: dict[str, Any]) -> str:
+    """A LOSO run's column: its experiment variant, else its architecture."""
+    return str(run.get("variant", run["init"]))
+
+
 def _loso_table(loso: dict[str, Any] | None) -> str:
     """Held-out AUROC [95 % CI] per fold/source and init; sens/spec at the fold's threshold."""
     if not loso or not loso.get("runs"):
         return "_not run in this build_"
-    inits = sorted({r["init"] for r in loso["runs"]})
+    inits = sorted({_column(r) for r in loso["runs"]})
     header = ["held out", "scored", "n (pos)"] + [
         f"{LOSO_NAMES.get(i, i)}: AUROC [95 % CI]; sens / spec @ adult thr" for i in inits
     ]
@@ -72,7 +77,7 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
         for scored, m in run["metrics"].items():
             key = (run["fold"], scored)
             counts[key] = f"{m['n']} ({m['n_positive']})"
-            cells.setdefault(key, {})[run["init"]] = (
+            cells.setdefault(key, {})[_column(run)] = (
                 f"{_ci(m)}; {_fmt(m['sensitivity'])} / {_fmt(m['specificity'])}"
             )
     rows = [
@@ -132,6 +137,7 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
             lines.append(f"Experiment `{exp['name']}` ({exp['what']}):")
             lines.append("")
             lines.append(_loso_table({"runs": exp["runs"], "paired": exp["paired"]}))
+            lines += _verdicts(exp)
             continue
         lines.append(f"Experiment `{exp['name']}` ({exp['what']}), same folds and protocol:")
         lines.append("")
@@ -155,13 +161,33 @@ def _loso_table(loso: dict[str, Any] | None) -> str:
         " images per "
         "held-out source (stratified by label, seeded). Wall time per run: "
         + ", ".join(
-            f"{LOSO_NAMES.get(r['init'], r['init'])}/{r['fold']} {r['wall_s'] / 60:.1f} min "
+            f"{LOSO_NAMES.get(_column(r), _column(r))}/{r['fold']} {r['wall_s'] / 60:.1f} min "
             f"({r['train_steps']} steps done)"
             for r in loso["runs"]
         )
         + "."
     )
     return "\n".join(lines)
+
+
+def _verdicts(exp: dict[str, Any]) -> list[str]:
+    """Each variant against the shipping rule, with the commands that produced the runs."""
+    lines: list[str] = []
+    for variant, v in sorted(exp.get("verdicts", {}).items()):
+        better = ", ".join(v["better"]) or "none"
+        worse = ", ".join(v["worse"]) or "none"
+        lines.append("")
+        lines.append(
+            f"`{variant}` vs `{exp['baseline']}` on {len(v['folds_compared'])} fold(s): "
+            f"better (paired 95 % CI above 0) on {better}; worse (CI below 0) on {worse}: "
+            + ("**wins**" if v["wins"] else "does not win")
+            + " (rule: better on at least one fold and worse on none)."
+        )
+    commands = sorted({r["command"] for r in exp["runs"] if "command" in r})
+    if commands:
+        lines.append("")
+        lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + ".")
+    return lines
 
 
 def _goal(ok: bool | None) -> str:

@@ -147,11 +147,19 @@ def derive_trunk_cache(
     """Views at ``to_cut`` from a finished cache at ``from_cut`` (ORT on the blocks between).
 
     Lets a run move the frozen/trained boundary up without re-running the expensive lower
-    stages (the measured tail-training speed decides where the boundary can be).
+    stages (the measured tail-training speed decides where the boundary can be). The rows
+    derived are recorded (``valid.npy``): augmented rows the lower cache gains later (a new
+    time-budgeted pass) are not in the derived views and stay invalid there.
     """
     run = ort_function(features_of(model)[from_cut:to_cut], tuple(lower.views[0].shape[1:]))
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / "derived.done"
+    valid_path = out_dir / "valid.npy"
+    if marker.exists() and valid_path.exists():
+        derived = np.load(valid_path)
+        valid = [derived[v] & ok for v, ok in enumerate(lower.valid)]
+    else:
+        valid = lower.valid
     if not marker.exists():
         for v, src in enumerate(lower.views):
             rows = np.flatnonzero(lower.valid[v])
@@ -164,9 +172,10 @@ def derive_trunk_cache(
                 dst[part] = run(np.asarray(src[part], dtype=np.float32)).astype(np.float16)
             dst.flush()
             LOG.info("derived view %d at cut %d", v, to_cut)
+        np.save(valid_path, np.stack(lower.valid))
         marker.touch()
     views = [np.load(out_dir / f"view{v}.npy", mmap_mode="r") for v in range(len(lower.views))]
-    return TrunkCache(lower.rows, lower.splits, views, lower.valid)
+    return TrunkCache(lower.rows, lower.splits, views, valid)
 
 
 def tail_of(model: nn.Module, cut: int) -> nn.Sequential:
