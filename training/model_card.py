@@ -187,6 +187,8 @@ def _verdicts(exp: dict[str, Any]) -> list[str]:
     if commands:
         lines.append("")
         lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + ".")
+    if exp.get("note"):
+        lines += ["", str(exp["note"])]
     return lines
 
 

@@ -12,7 +12,7 @@ import torch
 from tests.unit.test_training_finetune import Tiny, _split
 from training.__main__ import TAIL, TAIL_LOSO, _parser, _tail
 from training.loso import Experiment, merge_experiment, verdict
-from training.model_card import _loso_table
+from training.model_card import _loso_table, _verdicts
 from training.tailtune import build_trunk_cache, derive_trunk_cache
 
 
@@ -64,6 +64,8 @@ def test_experiment_variants_are_paired_on_the_same_images_and_judged(tmp_path: 
     text = _loso_table(json.loads(out.read_text(encoding="utf-8")) | {"runs": [row]})
     assert "`better` vs `baseline` on 1 fold(s)" in text and "**wins**" in text
     assert "`cmd better`" in text
+    exp["note"] = "Trunk cache built once."
+    assert "Trunk cache built once." in "\n".join(_verdicts(exp))
 
 
 def test_the_shipping_rule_needs_a_win_and_no_measurable_loss() -> None:
