@@ -349,15 +349,19 @@ def merge_experiment(
 
 def verdict(paired: list[dict[str, Any]], variant: str) -> dict[str, Any]:
     """The shipping rule: better on at least one fold (paired 95 % CI above 0), measurably worse
-    (CI entirely below 0) on none of the folds compared."""
+    (CI entirely below 0) on none, and every fold of :data:`FOLDS` compared (a fold not run
+    could be the one where it is worse)."""
     rows = [p for p in paired if p["a"] == variant]
     better = [p["fold"] for p in rows if p["ci95"][0] > 0]
     worse = [p["fold"] for p in rows if p["ci95"][1] < 0]
+    compared = sorted(p["fold"] for p in rows)
+    missing = sorted({"+".join(f) for f in FOLDS} - set(compared))
     return {
-        "folds_compared": sorted(p["fold"] for p in rows),
+        "folds_compared": compared,
+        "folds_missing": missing,
         "better": better,
         "worse": worse,
-        "wins": bool(better) and not worse,
+        "wins": bool(better) and not worse and not missing,
     }
 
 

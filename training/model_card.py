@@ -176,12 +176,15 @@ def _verdicts(exp: dict[str, Any]) -> list[str]:
     for variant, v in sorted(exp.get("verdicts", {}).items()):
         better = ", ".join(v["better"]) or "none"
         worse = ", ".join(v["worse"]) or "none"
+        missing = v.get("folds_missing", [])
         lines.append("")
         lines.append(
             f"`{variant}` vs `{exp['baseline']}` on {len(v['folds_compared'])} fold(s): "
-            f"better (paired 95 % CI above 0) on {better}; worse (CI below 0) on {worse}: "
+            f"better (paired 95 % CI above 0) on {better}; worse (CI below 0) on {worse}"
+            + (f"; not run on {', '.join(missing)}" if missing else "")
+            + ": "
             + ("**wins**" if v["wins"] else "does not win")
-            + " (rule: better on at least one fold and worse on none)."
+            + " (rule: better on at least one fold, worse on none, every fold run)."
         )
     commands = sorted({r["command"] for r in exp["runs"] if "command" in r})
     if commands:

@@ -56,13 +56,15 @@ def test_experiment_variants_are_paired_on_the_same_images_and_judged(tmp_path: 
     pairs = {p["a"]: p for p in exp["paired"]}
     assert set(pairs) == {"better", "same"} and pairs["better"]["ci95"][0] > 0
     assert pairs["same"]["auroc_diff"] == 0.0
-    assert exp["verdicts"]["better"]["wins"] and not exp["verdicts"]["same"]["wins"]
+    # better on nih, but the other folds were not run: no win yet
+    assert exp["verdicts"]["better"]["better"] == ["nih"] and not exp["verdicts"]["better"]["wins"]
+    assert "jsrt" in exp["verdicts"]["better"]["folds_missing"]
     assert "`better` = cut 6" in exp["what"]
     # a rerun of a variant's fold replaces it instead of adding a second row
     again = merge_experiment(row, tmp_path, 0, out, Experiment("cut", "same", "cmd same"))
     assert len(again["experiments"][0]["runs"]) == 3
     text = _loso_table(json.loads(out.read_text(encoding="utf-8")) | {"runs": [row]})
-    assert "`better` vs `baseline` on 1 fold(s)" in text and "**wins**" in text
+    assert "`better` vs `baseline` on 1 fold(s)" in text and "not run on covidqu" in text
     assert "`cmd better`" in text
     exp["note"] = "Trunk cache built once."
     assert "Trunk cache built once." in "\n".join(_verdicts(exp))
@@ -72,9 +74,11 @@ def test_the_shipping_rule_needs_a_win_and_no_measurable_loss() -> None:
     def pair(fold: str, lo: float, hi: float) -> dict[str, object]:
         return {"fold": fold, "a": "v", "b": "baseline", "auroc_diff": 0.0, "ci95": [lo, hi]}
 
-    assert verdict([pair("nih", 0.01, 0.05), pair("jsrt", -0.1, 0.1)], "v")["wins"]
-    assert not verdict([pair("nih", 0.01, 0.05), pair("jsrt", -0.1, -0.01)], "v")["wins"]
-    assert not verdict([pair("nih", -0.01, 0.05)], "v")["wins"]
+    rest = [pair(f, -0.02, 0.02) for f in ("covidqu", "ieee8023+covid19rad")]
+    assert verdict([pair("nih", 0.01, 0.05), pair("jsrt", -0.1, 0.1), *rest], "v")["wins"]
+    assert not verdict([pair("nih", 0.01, 0.05), pair("jsrt", -0.1, -0.01), *rest], "v")["wins"]
+    assert not verdict([pair("nih", -0.01, 0.05), pair("jsrt", -0.1, 0.1), *rest], "v")["wins"]
+    assert not verdict([pair("nih", 0.01, 0.05), *rest], "v")["wins"]  # jsrt not run
     assert not verdict([], "v")["wins"]
 
 
