@@ -515,6 +515,7 @@ def probe_low(server: Server) -> None:
 def probe_cpu() -> None:
     """CPU seconds (all threads) of Grad-CAM and LIME on the two 30 MP images, in process:
     on 2 dedicated cores the wall time is at most this, whatever the host's load."""
+    from inference.errors import IntakeError
     from inference.intake import Limits
     from service.explain_usecase import ExplainService
     from service.gate import WorkGate
@@ -524,7 +525,7 @@ def probe_cpu() -> None:
     registry = load_registry(Settings(_env_file=None))  # type: ignore[call-arg]
     svc = ExplainService(registry, WorkGate("i", 1, 1, 1), WorkGate("l", 1, 1, 1), Limits(), 32)
     images = {"all-black": black_png(), "realistic": realistic_png()}
-    svc._rendered_sync(images["all-black"], None, None)  # warm-up
+    svc._rendered_sync(images["realistic"], None, None)  # warm-up
     header("F1: CPU seconds in process (default settings)", "image", "work", "CPU s", "wall s")
     for name, data in images.items():
         for label, fn in (
@@ -533,10 +534,14 @@ def probe_cpu() -> None:
             ("lime n=200", lambda d=data: svc._lime_sync(d, None, 200, 0)),
         ):
             wall, before = time.perf_counter(), os.times()
-            fn()
+            try:
+                fn()
+                outcome = ""
+            except IntakeError as exc:  # the input gate refuses it (422), after its cost
+                outcome = f" (refused: {exc.code})"
             after = os.times()
             cpu = after.user - before.user + after.system - before.system
-            row(name, label, f"{cpu:.2f}", f"{time.perf_counter() - wall:.2f}")
+            row(name, label + outcome, f"{cpu:.2f}", f"{time.perf_counter() - wall:.2f}")
 
 
 PROBES: dict[str, Callable[[Server], None]] = {
@@ -558,7 +563,7 @@ def main() -> None:
     chosen = {c.strip().upper() for c in args.only.split(",")}
     ROWS.append(
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, "
-        "shared with other sessions and model training (loaded machine): timings are indicative."
+        f"load average at the start {os.getloadavg()[0]:.2f} (timings depend on it)."
     )
     if "CPU" in chosen:
         probe_cpu()
