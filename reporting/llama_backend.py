@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import codecs
+import ctypes
 import hashlib
 import json
 import threading
@@ -132,6 +133,7 @@ class LlamaCppBackend:
         self._grammars: dict[str, Any] = {}
         self._prefix: tuple[int, ...] = ()  # the fixed prefix whose KV state is cached
         self._checkpoint: tuple[int, ...] = ()  # tokens up to the last checkpoint read
+        self._saved: dict[tuple[int, ...], Any] = {}  # prefix -> its saved KV cells
 
     def _new_context(self, logits_all: bool) -> Any:
         c = self._config
@@ -196,13 +198,38 @@ class LlamaCppBackend:
         prefix = tuple(prompt_ids[:n])
         cached = llm.n_tokens >= n and self._prefix == prefix
         if not cached:
-            llm.reset()
-            llm.eval(list(prefix))
+            self._load_prefix(prefix)
             self._prefix, self._checkpoint = prefix, ()
         # create_completion reuses the longest cached token prefix; truncating to the
         # fixed prefix makes every request evaluate exactly its own evidence turn.
         llm.n_tokens = n
         return n
+
+    def _load_prefix(self, prefix: tuple[int, ...]) -> None:
+        """Put ``prefix``'s KV state in the cache: restored from a saved copy when this prefix
+        was read before (each report language has its own rules and examples, so a site that
+        asks for both would otherwise re-read ~750-1,100 tokens on every switch), else read
+        now and saved. A few prefixes are kept (least recently used dropped); each copy is
+        only the sequence's KV cells (~30 MB for Qwen's Russian prefix). Caller holds the lock.
+        """
+        llm, api = self._llm, self._llama_cpp
+        ctx = llm._ctx.ctx
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        saved = self._saved.pop(prefix, None)
+        if saved is not None and api.llama_state_seq_set_data(ctx, saved, len(saved), 0):
+            llm.input_ids[: len(prefix)] = prefix
+            llm.n_tokens = len(prefix)
+        else:
+            llm.reset()
+            llm.eval(list(prefix))
+            size = api.llama_state_seq_get_size(ctx, 0)
+            buf = (ctypes.c_uint8 * size)()
+            written = api.llama_state_seq_get_data(ctx, buf, size, 0)
+            saved = (ctypes.c_uint8 * written).from_buffer_copy(bytes(buf)[:written])
+        self._saved[prefix] = saved  # most recently used last
+        while len(self._saved) > SAVED_PREFIXES:
+            self._saved.pop(next(iter(self._saved)))
 
     def _checkpoint_ids(
         self, prompt: str, messages: Sequence[Message], checkpoint: str | None
@@ -393,6 +420,9 @@ class LlamaCppBackend:
                 if llm is not None:
                     llm.close()
             self._scorer = None
+
+
+SAVED_PREFIXES = 4  # prompt prefixes whose KV state is kept (two report languages need two)
 
 
 def embedded_config(n_threads: int = 1, n_ctx: int = 2048) -> LlamaConfig:

@@ -237,3 +237,31 @@ def test_repetition_penalty_is_llama_cpps() -> None:
     logits = np.array([2.0, -2.0, 1.0, 0.0], dtype=np.float32)
     penalise(logits, [0, 1, 1, 3], 2.0)  # each distinct recent token once, by sign
     assert logits.tolist() == [1.0, -4.0, 1.0, 0.0]
+
+
+def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBackend) -> None:
+    """Sites that ask for both languages alternate two fixed prefixes: each is read once,
+    then its saved KV state is restored, and the text is what a fresh read gives."""
+    params = GenerationParams(max_tokens=24)
+    rules = " ".join(f"Rule {i}: be brief and precise." for i in range(12))
+    a = [Message("system", "You describe chest X-rays. " + rules), Message("user", "Hi.")]
+    b = [Message("system", "Answer in one word. " + rules), Message("user", "Hi.")]
+    first_a = backend.generate(a, None, params).text
+    first_b = backend.generate(b, None, params).text
+    llm = backend._llm
+    reads: list[int] = []
+    original = llm.eval
+
+    def counting(tokens: list[int]) -> None:
+        reads.append(len(tokens))
+        original(tokens)
+
+    llm.eval = counting  # type: ignore[method-assign]
+    try:
+        again_a = backend.generate(a, None, params).text
+        again_b = backend.generate(b, None, params).text
+    finally:
+        del llm.eval
+    assert (again_a, again_b) == (first_a, first_b)
+    prefix_a = len(backend._tokens(backend._chat.render_history(a[:-1])))
+    assert max(reads) < prefix_a  # only the last turn and the generated tokens were read
