@@ -221,7 +221,6 @@ class LlamaCppBackend:
             llm.input_ids[: len(prefix)] = prefix
             llm.n_tokens = len(prefix)
         else:
-            llm.reset()
             llm.eval(list(prefix))
             size = api.llama_state_seq_get_size(ctx, 0)
             buf = (ctypes.c_uint8 * size)()
