@@ -13,6 +13,11 @@ queued request's cost. Counting requests let two 29 KB uploads that decode to 30
 both slots for 18-55 s while the gate, taught by cheap requests, kept admitting victims
 (security review F1). Blocking work runs in worker threads so the event loop keeps answering
 health checks.
+
+With ``heavy_cost`` set, work costing more than that may hold at most ``slots - 1`` slots: one
+slot always stays for small requests. Costing alone still let a /classify wait up to 2 s behind
+two 30 MP Grad-CAMs (it was admitted whenever one of them was about to end, then shared the
+cores with the next); with the lane it runs beside at most one heavy request.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ T = TypeVar("T")
 @dataclass
 class _Ticket:
     cost: float
+    heavy: bool = False
+    in_line: bool = True  # queued for a slot (a heavy one only once it holds a heavy permit)
     started: float | None = None  # perf_counter when its worker thread began
 
 
@@ -49,6 +56,7 @@ class WorkGate:
         on_idle: Callable[[], None] | None = None,
         max_wait_s: float | None = None,
         metrics: Metrics | None = None,
+        heavy_cost: float | None = None,
     ) -> None:
         self.resource = resource
         self.slots = slots
@@ -57,6 +65,9 @@ class WorkGate:
         self.max_wait_s = max_wait_s
         self._tickets: list[_Ticket] = []  # admitted: running and waiting, in arrival order
         self._limiter = anyio.CapacityLimiter(slots)
+        # One slot is kept for small work only where there is a slot to spare.
+        self.heavy_cost = heavy_cost if slots > 1 else None
+        self._heavy = anyio.CapacityLimiter(slots - 1) if self.heavy_cost is not None else None
         self._unit_s: float | None = None  # moving average of seconds per unit of cost
         # Housekeeping when the last admitted request finishes (e.g. returning freed memory);
         # started in a worker thread and not awaited, so no response waits for it.
@@ -76,25 +87,38 @@ class WorkGate:
     def admitted_cost(self) -> float:
         return sum(t.cost for t in self._tickets)
 
-    def expected_wait_s(self) -> float:
-        """Queueing delay a request admitted now should expect (0 while a slot is free):
-        each slot's remaining work, then the waiting requests' costs assigned to the slot
-        that frees first."""
-        if len(self._tickets) < self.slots or self._unit_s is None:
+    def is_heavy(self, cost: float) -> bool:
+        return self.heavy_cost is not None and cost > self.heavy_cost
+
+    def expected_wait_s(self, cost: float = 1.0) -> float:
+        """Queueing delay a request of ``cost`` admitted now should expect (0 while a slot it
+        may use is free): each slot's remaining work, then the requests queued ahead of it
+        assigned to the slot that frees first. Heavy work also waits for its own lanes."""
+        if self._unit_s is None:
+            return 0.0
+        wait = self._replay(self.slots, [t for t in self._tickets if t.in_line])
+        if self.is_heavy(cost):
+            heavy = [t for t in self._tickets if t.heavy]
+            wait = max(wait, self._replay(self.slots - 1, heavy))
+        return wait
+
+    def _replay(self, lanes: int, tickets: list[_Ticket]) -> float:
+        unit_s = self._unit_s or 0.0
+        if len(tickets) < lanes:
             return 0.0
         now = time.perf_counter()
-        free_at = [0.0] * self.slots
-        running = [t for t in self._tickets if t.started is not None][: self.slots]
+        free_at = [0.0] * lanes
+        running = [t for t in tickets if t.started is not None][:lanes]
         for i, t in enumerate(running):
             # A request that has overrun its estimate (a loaded machine, a slow decode) is taken
             # to need a quarter of it more, not nothing: clamping at 0 admitted cheap requests
             # behind 30 MP Grad-CAMs that still ran for seconds.
-            estimate = t.cost * self._unit_s
+            estimate = t.cost * unit_s
             free_at[i] = max(estimate - (now - (t.started or now)), 0.25 * estimate)
         heapq.heapify(free_at)
-        for t in self._tickets:
+        for t in tickets:
             if t.started is None:
-                heapq.heappush(free_at, heapq.heappop(free_at) + t.cost * self._unit_s)
+                heapq.heappush(free_at, heapq.heappop(free_at) + t.cost * unit_s)
         return free_at[0]
 
     def _record(self, seconds: float, cost: float) -> None:
@@ -104,20 +128,22 @@ class WorkGate:
         previous = self._unit_s
         self._unit_s = per_unit if previous is None else 0.8 * previous + 0.2 * per_unit
 
-    def would_refuse(self) -> bool:
-        """Whether a request arriving now would be refused (used to refuse before its body is
-        read: a refusal must stay cheap, or refused 18 MB uploads starve the accepted ones)."""
+    def would_refuse(self, cost: float = 1.0) -> bool:
+        """Whether a request of ``cost`` arriving now would be refused (decided before any
+        decoding: a refusal must stay cheap, or refused 18 MB uploads starve the accepted ones)."""
         return len(self._tickets) >= self.capacity or (
-            self.max_wait_s is not None and self.expected_wait_s() > self.max_wait_s
+            self.max_wait_s is not None and self.expected_wait_s(cost) > self.max_wait_s
         )
 
     async def run(self, func: Callable[[], T], cost: float = 1.0) -> T:
         """Run blocking ``func`` in a worker thread once a slot is free, or refuse immediately.
 
         ``cost``: the request's work in the gate's units (1.0 = a typical small request)."""
-        if self.would_refuse():
+        cost = max(cost, 1e-3)
+        if self.would_refuse(cost):
             raise Overloaded(self.resource, self.retry_after_s)
-        ticket = _Ticket(max(cost, 1e-3))
+        heavy = self.is_heavy(cost)
+        ticket = _Ticket(cost, heavy=heavy, in_line=not heavy)
         self._tickets.append(ticket)
         self._report_load()
 
@@ -129,7 +155,11 @@ class WorkGate:
                 self._record(time.perf_counter() - ticket.started, ticket.cost)
 
         try:
-            return await to_thread.run_sync(timed, limiter=self._limiter)
+            if self._heavy is None or not heavy:
+                return await to_thread.run_sync(timed, limiter=self._limiter)
+            async with self._heavy:
+                ticket.in_line = True
+                return await to_thread.run_sync(timed, limiter=self._limiter)
         finally:
             self._tickets.remove(ticket)
             self._report_load()

@@ -82,6 +82,7 @@ def build_state(
         on_idle=release_free_heap,
         max_wait_s=c.max_wait_s,
         metrics=metrics,
+        heavy_cost=c.heavy_cost,
     )
     limits = Limits(
         max_pixels=settings.limits.max_pixels,

@@ -107,6 +107,14 @@ class ConcurrencySettings(BaseModel):
         "recent service time / slots) exceeds this; null: only max_queue bounds the queue.",
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After seconds sent with 503 answers.")
+    heavy_cost: float | None = Field(
+        6.0,
+        gt=0,
+        description="Requests costing more than this (work units: 1 per working-copy megapixel "
+        "of a classification, x2 segmentation, x4 Grad-CAM, + 0.25 base) may hold at most "
+        "inference_slots - 1 slots, so one slot always stays for small requests. 6.0: every "
+        "classification is small, a Grad-CAM of an image over ~1.2 MP is heavy. null: no lane.",
+    )
 
     def threads_per_call(self) -> int:
         """Threads for one ORT call. Every call may use every core: ORT's idle workers sleep

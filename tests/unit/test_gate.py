@@ -148,3 +148,60 @@ def test_a_request_past_its_estimate_still_counts() -> None:
                 release.set()
 
     anyio.run(main)
+
+
+def test_heavy_work_leaves_a_slot_for_small_requests() -> None:
+    """F1 victim: two 30 MP Grad-CAMs must not hold both slots. With ``heavy_cost`` the second
+    one queues for the heavy lane, and a cheap /classify runs at once beside the first instead
+    of being refused or waiting for it (measured before: admitted victims waited up to 2 s)."""
+    import time
+
+    release = threading.Event()
+    gate = WorkGate(
+        "inference", slots=2, queue=10, retry_after_s=2, max_wait_s=10.0, heavy_cost=6.0
+    )
+    order: list[str] = []
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.01), cost=1.0)  # teaches ~0.01 s per unit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: gate.run(release.wait, cost=20.0))
+            tg.start_soon(lambda: gate.run(release.wait, cost=20.0))
+            await anyio.sleep(0.2)
+            running = [t for t in gate._tickets if t.started is not None]  # noqa: SLF001
+            assert len(running) == 1  # the second heavy one waits for the heavy lane
+            assert gate.expected_wait_s(1.0) == 0.0
+            assert gate.expected_wait_s(20.0) > 0.0  # heavy work waits behind the heavy lane
+            with anyio.fail_after(2.0):
+                await gate.run(lambda: order.append("small"), cost=1.0)
+            release.set()
+        assert order == ["small"]
+
+    anyio.run(main)
+
+
+def test_heavy_requests_are_refused_when_their_lane_is_backed_up() -> None:
+    import time
+
+    release = threading.Event()
+    gate = WorkGate("inference", slots=2, queue=10, retry_after_s=2, max_wait_s=1.0, heavy_cost=6.0)
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.05), cost=1.0)  # ~0.05 s per unit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: gate.run(release.wait, cost=60.0))  # ~3 s
+            await anyio.sleep(0.1)
+            try:
+                assert not gate.would_refuse(1.0)
+                assert gate.would_refuse(60.0)
+                with pytest.raises(Overloaded):
+                    await gate.run(lambda: None, cost=60.0)
+            finally:
+                release.set()
+
+    anyio.run(main)
+
+
+def test_one_slot_has_no_lane() -> None:
+    gate = WorkGate("inference", slots=1, queue=1, retry_after_s=1, heavy_cost=6.0)
+    assert gate.heavy_cost is None and not gate.is_heavy(100.0)
