@@ -18,16 +18,11 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
-from api.deps import get_interop, get_report
-from reporting.fake_backend import FakeBackend
 from service.app import create_app
-from service.interop_usecase import InteropService
-from service.report_usecase import ReportService, build_report_service
 from service.settings import PacsSettings, ReportSettings, Settings
 from tests.dicom_tools import (
     dciodvfy_errors,
@@ -37,38 +32,9 @@ from tests.dicom_tools import (
     read_dicom,
 )
 from tests.factories import dicom_bytes, dicom_dataset, png_bytes, synthetic_chest
+from tests.fake_llm_services import Swap
 
 CANARY = "CANARY^PHI^0001"
-REPLY = json.dumps(
-    {
-        "findings": "There is increased opacity in the right lower zone.",
-        "interpretation": "The appearance is consistent with an abnormality.",
-        "recommendations": "Radiologist review is recommended.",
-    }
-)
-
-
-class Swap:
-    """The app's report and interop services rebuilt around a fake LLM (recording prompts)."""
-
-    def __init__(self) -> None:
-        self.backend = FakeBackend(REPLY)
-        self.report: ReportService | None = None
-        self.interop: InteropService | None = None
-
-    def get_report(self, request: Request) -> ReportService:
-        if self.report is None:
-            base: ReportService = request.state.report
-            self.report = build_report_service(
-                base.registry, base.explain, base.settings, self.backend
-            )
-        return self.report
-
-    def get_interop(self, request: Request) -> InteropService:
-        if self.interop is None:
-            i: InteropService = request.state.interop
-            self.interop = InteropService(i.analysis, i.explain, self.get_report(request), i.pacs)
-        return self.interop
 
 
 def _app(tiny_weights: Any, pacs: PacsSettings | None = None) -> tuple[Any, Swap]:
@@ -80,8 +46,7 @@ def _app(tiny_weights: Any, pacs: PacsSettings | None = None) -> tuple[Any, Swap
     )  # type: ignore[call-arg]
     app = create_app(settings)
     swap = Swap()
-    app.dependency_overrides[get_report] = swap.get_report
-    app.dependency_overrides[get_interop] = swap.get_interop
+    swap.install(app)
     return app, swap
 
 

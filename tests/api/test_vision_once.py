@@ -8,17 +8,14 @@ modules imported, so they hold however the service code is arranged.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
 
-from api.deps import get_interop, get_report
 from explain import ExplanationQuality
 from explain.zones import ZoneDescriptor
 from inference.classify import Classification
@@ -27,40 +24,11 @@ from reporting.fake_backend import FakeBackend
 from service import batch
 from service.app import create_app
 from service.interop_usecase import InteropService
-from service.report_usecase import ReportService, build_report_service, to_evidence
+from service.report_usecase import build_report_service, to_evidence
 from service.settings import ReportSettings, Settings
 from tests.dicom_tools import parse_related
 from tests.factories import grey_chest, png_bytes, synthetic_chest
-
-REPLY = json.dumps(
-    {
-        "findings": "There is increased opacity in the right lower zone.",
-        "interpretation": "The appearance is consistent with an abnormality.",
-        "recommendations": "Radiologist review is recommended.",
-    }
-)
-
-
-class Swap:
-    """The app's report and interop services rebuilt around a fake LLM."""
-
-    def __init__(self) -> None:
-        self.report: ReportService | None = None
-        self.interop: InteropService | None = None
-
-    def get_report(self, request: Request) -> ReportService:
-        if self.report is None:
-            base: ReportService = request.state.report
-            self.report = build_report_service(
-                base.registry, base.explain, base.settings, FakeBackend(REPLY)
-            )
-        return self.report
-
-    def get_interop(self, request: Request) -> InteropService:
-        if self.interop is None:
-            i: InteropService = request.state.interop
-            self.interop = InteropService(i.analysis, i.explain, self.get_report(request), i.pacs)
-        return self.interop
+from tests.fake_llm_services import REPLY, Swap
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +40,7 @@ def client(tiny_weights: Any) -> Iterator[TestClient]:
     )  # type: ignore[call-arg]
     app = create_app(settings)
     swap = Swap()
-    app.dependency_overrides[get_report] = swap.get_report
-    app.dependency_overrides[get_interop] = swap.get_interop
+    swap.install(app)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
