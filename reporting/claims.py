@@ -16,6 +16,8 @@ What is extracted from a sentence:
   enlarged, a plain mention, or a statement about the measurement (too close to 0.5 to call,
   not reliable); judged against the measured CTR, never against the lungs;
 - a borderline / indeterminate statement (allowed only inside the borderline band);
+- a statement that Grad-CAM and LIME agree (or disagree), with the zones it names: an
+  agreement claim is judged against the zones where both maps are strong, never assumed;
 - dismissive advice ("no further action is required", "не требуется"): a model cannot clear
   a patient, so it is out of scope;
 - decimal numbers and percentages, which must match an evidence value, and bare integers
@@ -274,6 +276,33 @@ _CLOSE = re.compile(r"\b(?:too close|close to|near(?:ly)? 0[.,]5)\b|\bблиз\w
 _UNRELIABLE = re.compile(r"\b(?:not reliable|unreliable)\b|недостовер\w*|ненадёжн\w*|ненадежн\w*")
 CardiacClaim = Literal["normal", "enlarged", "ratio", "close", "unreliable", "other"]
 
+# "Grad-CAM and LIME agree on ...", "both methods point to ...", "Grad-CAM и LIME согласованно
+# указывают на ...". A statement about the two maps, not "consistent with an abnormality".
+_METHODS = re.compile(
+    r"grad-?cam|\blime\b|\bboth (?:methods|maps|explanations)\b|\bmethods\b"
+    r"|оба метода|обоих метод\w*|методы|метод\w* объяснени\w*"
+)
+_AGREE = re.compile(
+    r"\b(?:agree\w*|concordan\w*|concur\w*|coincid\w*|overlap\w*)\b"
+    r"|\bboth (?:methods|maps|explanations) (?:\w+ )?(?:point|show|highlight|indicate)\w*"
+    r"|согласова\w*|согласу\w*|согласны\b|совпада\w*|совпал\w*|оба указыва\w*"
+)
+_DISAGREE = re.compile(
+    r"\b(?:disagree\w*|discordan\w*|differ\w*|do not agree|does not agree|don't agree)\b"
+    r"|расход\w*|не согласу\w*|не совпада\w*|не согласова\w*"
+)
+AgreementClaim = Literal["agree", "disagree"]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A statement that the two maps agree or disagree, with the zones named in its part of
+    the sentence (up to a semicolon: "X and, weaker, Y; Grad-CAM and LIME agree on X")."""
+
+    claim: AgreementClaim
+    zone_requirements: tuple[frozenset[ZoneId], ...]
+
+
 # Sources of information the report does not have: no history, no examination, no prior study.
 _STUDY = r"(?:study|studies|exam\w*|imaging|radiograph\w*|film\w*)"
 _UNSUPPORTED_SOURCES = re.compile(
@@ -316,6 +345,7 @@ class Claims:
     integers: tuple[int, ...]
     cardiac: tuple[CardiacClaim, ...] = ()
     states_borderline: bool = False
+    agreements: tuple[Agreement, ...] = ()
 
 
 def _zones(side: str | None, level: str | None) -> frozenset[ZoneId]:
@@ -410,6 +440,22 @@ def _cardiac(words: list[str]) -> CardiacClaim:
     return "other"
 
 
+def _agreements(text: str) -> tuple[Agreement, ...]:
+    found: list[Agreement] = []
+    for part in text.split(";"):
+        if not _METHODS.search(part):
+            continue
+        claim: AgreementClaim | None = (
+            "disagree" if _DISAGREE.search(part) else "agree" if _AGREE.search(part) else None
+        )
+        if claim is not None:
+            reqs = [
+                r for c in _CLAUSE.split(part) for r in zone_requirements(_WORD.findall(c or ""))
+            ]
+            found.append(Agreement(claim, tuple(reqs)))
+    return tuple(found)
+
+
 def extract_claims(sentence: str) -> Claims:
     """Claims made by ``sentence`` (any case, English or Russian)."""
     # "right and left lower zones" names both sides: rewrite to the both-sides cue first.
@@ -463,4 +509,5 @@ def extract_claims(sentence: str) -> Claims:
         integers,
         tuple(cardiac),
         borderline,
+        _agreements(text),
     )

@@ -10,6 +10,9 @@ the Evidence (see :mod:`reporting.claims`). A sentence is removed when it
   borderline band), or calls the result borderline when it is not,
 - says something about the heart the measured cardiothoracic ratio does not support
   ("normal heart size" needs a reliable CTR below 0.5, "enlarged" one of 0.5 or more),
+- says Grad-CAM and LIME agree where they do not (every zone it names must be one where both
+  are strong; naming none, it speaks of the zones just described, so all of them must be) or
+  disagree where they do (or when LIME did not run),
 - names a pathology or structure the descriptors say nothing about,
 - quotes a number that matches no evidence value,
 - is not plain prose (URL, markup), is in the wrong script, repeats an earlier sentence or
@@ -36,6 +39,7 @@ RemovalReason = Literal[
     "unsupported_zone",
     "unsupported_heart",
     "unsupported_borderline",
+    "unsupported_agreement",
     "contradicts_decision",
     "out_of_scope",
     "unsupported_number",
@@ -120,6 +124,28 @@ def _heart_violation(claims: Claims, evidence: Evidence) -> str | None:
     return None
 
 
+def _agreement_violation(claims: Claims, evidence: Evidence, min_intensity: float) -> str | None:
+    if not claims.agreements:
+        return None
+    if not any(z.lime_weight is not None for z in evidence.zones):
+        return "LIME did not run"
+    supported = evidence.supported_zones(min_intensity)
+    agreed = frozenset(z.zone_id for z in evidence.agreed_zones(min_intensity))
+    for statement in claims.agreements:
+        if statement.claim == "disagree":
+            if supported and all(z.zone_id in agreed for z in supported):
+                return "the maps agree on every zone described"
+            continue
+        if not agreed:
+            return "the maps agree on no zone"
+        if not statement.zone_requirements and any(z.zone_id not in agreed for z in supported):
+            return "the maps agree on only some of the zones described"
+        for req in statement.zone_requirements:
+            if not req & agreed:
+                return f"the maps do not agree on {','.join(sorted(req))}"
+    return None
+
+
 def _repetitive(sentence: str) -> bool:
     """A 4-word phrase (letters only, so listed values do not count) occurring 3+ times."""
     words = _LETTERS.findall(sentence.lower())
@@ -161,6 +187,9 @@ class GroundingChecker:
         heart = _heart_violation(claims, self.evidence)
         if heart is not None:
             return "unsupported_heart", heart
+        agreement = _agreement_violation(claims, self.evidence, self.policy.min_intensity)
+        if agreement is not None:
+            return "unsupported_agreement", agreement
         if claims.states_borderline and not self.evidence.indeterminate:
             return "unsupported_borderline", "the probability is outside the borderline band"
         finding = self.evidence.decision == "finding"

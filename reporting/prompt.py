@@ -113,8 +113,9 @@ _EN = PromptTexts(
         "- findings: the model's decision with its probability, where the explanation maps "
         "point, and the measurements.\n"
         "- interpretation: say plainly whether the model found an abnormality or no "
-        "abnormality; if the decision is borderline, say the result is borderline. If the "
-        "decision is no finding, describe no lesion and name no zone.\n"
+        "abnormality; if the decision is borderline, say the result is borderline. Do not "
+        "guess what kind of abnormality it is (opacity, mass, fluid...): the model does not "
+        "know. If the decision is no finding, describe no lesion and name no zone.\n"
         "- recommendations: what the reader should do next, without time intervals; never "
         "write that no further action is needed.\n"
         "- Never mention history, symptoms, previous images or comparisons."
@@ -167,8 +168,8 @@ _EN = PromptTexts(
                     "0.44 (below 0.5): heart size within normal limits."
                 ),
                 "interpretation": (
-                    "The appearance suggests an abnormality, such as an opacity. The model "
-                    "does not determine its cause."
+                    "The model found an abnormality, most marked in the left lower zone. Its "
+                    "type and cause are for the radiologist to determine."
                 ),
                 "recommendations": (
                     "Review of the image by a radiologist is recommended, together with the "
@@ -230,8 +231,9 @@ _RU = PromptTexts(
         "- findings: решение модели с вероятностью, куда указывают карты объяснения, "
         "измерения.\n"
         "- interpretation: прямо скажи, выявила ли модель патологические изменения или нет; "
-        "если решение пограничное, скажи, что результат пограничный. Если находок нет, не "
-        "описывай изменений и не называй зон.\n"
+        "если решение пограничное, скажи, что результат пограничный. Не угадывай вид "
+        "изменений (затемнение, образование, жидкость...): модель его не знает. Если "
+        "находок нет, не описывай изменений и не называй зон.\n"
         "- recommendations: что делать дальше, без сроков; никогда не пиши, что дальнейшие "
         "действия не нужны.\n"
         "- Не упоминай анамнез, симптомы, прежние снимки и сравнения.\n"
@@ -286,8 +288,8 @@ _RU = PromptTexts(
                     "индекс 0,44 (меньше 0,5): размер сердца в пределах нормы."
                 ),
                 "interpretation": (
-                    "Картина соответствует патологическим изменениям, например затемнению. "
-                    "Модель не определяет их причину."
+                    "Модель выявила патологические изменения, наиболее выраженные в левой "
+                    "нижней зоне. Их характер и причину определяет врач."
                 ),
                 "recommendations": (
                     "Рекомендуется оценка изображения врачом-рентгенологом с учётом "
@@ -325,7 +327,7 @@ _RU = PromptTexts(
     ),
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.4", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.5", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:

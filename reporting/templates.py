@@ -229,15 +229,16 @@ def _interpretation(e: Evidence, zones: tuple[ZoneEvidence, ...], lang: Language
             return "No abnormality was detected by the model; this does not exclude disease."
         where = " in the highlighted zones" if zones else "; the model cannot localise it reliably"
         return (
-            f"The appearance is consistent with an abnormality such as an opacity{where}. "
-            "The model does not determine its cause."
+            f"The appearance is consistent with an abnormality{where}. Its type and cause are "
+            "for the radiologist to determine."
         )
     if e.decision == "no_finding":
         return "Модель не выявила патологических изменений; это не исключает заболевания."
-    where = "в выделенных зонах" if zones else "без надёжной локализации"
+    # The comma keeps "без" (a negation cue for the whole clause) away from "изменениям".
+    where = " в выделенных зонах" if zones else ", без надёжной локализации"
     return (
-        f"Картина соответствует патологическим изменениям, например затемнению, {where}. "
-        "Модель не определяет их причину."
+        f"Картина соответствует патологическим изменениям{where}. Их характер и причину "
+        "определяет врач."
     )
 
 

@@ -72,8 +72,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {
         **os.environ,
         "CXR_CLUSTER_DIR": str(state),
-        # A 100-sample LIME job takes seconds on an idle machine; 20 s was hit at load 5 (the whole suite plus
-        # training on 2 cores). The killed-worker test waits for the lock: timeout + 10 s.
+        # A 100-sample LIME job takes seconds on an idle machine; 20 s was hit at load 5 (the
+        # whole suite plus training on 2 cores). A killed worker's lock expires at timeout + 10 s.
         "CXR_JOBS__TIMEOUT_S": "45",
         "CXR_REPORT__BACKEND": "disabled",  # LIME jobs only here; reports: bench_cluster.py
         "CXR_CLUSTER_WAIT_S": "150",

@@ -121,3 +121,45 @@ def test_evidence_contract() -> None:
 def test_real_model_claims_against_no_finding_are_removed(sentence: str) -> None:
     ev = _evidence("no_finding", {"right_mid": 0.3})
     assert GroundingChecker(ev, GroundingPolicy()).violation(sentence, "en") is not None
+
+
+def _agreement_evidence(lime: bool = True) -> Evidence:
+    """Both maps strong in the right lower zone; only Grad-CAM in the left mid zone."""
+    zones = (
+        ZoneEvidence("right_lower", 0.7, 0.6 if lime else None, 0.7, 0.8),
+        ZoneEvidence("left_mid", 0.4, 0.05 if lime else None, 0.4, 0.5),
+    )
+    return Evidence(decision="finding", probability_finding=0.9, threshold=0.5, zones=zones)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "lang", "reason"),
+    [
+        # the v2.4 evaluation's unchecked sentence: it followed a list of both zones
+        ("Grad-CAM and LIME agree on these zones.", "en", "only some of the zones"),
+        ("Grad-CAM and LIME agree on the left mid zone.", "en", "do not agree on left_mid"),
+        ("Both methods point to the left mid zone.", "en", "do not agree on left_mid"),
+        ("Grad-CAM и LIME согласованно указывают на левую среднюю зону.", "ru", "left_mid"),
+        ("Grad-CAM and LIME disagree in every zone.", "en", None),
+    ],
+)
+def test_agreement_claims_are_checked_against_both_maps(
+    sentence: str, lang: str, reason: str | None
+) -> None:
+    c = GroundingChecker(_agreement_evidence(), GroundingPolicy())
+    found = c.violation(sentence, lang)  # type: ignore[arg-type]
+    if reason is None:
+        assert found is None  # they do disagree on the left mid zone
+    else:
+        assert found is not None and found[0] == "unsupported_agreement" and reason in found[1]
+
+
+def test_true_agreement_is_kept_and_any_agreement_needs_lime() -> None:
+    c = GroundingChecker(_agreement_evidence(), GroundingPolicy())
+    assert c.violation("Grad-CAM and LIME agree on the right lower zone.", "en") is None
+    assert c.violation("Grad-CAM и LIME согласны: правая нижняя зона.", "ru") is None
+    assert c.violation("Согласно Grad-CAM, изменения в правой нижней зоне.", "ru") is None
+    assert c.violation("The appearance is consistent with an abnormality.", "en") is None
+    without = GroundingChecker(_agreement_evidence(lime=False), GroundingPolicy())
+    found = without.violation("Grad-CAM and LIME agree on the right lower zone.", "en")
+    assert found == ("unsupported_agreement", "LIME did not run")
