@@ -160,20 +160,17 @@ _EN = PromptTexts(
             ),
             answer={
                 "findings": (
-                    "The model reports an abnormal finding: the probability of a finding is "
-                    "0.87 (threshold 0.64 for adults). The explanation maps point to the left "
-                    "lower zone (intensity 0.58) and, less strongly, the left mid zone "
-                    "(intensity 0.33); "
-                    "Grad-CAM and LIME agree on the left lower zone. Cardiothoracic ratio "
-                    "0.44 (below 0.5): heart size within normal limits."
+                    "Abnormal finding (probability 0.87, threshold 0.64 for adults). The maps "
+                    "point to the left lower zone (intensity 0.58) and, less strongly, the left "
+                    "mid zone (intensity 0.33); Grad-CAM and LIME agree on the left lower zone. "
+                    "Cardiothoracic ratio 0.44: heart size within normal limits."
                 ),
                 "interpretation": (
-                    "The model found an abnormality, most marked in the left lower zone. Its "
+                    "The model found an abnormality, most marked in the left lower zone; its "
                     "type and cause are for the radiologist to determine."
                 ),
                 "recommendations": (
-                    "Review of the image by a radiologist is recommended, together with the "
-                    "clinical picture."
+                    "Radiologist review of the image with the clinical picture is recommended."
                 ),
             },
         ),
@@ -189,18 +186,15 @@ _EN = PromptTexts(
             ),
             answer={
                 "findings": (
-                    "The model reports no finding: the probability of a finding is 0.21, "
-                    "below the threshold 0.58 for adults (age not given). The explanation map "
-                    "is weak; no zone can be singled "
-                    "out. Cardiothoracic ratio 0.41 (below 0.5): heart size within normal "
-                    "limits."
+                    "No finding (probability 0.21, threshold 0.58 for adults, age not given). "
+                    "The explanation map is weak; no zone can be singled out. Cardiothoracic "
+                    "ratio 0.41: heart size within normal limits."
                 ),
                 "interpretation": (
                     "The model found no abnormality; this does not exclude disease."
                 ),
                 "recommendations": (
-                    "Review of the image by a radiologist is recommended, together with the "
-                    "clinical picture."
+                    "Radiologist review of the image with the clinical picture is recommended."
                 ),
             },
         ),
@@ -280,20 +274,18 @@ _RU = PromptTexts(
             ),
             answer={
                 "findings": (
-                    "Модель выявила патологическую находку: вероятность находки 0,87 (порог "
-                    "0,64 для взрослых). Карты объяснения указывают на левую нижнюю зону "
-                    "(интенсивность 0,58) и, слабее, на левую среднюю зону (интенсивность 0,33); "
-                    "Grad-CAM и "
-                    "LIME согласованно указывают на левую нижнюю зону. Кардиоторакальный "
-                    "индекс 0,44 (меньше 0,5): размер сердца в пределах нормы."
+                    "Патологическая находка (вероятность 0,87, порог 0,64 для взрослых). Карты "
+                    "указывают на левую нижнюю зону (интенсивность 0,58) и, слабее, на левую "
+                    "среднюю зону (интенсивность 0,33); Grad-CAM и LIME согласованно указывают "
+                    "на левую нижнюю зону. Кардиоторакальный индекс 0,44: размер сердца в "
+                    "пределах нормы."
                 ),
                 "interpretation": (
                     "Модель выявила патологические изменения, наиболее выраженные в левой "
-                    "нижней зоне. Их характер и причину определяет врач."
+                    "нижней зоне; их характер и причину определяет врач."
                 ),
                 "recommendations": (
-                    "Рекомендуется оценка изображения врачом-рентгенологом с учётом "
-                    "клинической картины."
+                    "Рекомендуется оценка снимка рентгенологом с учётом клинической картины."
                 ),
             },
         ),
@@ -310,17 +302,15 @@ _RU = PromptTexts(
             ),
             answer={
                 "findings": (
-                    "Модель не выявила патологических изменений: вероятность находки 0,21 "
-                    "(порог 0,58 для взрослых, возраст не указан). Карта объяснения слабая; "
-                    "выделить отдельную зону нельзя. Кардиоторакальный индекс 0,41 (меньше 0,5): "
-                    "размер сердца в пределах нормы."
+                    "Находок нет (вероятность 0,21, порог 0,58 для взрослых, возраст не "
+                    "указан). Карта объяснения слабая; выделить отдельную зону нельзя. "
+                    "Кардиоторакальный индекс 0,41: размер сердца в пределах нормы."
                 ),
                 "interpretation": (
                     "Модель не выявила патологических изменений; это не исключает заболевания."
                 ),
                 "recommendations": (
-                    "Рекомендуется оценка изображения врачом-рентгенологом с учётом "
-                    "клинической картины."
+                    "Рекомендуется оценка снимка рентгенологом с учётом клинической картины."
                 ),
             },
         ),
