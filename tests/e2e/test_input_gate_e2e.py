@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from inference.intake import decode_upload
+from inference.suitability import check_rules
 from service.app import create_app
 from service.settings import DEFAULT_WEIGHTS, Settings
 from tests.factories import SHARED, gray_u8
@@ -64,6 +66,20 @@ def test_real_radiographs_of_every_source_pass(gated: TestClient) -> None:
             assert body["input_quality"]["ood_score"] <= body["input_quality"]["ood_threshold"]
     # The gate refuses ~0.5 % of validation films by construction: at most one of the sample.
     assert sum(refused.values()) <= 1, refused
+
+
+def test_no_jsrt_film_trips_a_rule(shared_data: Path) -> None:
+    """JSRT's dark, low-contrast scans: 10 of the 209 were refused as "featureless" when the
+    structure floor ignored the image's contrast."""
+    films = sorted((SHARED / "images" / "jsrt").glob("*.jpg"))
+    assert len(films) >= 200
+    tripped = {}
+    for path in films:
+        r = decode_upload(path.read_bytes())
+        reason = check_rules(r.pixels, r.colourfulness, None, r.source_size).reason
+        if reason is not None:
+            tripped[path.name] = reason
+    assert tripped == {}
 
 
 def test_every_generated_non_radiograph_is_refused(gated: TestClient) -> None:

@@ -113,3 +113,15 @@ def test_not_a_chest_radiograph_problem_extra() -> None:
     assert exc.code == "not_a_chest_radiograph"
     assert exc.problem_extra() == {"reason": "noise", "view_index": 2}
     assert NotAChestRadiograph("document").problem_extra() == {"reason": "document"}
+
+
+def test_a_dark_low_contrast_film_is_not_featureless() -> None:
+    """The structure floor is relative to the image's contrast: the raw floor refused 10 of
+    JSRT's 209 real films (dark scans whose detail is faint in absolute grey levels), while a
+    gradient stays featureless at any contrast."""
+    chest = _chest(512, 512)
+    dark = 0.02 + 0.12 * chest  # same film, an eighth of the contrast, near black
+    assert check_rules(dark).reason is None
+    yy, xx = np.mgrid[0:512, 0:512].astype(np.float32) / 512.0
+    for contrast in (1.0, 0.1):
+        assert check_rules(0.1 + contrast * 0.8 * (xx + yy) / 2).reason == "featureless"
