@@ -166,8 +166,8 @@ _EN = PromptTexts(
                     "Cardiothoracic ratio 0.44: heart size within normal limits."
                 ),
                 "interpretation": (
-                    "The model found an abnormality, most marked in the left lower zone; its "
-                    "type and cause are for the radiologist to determine."
+                    "The model found an abnormality; its type and cause are for the "
+                    "radiologist to determine."
                 ),
                 "recommendations": (
                     "Radiologist review of the image with the clinical picture is recommended."
@@ -281,8 +281,8 @@ _RU = PromptTexts(
                     "пределах нормы."
                 ),
                 "interpretation": (
-                    "Модель выявила патологические изменения, наиболее выраженные в левой "
-                    "нижней зоне; их характер и причину определяет врач."
+                    "Модель выявила патологические изменения; их характер и причину "
+                    "определяет врач."
                 ),
                 "recommendations": (
                     "Рекомендуется оценка снимка рентгенологом с учётом клинической картины."
