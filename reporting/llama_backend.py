@@ -338,7 +338,10 @@ class LlamaCppBackend:
         (:mod:`reporting.greedy`); sampling goes through llama-cpp-python's own chain."""
         finish = ["stop"]
         if params.temperature == 0.0:
-            config = GreedyConfig(params.max_tokens, params.repeat_penalty)
+            # Never decode past the context: a report cut there fails the JSON check and is
+            # rendered from the template, where running out of KV cells raised mid-stream.
+            room = self._config.n_ctx - len(prompt_ids)
+            config = GreedyConfig(max(0, min(params.max_tokens, room)), params.repeat_penalty)
             tokens = greedy_tokens(
                 self._llama_cpp,
                 self._llm,

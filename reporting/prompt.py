@@ -6,10 +6,12 @@ path. The template text is versioned and hashed so a report can state exactly wh
 produced it.
 
 Shape (chosen for small instruction models, measured in bench/RESULTS.md "Report prompts"):
-a system turn with the rules *in the target language*, two worked examples (each a user turn
-of facts and the assistant's JSON answer: one abnormal finding with zones, one no finding
-with none, so the model sees both shapes and does not carry the finding's wording into a
-no-finding report), then the user turn with this image's facts. Everything before that last
+a system turn with the rules *in the target language*, three worked examples (each a user turn
+of facts and the assistant's JSON answer: an abnormal finding with zones, an abnormal finding
+with a weak map, a no finding with none, so the model sees each shape and does not carry one
+decision's wording into another: with only the first and last, a finding with a weak map
+borrowed the no-finding "this does not exclude disease"), then the user turn with this
+image's facts. Everything before that last
 turn is fixed per language, so its KV state is reused across requests
 (:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
 (:func:`reporting.templates.probability_pair`), so the model copies honest precision.
@@ -177,6 +179,32 @@ _EN = PromptTexts(
         WorkedExample(
             facts=(
                 "Facts:\n"
+                "- Decision: abnormal finding.\n"
+                "- Probability of a finding 0.71; threshold 0.29 for adults (age not given).\n"
+                "- Cardiothoracic ratio 0.56, above 0.5, projection unknown (an AP view "
+                "overstates the ratio): heart size is not called.\n"
+                "- Share of the total lung area: right 51 %, left 49 %.\n"
+                "- Image quality flags: none.\n"
+                "- The explanation map is weak; no zone can be singled out."
+            ),
+            answer={
+                "findings": (
+                    "Abnormal finding (probability 0.71, threshold 0.29 for adults, age not "
+                    "given). The explanation map is weak; no zone can be singled out. "
+                    "Cardiothoracic ratio 0.56, projection unknown: heart size is not called."
+                ),
+                "interpretation": (
+                    "The model found an abnormality but cannot localise it; its type and "
+                    "cause are for the radiologist to determine."
+                ),
+                "recommendations": (
+                    "Radiologist review of the image with the clinical picture is recommended."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Facts:\n"
                 "- Decision: no finding.\n"
                 "- Probability of a finding 0.21; threshold 0.58 for adults (age not given).\n"
                 "- Cardiothoracic ratio 0.41 (below 0.5): heart size within normal limits.\n"
@@ -283,6 +311,33 @@ _RU = PromptTexts(
                 "interpretation": (
                     "Модель выявила патологические изменения; их характер и причину "
                     "определяет врач."
+                ),
+                "recommendations": (
+                    "Рекомендуется оценка снимка рентгенологом с учётом клинической картины."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Факты:\n"
+                "- Решение: патологическая находка.\n"
+                "- Вероятность находки 0,71; порог 0,29 для взрослых (возраст не указан).\n"
+                "- Кардиоторакальный индекс 0,56 больше 0,5, проекция неизвестна "
+                "(переднезадняя проекция завышает индекс): размер сердца не оценивается.\n"
+                "- Доля общей площади лёгких: справа 51 %, слева 49 %.\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Карта объяснения слабая; выделить отдельную зону нельзя."
+            ),
+            answer={
+                "findings": (
+                    "Патологическая находка (вероятность 0,71, порог 0,29 для взрослых, "
+                    "возраст не указан). Карта объяснения слабая; выделить отдельную зону "
+                    "нельзя. Кардиоторакальный индекс 0,56, проекция неизвестна: размер сердца "
+                    "не оценивается."
+                ),
+                "interpretation": (
+                    "Модель выявила патологические изменения, но не может их локализовать; их "
+                    "характер и причину определяет врач."
                 ),
                 "recommendations": (
                     "Рекомендуется оценка снимка рентгенологом с учётом клинической картины."

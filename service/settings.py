@@ -158,9 +158,9 @@ class ReportSettings(BaseModel):
         2048,
         ge=512,
         le=32768,
-        description="Context size of the in-process model (prompt with the two worked examples "
-        "is ~900 tokens in English, ~1,300 in Russian with Qwen's tokenizer; the report up to "
-        "max_tokens).",
+        description="Context size of the in-process model (prompt with the three worked "
+        "examples: ~1,000-1,150 tokens in English, ~1,450-1,750 in Russian with Qwen's "
+        "tokenizer, six zones at most; the report up to max_tokens, cut at the context).",
     )
     prefix_cache: bool = Field(
         True,

@@ -265,3 +265,23 @@ def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBacken
     assert (again_a, again_b) == (first_a, first_b)
     prefix_a = len(backend._tokens(backend._chat.render_history(a[:-1])))
     assert max(reads) < prefix_a  # only the last turn and the generated tokens were read
+
+
+def test_a_report_that_would_outgrow_the_context_is_cut_not_crashed(
+    backend: LlamaCppBackend,
+) -> None:
+    """Prompt + max_tokens beyond n_ctx (Qwen's Russian prompt with six zones is ~1,750 tokens
+    of 2,048): decoding stops at the configured context and the cut report falls back to the
+    template (past the context llama-cpp-python's eval raises mid-stream)."""
+    _, _, messages = ReportGenerator(backend).prompt_for(EVIDENCE, "en")
+    prompt = backend.render_prompt(messages).encode()
+    prompt_tokens = len(backend._llm.tokenize(prompt, add_bos=True, special=True))
+    small = LlamaCppBackend(replace(embedded_config(n_threads=1), n_ctx=prompt_tokens + 40))
+    try:
+        report = ReportGenerator(small).generate(EVIDENCE, "en")
+        assert report.generation is not None and report.generation.finish_reason == "length"
+        assert report.generation.tokens <= 41
+        assert report.grounding.unsupported_claims_left == 0
+        assert all(report.sections.get(n).strip() for n in SECTION_NAMES)
+    finally:
+        small.close()

@@ -140,6 +140,17 @@ EXAMPLE_EVIDENCE = (
         measurements=Measurements(0.44, True, (), 0.53, 0.47, 53 / 47),
         population="adult",
     ),
+    # a finding with a weak map and a CTR above 0.5 of unknown projection
+    Evidence(
+        "finding",
+        0.71,
+        0.29,
+        (),
+        explanation_weak=True,
+        measurements=Measurements(0.56, True, (), 0.51, 0.49, 51 / 49),
+        population="adult",
+        population_assumed=True,
+    ),
     # no finding, weak map, a normal CTR, the adult threshold taken for want of an age (the
     # common case: v2.2's "too close to 0.5" example was copied onto CTRs of 0.37-0.40)
     Evidence(
@@ -156,7 +167,7 @@ EXAMPLE_EVIDENCE = (
 
 
 @pytest.mark.parametrize("lang", ["en", "ru"])
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_each_worked_example_passes_the_check_for_its_own_facts(lang: Language, index: int) -> None:
     """The examples teach the model; each must itself be a report the check keeps whole, and
     its facts must be exactly what the prompt writes for that evidence."""
@@ -177,8 +188,8 @@ def test_prompt_has_a_finding_and_a_no_finding_example_before_the_case() -> None
     for lang in ("en", "ru"):
         messages = build_messages(ev, ev.supported_zones(0.25), lang)  # type: ignore[arg-type]
         roles = [m.role for m in messages]
-        assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
-        examples = [m.content for m in messages[1:5:2]]
+        assert roles == ["system", *["user", "assistant"] * 3, "user"]
+        examples = [m.content for m in messages[1:7:2]]
         assert any("abnormal finding" in e or "патологическая" in e for e in examples)
         assert any("no finding" in e or "находок нет" in e for e in examples)
 
