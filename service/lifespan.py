@@ -185,6 +185,28 @@ _GATED_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Grad-CAM of any film over ~1.2 MP is heavy work (ConcurrencySettings.heavy_cost). Before the
+# body is read its size is unknown, so such a request is judged by the heavy lane: a 30 MP
+# attack upload is then refused unread while the small lane keeps its slot (judged as a small
+# request it was admitted, received and parsed, and only then refused).
+_PRESUMED_HEAVY = frozenset({"/explain/gradcam"})
+
+
+def presumed_cost(gate: WorkGate, path: str) -> float:
+    """The cost a request on ``path`` is judged by before its upload is read."""
+    if path in _PRESUMED_HEAVY and gate.heavy_cost is not None:
+        return gate.heavy_cost + 1.0
+    return 1.0
+
+
+def first_refusing(gates: dict[str, WorkGate], path: str) -> WorkGate | None:
+    for name in _GATED_PATHS.get(path, ()):
+        gate = gates.get(name)
+        if gate is not None and gate.would_refuse(presumed_cost(gate, path)):
+            return gate
+    return None
+
+
 def refusing_gate(state: dict[str, object], path: str) -> WorkGate | None:
     """The first gate on ``path`` that would refuse a request now, if any.
 
@@ -198,8 +220,4 @@ def refusing_gate(state: dict[str, object], path: str) -> WorkGate | None:
         gates["inference"], gates["lime"] = explain.gate, explain.lime_gate
     if isinstance(report, ReportService):
         gates["llm"] = report.llm_gate
-    for name in _GATED_PATHS.get(path, ()):
-        gate = gates.get(name)
-        if gate is not None and gate.would_refuse():
-            return gate
-    return None
+    return first_refusing(gates, path)

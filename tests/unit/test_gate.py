@@ -205,3 +205,27 @@ def test_heavy_requests_are_refused_when_their_lane_is_backed_up() -> None:
 def test_one_slot_has_no_lane() -> None:
     gate = WorkGate("inference", slots=1, queue=1, retry_after_s=1, heavy_cost=6.0)
     assert gate.heavy_cost is None and not gate.is_heavy(100.0)
+
+
+def test_a_gradcam_is_refused_unread_while_the_heavy_lane_is_backed_up() -> None:
+    """Before the body is read a Grad-CAM is judged as heavy work; a /classify as small."""
+    import time
+
+    from service.lifespan import first_refusing
+
+    release = threading.Event()
+    gate = WorkGate("inference", slots=2, queue=10, retry_after_s=2, max_wait_s=1.0, heavy_cost=6.0)
+
+    async def main() -> None:
+        await gate.run(lambda: time.sleep(0.05), cost=1.0)  # ~0.05 s per unit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: gate.run(release.wait, cost=60.0))  # a 30 MP Grad-CAM, ~3 s
+            await anyio.sleep(0.1)
+            try:
+                assert first_refusing({"inference": gate}, "/explain/gradcam") is gate
+                assert first_refusing({"inference": gate}, "/classify") is None
+            finally:
+                release.set()
+        assert first_refusing({"inference": gate}, "/explain/gradcam") is None
+
+    anyio.run(main)
