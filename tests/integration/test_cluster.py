@@ -51,6 +51,17 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.dir / "logs" / f"{name}.log").read_text(errors="replace")
 
+    def logged_by(self, prefix: str, marker: str, timeout_s: float = 10.0) -> str:
+        """The process whose log has ``marker``; waits for it, since a job's state can reach
+        Redis a moment before its worker's log line reaches the file."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [n for n in self.names(prefix) if marker in self.log(n)]
+            if found or time.monotonic() > deadline:
+                assert found, f"no {prefix}* log has {marker!r}"
+                return found[0]
+            time.sleep(0.1)
+
     def names(self, prefix: str) -> list[str]:
         return sorted(p.name for p in (self.dir / "pids").iterdir() if p.name.startswith(prefix))
 
@@ -206,11 +217,11 @@ def test_killing_the_accepting_replica_and_the_running_worker_mid_job(
     submitted = _submit(cluster, radiograph, rid=rid)
     assert submitted.status_code == 202
     job = submitted.json()
-    replica = next(n for n in cluster.names("api-") if rid in cluster.log(n))
+    replica = cluster.logged_by("api-", rid)
     running = _poll(cluster, job["status_url"], ("running", "succeeded", "failed"), 60)
     assert running["state"] == "running", "the job finished before it could be interrupted"
     marker = f"job {job['job_id']} started (try 1)"
-    worker = next(w for w in cluster.names("worker-") if marker in cluster.log(w))
+    worker = cluster.logged_by("worker-", marker)
     os.kill(cluster.pid(replica), signal.SIGKILL)
     os.kill(cluster.pid(worker), signal.SIGKILL)
     # nginx passes requests for the dead replica to the other one; the other worker takes the
