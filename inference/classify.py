@@ -31,7 +31,9 @@ class ClassifierOutput:
     logit: float
     cam: FloatArray
     pooled: FloatArray | None = None
-    """Globally average-pooled ``features`` (float32 [C]): the input gate's learned score."""
+    """The input gate's features (float32 [D]): the ``gate_features`` output when the graph
+    has one (pooled activations of the frozen lower trunk), else globally average-pooled
+    ``features`` (older classifiers); see :func:`gate_role`."""
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,35 @@ def decide(probability: float, threshold: float) -> BinaryDecision:
     return "finding" if probability >= threshold else "no_finding"
 
 
+GATE_ROLE = "gate_features"
+"""Optional classifier output role: the input gate's features, float32 [N, D], already pooled
+(tail-recipe classifiers from 2.1.0: mean + std of the frozen lower trunk's activations)."""
+
+
+def gate_role(model: VerifiedModel) -> str:
+    """The output role the input gate scores: ``gate_features`` when the manifest names one,
+    else ``features`` (classifiers exported before it existed, average-pooled here)."""
+    return GATE_ROLE if GATE_ROLE in model.manifest.outputs else "features"
+
+
+def gate_inputs(model: VerifiedModel, out: dict[str, FloatArray]) -> FloatArray:
+    """Gate features [N, D] from a run that fetched :func:`gate_role`'s output."""
+    role = gate_role(model)
+    if role == "features":
+        return pool_features(out["features"])
+    return np.asarray(out[role], dtype=np.float32).reshape(out[role].shape[0], -1)
+
+
 def run_classifier(
     model: VerifiedModel, images: list[FloatImage], with_features: bool = True
 ) -> list[ClassifierOutput]:
-    """One batched forward pass over grayscale [0, 1] images (pooled features when asked)."""
+    """One batched forward pass over grayscale [0, 1] images (gate features when asked)."""
     batch = batch_inputs(images, model.manifest.input_spec)
-    roles = ("logit", "cam", "features") if with_features else ("logit", "cam")
+    roles = ("logit", "cam", gate_role(model)) if with_features else ("logit", "cam")
     out = model.run(batch, roles)
     logits = out["logit"].reshape(len(images), -1)[:, 0]
     cams = out["cam"].reshape(len(images), *out["cam"].shape[-2:])
-    pooled = pool_features(out["features"]) if with_features else None
+    pooled = gate_inputs(model, out) if with_features else None
     return [
         ClassifierOutput(
             logit=float(logits[i]), cam=cams[i], pooled=None if pooled is None else pooled[i]

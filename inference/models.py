@@ -9,7 +9,9 @@ manifests to learn labels or shapes.
 
 Classifier contract: input float32 [N, C, S, S]; ``logit`` float32 [N, 1]; ``features``
 float32 [N, F, h, w] with a fixed F (the input gate's feature size); ``cam`` float32
-[N, 1, h, w] on the same grid as ``features``; labels exactly :data:`CLASSIFIER_LABELS`.
+[N, 1, h, w] on the same grid as ``features``; labels exactly :data:`CLASSIFIER_LABELS`;
+optionally ``gate_features`` float32 [N, D] with a fixed D (the input gate's features when
+present, see :func:`inference.classify.gate_role`).
 Segmenter contract: input float32 [N, C, S, S]; ``logits`` float32 [N, K, H, W] with K equal to
 the number of labels, which include every :data:`SEGMENTER_LABELS` entry.
 """
@@ -24,7 +26,9 @@ import numpy as np
 
 from inference.anatomy import Anatomy, segment
 from inference.classify import (
+    GATE_ROLE,
     ClassifierOutput,
+    gate_role,
     manifest_calibration,
     predict_probabilities,
     run_classifier,
@@ -113,9 +117,14 @@ class Classifier(_RoleModel):
         for f, c in zip(features[2:], cam[2:], strict=True):
             if _fixed(f) is not None and _fixed(c) is not None and f != c:
                 raise _refuse(self, "outputs 'cam' and 'features' must share their grid")
+        if self.gate_role == GATE_ROLE:
+            gate = _check_float_rank(self, GATE_ROLE, 2)
+            if _fixed(gate[1]) is None:
+                raise _refuse(self, f"output '{GATE_ROLE}' must have a fixed size")
 
     def probe(self) -> None:
-        out = _probe(self, ("logit", "features", "cam"))
+        roles = ("logit", "features", "cam") + ((GATE_ROLE,) if self.gate_role == GATE_ROLE else ())
+        out = _probe(self, roles)
         logit, features, cam = out["logit"], out["features"], out["cam"]
         if logit.shape != (1, 1):
             raise _refuse(self, "output 'logit' must be [N, 1]")
@@ -123,6 +132,8 @@ class Classifier(_RoleModel):
             raise _refuse(self, "output 'cam' must be [N, 1, h, w] on the features' grid")
         if features.shape[1] != self.feature_dim:
             raise _refuse(self, "output 'features' has another channel count than declared")
+        if GATE_ROLE in out and out[GATE_ROLE].shape != (1, self.gate_feature_dim):
+            raise _refuse(self, f"output '{GATE_ROLE}' has another size than declared")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -132,6 +143,20 @@ class Classifier(_RoleModel):
     def feature_dim(self) -> int:
         """F of ``features`` [N, F, h, w]: the size of the input gate's pooled features."""
         dim = _fixed(_declared(self, "features")[0][1])
+        assert dim is not None  # checked in __post_init__
+        return dim
+
+    @property
+    def gate_role(self) -> str:
+        """The output the input gate scores (``gate_features``, else ``features``)."""
+        return gate_role(self)
+
+    @property
+    def gate_feature_dim(self) -> int:
+        """D of the input gate's features: ``gate_features`` [N, D], else F of ``features``."""
+        if self.gate_role != GATE_ROLE:
+            return self.feature_dim
+        dim = _fixed(_declared(self, GATE_ROLE)[0][1])
         assert dim is not None  # checked in __post_init__
         return dim
 

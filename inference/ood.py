@@ -1,4 +1,10 @@
-"""Learned input gate: class-conditional Mahalanobis distance on the classifier's pooled features.
+"""Learned input gate: class-conditional Mahalanobis distance on pooled classifier activations.
+
+Which output it scores is recorded in the gate manifest (``features_output``, a classifier
+output role): ``gate_features`` (mean + std pooled activations of the frozen ImageNet lower
+trunk, tail-recipe classifiers from 2.1.0: fine-tuning collapsed the trained layers' feature
+space for non-radiographs) or ``features`` (average-pooled last block; gates fitted before
+``features_output`` existed, which do not record it).
 
 Fitted by ``python -m training gate`` (see :mod:`training.gate`) on training radiographs and on
 generated variants of them (inverted, rotated 90/180/270, lateral-like half crops), as in
@@ -69,6 +75,8 @@ class OodModel:
     threshold: float
     flag_probability: float = 0.5
     version: str = ""
+    features_output: str = "features"
+    """The classifier output role the gate was fitted on (see the module docstring)."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -139,6 +147,7 @@ def save_ood_model(model: OodModel, manifest_path: Path, classifier_sha256: str)
         "file": npz_path.name,
         "sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
         "classifier_sha256": classifier_sha256,
+        "features_output": model.features_output,
         "classes": list(model.classes),
         "threshold": model.threshold,
         "flag_probability": model.flag_probability,
@@ -174,13 +183,28 @@ def _read_arrays(path: Path, sha256: str) -> dict[str, FloatArray]:
         raise ModelError("input gate: array file is malformed") from exc
 
 
-def load_ood_model(manifest_path: Path, classifier_sha256: str, feature_dim: int) -> OodModel:
-    """Load and verify a fitted gate; raise :class:`ModelError` on any mismatch."""
+def load_ood_model(
+    manifest_path: Path,
+    classifier_sha256: str,
+    feature_dim: int,
+    features_output: str = "features",
+) -> OodModel:
+    """Load and verify a fitted gate; raise :class:`ModelError` on any mismatch.
+
+    ``features_output``: the classifier output role the service will feed it (a manifest
+    without the key was fitted on ``features``).
+    """
     meta = _read_manifest(manifest_path)
     if meta.get("classifier_sha256") != classifier_sha256:
         raise ModelError(
             "input gate was fitted for another classifier (sha256 mismatch): "
             "re-run `python -m training gate`"
+        )
+    fitted_on = meta.get("features_output", "features")
+    if fitted_on != features_output:
+        raise ModelError(
+            f"input gate was fitted on the classifier output {fitted_on!r}, "
+            f"the service scores {features_output!r}: re-run `python -m training gate`"
         )
     file = str(meta.get("file", ""))
     if Path(file).name != file or not file.endswith(".npz"):
@@ -216,5 +240,6 @@ def load_ood_model(manifest_path: Path, classifier_sha256: str, feature_dim: int
         threshold=float(threshold),
         flag_probability=float(meta.get("flag_probability", 0.5)),
         version=str(meta.get("version", "")),
+        features_output=str(fitted_on),
         meta={k: v for k, v in meta.items() if k in ("metrics", "fitted")},
     )

@@ -68,7 +68,9 @@ def _ood_model(settings: Settings, classifier: Classifier) -> OodModel | None:
             raise ModelError("input gate file missing (input_gate.ood_required is set)")
         log.warning("input gate: %s not found, gating with the rules alone", g.ood_manifest)
         return None
-    return load_ood_model(path, classifier.manifest.sha256, classifier.feature_dim)
+    return load_ood_model(
+        path, classifier.manifest.sha256, classifier.gate_feature_dim, classifier.gate_role
+    )
 
 
 def load_registry(settings: Settings) -> ModelRegistry:

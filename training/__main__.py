@@ -6,10 +6,11 @@ calibration, export), ``segmenter``, ``all`` (the documented retrain: prepare + 
 models + export + manifests), ``figure``
 (label distribution), ``compare`` (architecture comparison), ``init-compare`` (classifier
 initialisations), ``card`` (MODEL_CARD.md from the manifests), ``refresh-sha`` (recompute
-manifest sha256 after replacing an ONNX file), ``gate`` (fit and evaluate the learned input gate
-for the current classifier.onnx), ``operating-points`` (adult / pediatric thresholds and bands of
-the current classifier from the validation split), ``recalibrate --labels CSV --images DIR``
-(a site calibration file from local labelled images).
+manifest sha256 after replacing an ONNX file), ``reexport`` (re-export the classifier from its
+checkpoint with the current graph, e.g. to add ``gate_features``; logits checked), ``gate``
+(fit and evaluate the learned input gate for the current classifier.onnx), ``operating-points``
+(adult / pediatric thresholds and bands of the current classifier from the validation split),
+``recalibrate --labels CSV --images DIR`` (a site calibration file from local labelled images).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
             "init-compare",
             "card",
             "refresh-sha",
+            "reexport",
             "gate",
             "operating-points",
             "recalibrate",
@@ -392,6 +394,12 @@ def _refresh_sha(args: argparse.Namespace, command: str) -> None:
         refresh_sha256(manifest)
 
 
+def _reexport(args: argparse.Namespace, command: str) -> None:
+    from training.pipeline import reexport_classifier
+
+    reexport_classifier(args.work / "cache", args.work, args.weights, command)
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -408,6 +416,7 @@ STEPS: dict[str, Step] = {
     "compare": _compare,
     "card": _card,
     "refresh-sha": _refresh_sha,
+    "reexport": _reexport,
     "gate": _gate,
     "operating-points": _operating_points,
     "recalibrate": _recalibrate,

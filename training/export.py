@@ -3,7 +3,11 @@
 Classifier graph: input ``image`` float32 [N, 3, 224, 224]; outputs ``logit`` [N, 1] (before
 temperature), ``features`` [N, 1280, 7, 7] (the last conv block, input of global-average-pool),
 ``cam`` [N, 1, 7, 7] = head weights applied per position / (h*w), so that
-``cam.sum((2, 3)) + bias == logit``. Segmenter graph: input ``image`` float32 [N, 3, S, S];
+``cam.sum((2, 3)) + bias == logit``. Tail-recipe classifiers (``gate_cut``, the first trained
+block) add ``gate_features`` [N, 2C]: per-channel mean and standard deviation over the grid of
+the last *frozen* block's activations (ImageNet weights, not fine-tuned), the input gate's
+features (:mod:`training.gate`); the service reads outputs by name, so the extra output changes
+nothing for readers that do not ask for it. Segmenter graph: input ``image`` float32 [N, 3, S, S];
 output ``logits`` [N, 3, S, S] (independent sigmoid channels). Batch is dynamic in both.
 """
 
@@ -24,23 +28,34 @@ OPSET = 17
 
 
 class ClassifierGraph(nn.Module):
-    """EfficientNet with the (logit, features, cam) outputs of the serving contract."""
+    """EfficientNet with the (logit, features, cam) outputs of the serving contract, plus
+    ``gate_features`` (mean + std pooled activations of ``features[:gate_cut]``) when
+    ``gate_cut`` is given."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, gate_cut: int | None = None) -> None:
         super().__init__()
         self.features = features_of(model)
         linear = head_of(model)[-1]
         if not isinstance(linear, nn.Linear) or linear.out_features != 1:
             raise ValueError("classifier head must be Linear(C, 1)")
+        if gate_cut is not None and not 0 < gate_cut < len(self.features):
+            raise ValueError("gate_cut must leave at least one block on either side")
         self.head = linear
+        self.gate_cut = gate_cut
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = self.features(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cut = self.gate_cut
+        lower = self.features[:cut](image) if cut is not None else image
+        features = self.features[cut:](lower) if cut is not None else self.features(image)
         h, w = features.shape[-2:]
         logit = self.head(features.mean((2, 3)))
         weight = self.head.weight.view(1, -1, 1, 1)
         cam = F.conv2d(features, weight) / (h * w)
-        return logit, features, cam
+        if cut is None:
+            return logit, features, cam
+        mean = lower.mean((2, 3))
+        std = (lower - mean[:, :, None, None]).pow(2).mean((2, 3)).sqrt()
+        return logit, features, cam, torch.cat([mean, std], dim=1)
 
 
 class SegmenterGraph(nn.Module):
@@ -87,9 +102,15 @@ def state_dict_from_onnx(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def export_classifier(model: nn.Module, path: Path) -> None:
-    """Write the classifier ONNX graph (see module docstring)."""
-    _export(ClassifierGraph(model), 224, path, ["logit", "features", "cam"])
+CLASSIFIER_OUTPUTS = ["logit", "features", "cam"]
+GATE_OUTPUT = "gate_features"
+
+
+def export_classifier(model: nn.Module, path: Path, gate_cut: int | None = None) -> None:
+    """Write the classifier ONNX graph (see module docstring); ``gate_cut``: the tail recipe's
+    cut (blocks below it frozen), which adds the ``gate_features`` output."""
+    outputs = CLASSIFIER_OUTPUTS + ([GATE_OUTPUT] if gate_cut is not None else [])
+    _export(ClassifierGraph(model, gate_cut), 224, path, outputs)
 
 
 def export_segmenter(model: nn.Module, size: int, path: Path) -> None:

@@ -3,9 +3,12 @@
 One deterministic command, run after ``prepare`` and whenever ``classifier.onnx`` changes (the
 gate file names the classifier's sha256 and the service refuses a stale one):
 
-1. pooled ``features`` of ``n_train`` training radiographs (balanced over sources, from the
+1. the gate features of ``n_train`` training radiographs (balanced over sources, from the
    prepare cache) and of five generated variants of each: inverted, rotated 90/180/270 and a
-   lateral-like half crop (one class each);
+   lateral-like half crop (one class each). Gate features (:func:`inference.classify.gate_role`,
+   recorded as ``features_output``): ``gate_features``, mean + std pooled activations of the
+   frozen ImageNet lower trunk, when the classifier exports them (tail recipe, from 2.1.0);
+   else average-pooled ``features``;
 2. class means and one tied covariance with Ledoit-Wolf shrinkage (:mod:`inference.ood`);
 3. the refusal threshold: the ``reject_quantile`` of the upright validation radiographs' scores;
 4. evaluation through the serving path (file bytes -> intake -> rules -> classifier -> score):
@@ -31,11 +34,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference.classify import run_classifier
+from inference.classify import gate_inputs, gate_role, run_classifier
 from inference.errors import IntakeError
 from inference.input_gate import InputGate
 from inference.intake import decode_upload
-from inference.ood import CLASS_FLAGS, OodModel, load_ood_model, pool_features, save_ood_model
+from inference.ood import CLASS_FLAGS, OodModel, load_ood_model, save_ood_model
 from inference.preprocess import batch_inputs, resize_gray
 from inference.sessions import RuntimeOptions, VerifiedModel, load_verified_model
 from inference.suitability import NotAChestRadiograph, RuleConfig
@@ -73,18 +76,21 @@ def make_variant(img: F32, kind: str) -> F32:
 
 
 def pooled(model: VerifiedModel, images: Iterable[F32], batch_size: int) -> F32:
-    """Pooled classifier features [N, C] of grayscale images, in batches."""
+    """The gate's features [N, D] of grayscale images (:func:`gate_role`), in batches."""
     out: list[F32] = []
     batch: list[F32] = []
+    roles = (gate_role(model),)
     for img in images:
         batch.append(img)
         if len(batch) == batch_size:
-            feats = model.run(batch_inputs(batch, model.manifest.input_spec), ("features",))
-            out.append(pool_features(feats["features"]))
+            out.append(
+                gate_inputs(model, model.run(batch_inputs(batch, model.manifest.input_spec), roles))
+            )
             batch = []
     if batch:
-        feats = model.run(batch_inputs(batch, model.manifest.input_spec), ("features",))
-        out.append(pool_features(feats["features"]))
+        out.append(
+            gate_inputs(model, model.run(batch_inputs(batch, model.manifest.input_spec), roles))
+        )
     return np.concatenate(out).astype(np.float32)
 
 
@@ -264,8 +270,10 @@ def reevaluate(cache: Path, weights: Path, cfg: GateConfig, command: str, thread
         weights / "classifier.manifest.json",
         RuntimeOptions(intra_op_threads=threads, prefer_gpu=False),
     )
-    dim = int(next(o.shape[1] for o in model.session.get_outputs() if o.name == "features"))
-    fitted = load_ood_model(path, model.manifest.sha256, dim)
+    role = gate_role(model)
+    name = model.manifest.outputs[role]
+    dim = int(next(o.shape[1] for o in model.session.get_outputs() if o.name == name))
+    fitted = load_ood_model(path, model.manifest.sha256, dim, role)
     old = json.loads(path.read_text(encoding="utf-8"))
     test = [r for r in read_rows(cache) if r["split"] == "test"]
     metrics = evaluate(InputGate(RuleConfig(), fitted), model, test, cfg)
@@ -289,6 +297,7 @@ def run_gate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads:
     t0 = time.monotonic()
     feats = _variant_features(model, arrays, train, cfg.batch_size)
     fitted, shrinkage = fit_gaussian(feats, cfg.rank)
+    fitted = replace(fitted, features_output=gate_role(model))
     val_feats = pooled(
         model, (np.asarray(arrays[int(r["cls_index"])]) for r in val), cfg.batch_size
     )
@@ -308,6 +317,7 @@ def run_gate(cache: Path, weights: Path, cfg: GateConfig, command: str, threads:
         "fitted": {
             "command": command,
             "classifier": model.manifest.name + " " + model.manifest.version,
+            "features_output": gate_role(model),
             "n_train_images": len(train),
             "variants": list(VARIANTS),
             "rank": int(fitted.components.shape[0]),

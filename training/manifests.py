@@ -79,8 +79,12 @@ def classifier_manifest(
     threshold: float,
     extra: dict[str, Any],
     operating_points: OperatingPoints | None = None,
+    gate_features: bool = False,
 ) -> dict[str, Any]:
     """Classifier manifest (sha256 filled in by :func:`training.export.write_manifest`).
+
+    ``gate_features``: the graph has the ``gate_features`` output (tail-recipe export), which
+    the input gate then scores.
 
     ``operating_points`` (adult / pediatric thresholds and borderline bands, see
     :mod:`inference.operating`) are written when given; without them the service decides every
@@ -95,7 +99,8 @@ def classifier_manifest(
         "file": "classifier.onnx",
         "sha256": "0" * 64,
         "input": _input(224),
-        "outputs": {"logit": "logit", "features": "features", "cam": "cam"},
+        "outputs": {"logit": "logit", "features": "features", "cam": "cam"}
+        | ({"gate_features": "gate_features"} if gate_features else {}),
         "labels": ["finding"],
         "temperature": temperature,
         "threshold": threshold,

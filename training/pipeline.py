@@ -96,7 +96,7 @@ def run_classifier_tail(
     out = work / "classifier"
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "classifier.pt")
-    export_classifier(model.eval(), weights / "classifier.onnx")
+    export_classifier(model.eval(), weights / "classifier.onnx", gate_cut=cfg.cut)
     eval_cache = np.load(cache_dir / "cls224.npy", mmap_mode="r")
     logits = {
         s: onnx_logits(weights / "classifier.onnx", eval_cache, cls_split(table, s).index)
@@ -187,7 +187,13 @@ def finalize_classifier(
         extra["architecture_choice"] = architecture_choice(
             json.loads(loso.read_text(encoding="utf-8")), init.value
         )
-    manifest = classifier_manifest(VERSION, cal.temperature, points["adult"]["threshold"], extra)
+    manifest = classifier_manifest(
+        VERSION,
+        cal.temperature,
+        points["adult"]["threshold"],
+        extra,
+        gate_features=config_record is not None,  # the tail export adds it (frozen trunk)
+    )
     manifest |= operating_points_block(points)
     write_manifest(weights / "classifier.manifest.json", manifest)
     _json(work / "classifier_metrics.json", extra)
@@ -326,3 +332,47 @@ def finalize_segmenter(
     )
     _json(work / "segmenter_metrics.json", extra)
     return extra
+
+
+def reexport_classifier(cache_dir: Path, work: Path, weights: Path, command: str) -> dict[str, Any]:
+    """Re-export ``weights/classifier.onnx`` from its checkpoint (``work/classifier/
+    classifier.pt``) with the current graph: a tail-recipe classifier gains ``gate_features``.
+
+    The weights are the same, so the manifest's metrics, calibration and operating points stay;
+    this is checked, not assumed: the new graph's validation and test logits (serving input
+    cache) must match the logits the metrics were computed from (``classifier_logits.npz``)
+    within 1e-3. Outputs, an ``export`` record and the sha256 are updated.
+    """
+    path = weights / "classifier.manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    cut = manifest["extra"].get("training_config", {}).get("cut")
+    if not isinstance(cut, int):
+        raise ValueError("reexport: not a tail-recipe classifier (no training_config.cut)")
+    model = build_classifier(ClassifierInit(manifest["extra"]["init"]))
+    model.load_state_dict(
+        torch.load(work / "classifier" / "classifier.pt", map_location="cpu", weights_only=True)
+    )
+    new = weights / "classifier.onnx.new"
+    export_classifier(model.eval(), new, gate_cut=cut)
+    table = cache_dir / "images.csv"
+    recorded = np.load(work / "classifier" / "classifier_logits.npz")
+    eval_cache = np.load(cache_dir / "cls224.npy", mmap_mode="r")
+    parity = {}
+    for s in ("val", "test"):
+        logits = onnx_logits(new, eval_cache, cls_split(table, s).index)
+        parity[s] = float(np.abs(logits - recorded[s]).max())
+    if max(parity.values()) > 1e-3:
+        new.unlink()
+        raise ValueError(f"reexport: logits differ from the recorded ones: {parity}")
+    new.replace(weights / "classifier.onnx")
+    manifest["outputs"] = manifest["outputs"] | {"gate_features": "gate_features"}
+    manifest["extra"]["export"] = {
+        "command": command,
+        "checkpoint": str(work / "classifier" / "classifier.pt"),
+        "gate_cut": cut,
+        "logit_parity_max_abs": parity,
+        "note": "re-exported with the gate_features output; weights, metrics, calibration and "
+        "operating points unchanged (logits checked against the recorded ones)",
+    }
+    write_manifest(path, manifest)
+    return manifest["extra"]["export"]  # type: ignore[no-any-return]

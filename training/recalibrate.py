@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 
-from inference.classify import calibrated_probability, run_classifier
+from inference.classify import calibrated_probability, gate_role, run_classifier
 from inference.errors import IntakeError
 from inference.input_gate import InputGate
 from inference.intake import decode_upload
@@ -78,8 +78,10 @@ def _gate(weights: Path, model: VerifiedModel) -> InputGate:
     path = weights / "input_gate.manifest.json"
     if not path.is_file():
         return InputGate()
-    dim = int(next(o.shape[1] for o in model.session.get_outputs() if o.name == "features"))
-    return InputGate(ood=load_ood_model(path, model.manifest.sha256, dim))
+    role = gate_role(model)
+    name = model.manifest.outputs[role]
+    dim = int(next(o.shape[1] for o in model.session.get_outputs() if o.name == name))
+    return InputGate(ood=load_ood_model(path, model.manifest.sha256, dim, role))
 
 
 def score_images(

@@ -17,7 +17,7 @@ from inference.errors import ModelError
 from inference.models import Classifier, Segmenter
 from inference.sessions import RuntimeOptions, load_verified_model
 from inference.vocabulary import CLASSIFIER_LABELS, SEGMENTER_LABELS
-from tests.tiny_models import _manifest
+from tests.tiny_models import _manifest, write_tiny_weights
 
 OPTIONS = RuntimeOptions(prefer_gpu=False)
 CLS_OUTPUTS = {"logit": "logit", "features": "features", "cam": "cam"}
@@ -172,3 +172,23 @@ def test_a_segmenter_may_predict_more_structures(tmp_path: Path) -> None:
     labels = [*SEGMENTER_LABELS, "clavicles"]
     path = _write(tmp_path, "segmenter", _segmenter(channels=4, declared="K"), labels)
     assert Segmenter.load(path, OPTIONS).labels == tuple(labels)
+
+
+def test_the_gate_scores_gate_features_when_the_classifier_has_them(tmp_path: Path) -> None:
+    """2.1.0-style exports: the gate reads ``gate_features`` [N, D]; older ones (no such role)
+    fall back to average-pooled ``features``."""
+    new = Classifier.load(
+        write_tiny_weights(tmp_path / "new", gate_features=True) / "classifier.manifest.json",
+        OPTIONS,
+    )
+    old = Classifier.load(
+        write_tiny_weights(tmp_path / "old") / "classifier.manifest.json", OPTIONS
+    )
+    assert (new.gate_role, new.gate_feature_dim, new.feature_dim) == ("gate_features", 6, 4)
+    assert (old.gate_role, old.gate_feature_dim) == ("features", 4)
+    image = np.random.default_rng(0).random((96, 80)).astype(np.float32)
+    a, b = new.predict([image])[0], old.predict([image])[0]
+    assert a.pooled is not None and a.pooled.shape == (6,)
+    assert b.pooled is not None and b.pooled.shape == (4,)
+    assert a.logit == pytest.approx(b.logit, abs=1e-6)  # the serving outputs are unchanged
+    np.testing.assert_array_equal(a.cam, b.cam)

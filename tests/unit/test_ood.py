@@ -13,11 +13,13 @@ from inference.classify import run_classifier
 from inference.errors import ModelError
 from inference.input_gate import InputGate
 from inference.intake import decode_upload
+from inference.models import Classifier
 from inference.ood import load_ood_model, save_ood_model
 from inference.sessions import RuntimeOptions, load_verified_model
 from inference.suitability import NotAChestRadiograph
 from tests.factories import png_bytes, synthetic_chest
-from training.gate import VARIANTS, fit_gaussian, make_variant
+from tests.tiny_models import write_tiny_weights
+from training.gate import VARIANTS, fit_gaussian, make_variant, pooled
 
 DIM = 16
 SHA = "a" * 64
@@ -117,3 +119,61 @@ def test_gate_on_a_tiny_classifier(tiny_weights: Path) -> None:
     with pytest.raises(NotAChestRadiograph) as info:
         gate.finish(pre, run_classifier(model, [checker])[0].pooled)
     assert info.value.reason == "out_of_distribution"
+
+
+def test_the_gate_records_the_output_it_was_fitted_on(tmp_path: Path) -> None:
+    model, _ = fit_gaussian(_blobs(), rank=8, threshold=2.5)
+    path = tmp_path / "input_gate.manifest.json"
+    save_ood_model(replace(model, features_output="gate_features"), path, SHA)
+    assert json.loads(path.read_text())["features_output"] == "gate_features"
+    assert load_ood_model(path, SHA, DIM, "gate_features").features_output == "gate_features"
+    with pytest.raises(ModelError, match="output 'gate_features'"):
+        load_ood_model(path, SHA, DIM)  # the service would feed it pooled ``features``
+
+
+def test_a_gate_fitted_before_features_output_existed_reads_features(tmp_path: Path) -> None:
+    """2.0.0's gate manifest has no ``features_output``: it was fitted on ``features``."""
+    model, _ = fit_gaussian(_blobs(), rank=8, threshold=2.5)
+    path = tmp_path / "input_gate.manifest.json"
+    save_ood_model(model, path, SHA)
+    data = json.loads(path.read_text())
+    del data["features_output"]
+    path.write_text(json.dumps(data))
+    assert load_ood_model(path, SHA, DIM).features_output == "features"
+    with pytest.raises(ModelError, match="output 'features'"):
+        load_ood_model(path, SHA, DIM, "gate_features")
+
+
+def test_gate_on_the_gate_features_of_a_tiny_classifier(tmp_path: Path) -> None:
+    """A classifier with ``gate_features``: training.gate fits on it (D=6, not the 4 channels
+    of ``features``), the manifest says so, and the service-side load and score agree."""
+    weights = write_tiny_weights(tmp_path, gate_features=True)
+    clf = Classifier.load(weights / "classifier.manifest.json", RuntimeOptions(prefer_gpu=False))
+    rng = np.random.default_rng(0)
+    chests = [
+        np.clip(
+            synthetic_chest(224, 224).astype(np.float32) / 255 * rng.uniform(0.8, 1.0)
+            + rng.normal(0, 0.02, (224, 224)),
+            0,
+            1,
+        ).astype(np.float32)
+        for _ in range(40)
+    ]
+    feats = {kind: pooled(clf, (make_variant(c, kind) for c in chests), 16) for kind in VARIANTS}
+    assert feats["upright"].shape == (40, 6)
+    fitted, _ = fit_gaussian(feats, rank=3)
+    threshold = float(fitted.scores(feats["upright"]).max()) * 1.5
+    path = weights / "input_gate.manifest.json"
+    save_ood_model(
+        replace(fitted, threshold=threshold, features_output=clf.gate_role),
+        path,
+        clf.manifest.sha256,
+    )
+    ood = load_ood_model(path, clf.manifest.sha256, clf.gate_feature_dim, clf.gate_role)
+    gate = InputGate(ood=ood)
+    chest = decode_upload(png_bytes(synthetic_chest(224, 224)))
+    quality = gate.finish(gate.precheck(chest), clf.predict([chest.pixels])[0].pooled)
+    assert quality.ood_score is not None and quality.ood_score <= threshold
+    checker = (np.indices((224, 224)).sum(axis=0) // 28 % 2).astype(np.float32)
+    with pytest.raises(NotAChestRadiograph):
+        gate.finish(gate.precheck(chest), clf.predict([checker])[0].pooled)

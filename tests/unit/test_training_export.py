@@ -13,6 +13,7 @@ from torch import nn
 
 from inference.manifest import load_manifest
 from training.export import (
+    GATE_OUTPUT,
     ClassifierGraph,
     export_classifier,
     export_segmenter,
@@ -121,3 +122,31 @@ def test_export_rejects_multi_logit_head() -> None:
     net.classifier[1] = nn.Linear(16, 2)
     with pytest.raises(ValueError):
         ClassifierGraph(net)
+
+
+def test_a_gate_cut_adds_pooled_frozen_trunk_features(tmp_path: Path) -> None:
+    """``gate_cut``: the serving outputs are unchanged and ``gate_features`` is the mean and
+    standard deviation over the grid of ``features[:gate_cut]`` (the frozen lower trunk)."""
+    net = _tiny()
+    path = tmp_path / "classifier.onnx"
+    export_classifier(net, path, gate_cut=3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logit", "features", "cam", GATE_OUTPUT]
+    x = np.random.default_rng(1).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    logit, features, cam, gate = session.run(None, {"image": x})
+    with torch.no_grad():
+        lower = net.features[:3](torch.from_numpy(x)).numpy()
+        ref_logit, ref_features, _ = ClassifierGraph(net).eval()(torch.from_numpy(x))
+    expected = np.concatenate([lower.mean((2, 3)), lower.std((2, 3))], axis=1)
+    assert gate.shape == (3, 16) and np.abs(gate - expected).max() <= 1e-4
+    assert np.abs(logit - ref_logit.numpy()).max() <= 1e-4
+    assert np.abs(features - ref_features.numpy()).max() <= 1e-4
+    with pytest.raises(ValueError, match="gate_cut"):
+        ClassifierGraph(net, gate_cut=len(net.features))
+
+
+def test_a_tail_manifest_names_the_gate_role(tmp_path: Path) -> None:
+    (tmp_path / "classifier.onnx").write_bytes(b"model-a")
+    manifest = classifier_manifest("0.0.1", 1.0, 0.5, {}, gate_features=True)
+    write_manifest(tmp_path / "classifier.manifest.json", manifest)
+    assert load_manifest(tmp_path / "classifier.manifest.json").outputs[GATE_OUTPUT] == GATE_OUTPUT
