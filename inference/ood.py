@@ -7,7 +7,8 @@ space for non-radiographs) or ``features`` (average-pooled last block; gates fit
 ``features_output`` existed, which do not record it).
 
 Fitted by ``python -m training gate`` (see :mod:`training.gate`) on training radiographs and on
-generated variants of them (inverted, rotated 90/180/270, lateral-like half crops), as in
+generated variants of them (inverted, rotated 90/180/270, lateral-like half crops and, from
+2.1.0, heavy collimation), as in
 Lee et al., "A Simple Unified Framework for Detecting Out-of-Distribution Samples", NeurIPS 2018:
 one mean per variant class, one tied covariance shrunk with Ledoit-Wolf. Stored low-rank: the
 top ``k`` eigenvectors of the covariance exactly, the rest as one averaged eigenvalue.
@@ -16,7 +17,7 @@ top ``k`` eigenvectors of the covariance exactly, the rest as one averaged eigen
   radiographs like the training ones, large for anything else. Above ``threshold`` (the 99th
   percentile of upright validation radiographs) the upload is refused as out of distribution.
 * The nearest class (posterior > ``flag_probability``) names a soft flag: ``inverted``,
-  ``rotated`` or ``lateral_view``; ``upright`` gives none.
+  ``rotated``, ``lateral_view`` or ``heavy_collimation``; ``upright`` gives none.
 
 Files (``weights/input_gate.manifest.json`` + ``input_gate.npz``) are bound to the classifier's
 sha256: :func:`load_ood_model` refuses a gate fitted for another classifier. The arrays are read
@@ -45,6 +46,7 @@ CLASS_FLAGS: dict[str, Flag | None] = {
     "rot180": "rotated",
     "rot270": "rotated",
     "lateral_like": "lateral_view",
+    "collimated": "heavy_collimation",  # gates fitted from 2.1.0 (frozen-feature score)
 }
 ARRAYS = ("means", "components", "eigenvalues", "residual_variance", "log_priors")
 

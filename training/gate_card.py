@@ -20,7 +20,16 @@ def input_gate_section(weights: Path) -> str:
     if not gate or "metrics" not in gate:
         return "_The learned gate was not fitted in this build (`python -m training gate`)._"
     m, f = gate["metrics"], gate["fitted"]
+    output = gate.get("features_output", "features")
+    scored = (
+        "`gate_features` (per-channel mean and standard deviation over the grid of the last "
+        "frozen block's activations: ImageNet weights, not fine-tuned)"
+        if output == "gate_features"
+        else "average-pooled `features` (the last conv block)"
+    )
     lines = [
+        f"Scores the classifier output {scored}.",
+        "",
         f"Fitted by `{f['command']}` for {f['classifier']} (sha256 "
         f"`{gate['classifier_sha256'][:12]}…`): {f['n_train_images']} training radiographs and "
         f"their {', '.join(v for v in f['variants'] if v != 'upright')} variants, rank "

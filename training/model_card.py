@@ -225,18 +225,30 @@ def _goals(cls: dict[str, Any], loso: dict[str, Any] | None) -> str:
             lines.append(
                 f"| {src} test ECE ≤ {ECE_GOALS[1]} | {_fmt(e)} | {_goal(e <= ECE_GOALS[1])} |"
             )
-    shipped = cls["extra"]["init"]
-    for run in (loso or {}).get("runs", []):
-        if run["init"] != shipped:
-            continue
+    runs, where = _shipped_loso_runs(cls, loso)
+    for run in runs:
         for scored, m in run["metrics"].items():
             a = m["auroc"]
             ok = None if a != a else a >= LOSO_GOAL
             lines.append(
-                f"| LOSO AUROC ≥ {LOSO_GOAL}: {scored} (held out: {run['fold']}) "
+                f"| LOSO AUROC ≥ {LOSO_GOAL}: {scored} (held out: {run['fold']}{where}) "
                 f"| {_fmt(a)} | {_goal(ok)} |"
             )
     return "\n".join(lines)
+
+
+def _shipped_loso_runs(
+    cls: dict[str, Any], loso: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], str]:
+    """The LOSO rows of the shipped recipe: the manifest's ``loso_rows`` (an experiment's
+    variant, e.g. 2.1.0 = ``tail-cut``/``cut6``), else the main runs of its init."""
+    pick = cls["extra"].get("loso_rows")
+    if pick and loso:
+        exp = next((e for e in loso.get("experiments", []) if e["name"] == pick["experiment"]), {})
+        runs = [r for r in exp.get("runs", []) if r.get("variant") == pick["variant"]]
+        return runs, f"; experiment `{pick['experiment']}`, variant `{pick['variant']}`"
+    shipped = cls["extra"]["init"]
+    return [r for r in (loso or {}).get("runs", []) if r["init"] == shipped], ""
 
 
 def _points(cls: dict[str, Any]) -> str:
@@ -247,8 +259,13 @@ def _points(cls: dict[str, Any]) -> str:
             pop,
             f"{p['threshold']:.4f}",
             f"[{p['band'][0]:.4f}, {p['band'][1]:.4f}]",
-            _fmt(val.get(pop, {}).get("validation_sensitivity")),
-            _fmt(val.get(pop, {}).get("validation_specificity")),
+            # finalize_classifier writes validation_*, `training operating-points` plain keys
+            _fmt(
+                val.get(pop, {}).get("validation_sensitivity", val.get(pop, {}).get("sensitivity"))
+            ),
+            _fmt(
+                val.get(pop, {}).get("validation_specificity", val.get(pop, {}).get("specificity"))
+            ),
             p.get("basis", ""),
         ]
         for pop, p in points.items()

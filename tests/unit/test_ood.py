@@ -177,3 +177,27 @@ def test_gate_on_the_gate_features_of_a_tiny_classifier(tmp_path: Path) -> None:
     checker = (np.indices((224, 224)).sum(axis=0) // 28 % 2).astype(np.float32)
     with pytest.raises(NotAChestRadiograph):
         gate.finish(gate.precheck(chest), clf.predict([checker])[0].pooled)
+
+
+def test_the_service_loads_a_gate_on_gate_features_and_refuses_a_mismatch(tmp_path: Path) -> None:
+    """load_registry: a gate fitted on ``gate_features`` serves with a classifier that has them;
+    a gate fitted on pooled ``features`` for the same classifier is refused at start-up."""
+    from service.registry import load_registry
+    from service.settings import ReportSettings, Settings
+
+    weights = write_tiny_weights(tmp_path, gate_features=True)
+    clf = Classifier.load(weights / "classifier.manifest.json", RuntimeOptions(prefer_gpu=False))
+    rng = np.random.default_rng(1)
+    feats = {k: rng.normal(i, 1, (50, 6)).astype(np.float32) for i, k in enumerate(VARIANTS)}
+    fitted, _ = fit_gaussian(feats, rank=3, threshold=5.0)
+    path = weights / "input_gate.manifest.json"
+    save_ood_model(replace(fitted, features_output="gate_features"), path, clf.manifest.sha256)
+    settings = Settings(
+        weights_dir=weights, report=ReportSettings(backend="disabled"), _env_file=None
+    )  # type: ignore[call-arg]
+    registry = load_registry(settings)
+    ood = registry.input_gate.ood
+    assert ood is not None and ood.features_output == "gate_features" and ood.feature_dim == 6
+    save_ood_model(fitted, path, clf.manifest.sha256)  # fitted on ``features``: stale
+    with pytest.raises(ModelError, match="fitted on the classifier output"):
+        load_registry(settings)
