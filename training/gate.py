@@ -4,11 +4,11 @@ One deterministic command, run after ``prepare`` and whenever ``classifier.onnx`
 gate file names the classifier's sha256 and the service refuses a stale one):
 
 1. the gate features of ``n_train`` training radiographs (balanced over sources, from the
-   prepare cache) and of five generated variants of each: inverted, rotated 90/180/270 and a
-   lateral-like half crop, heavy collimation (one class each). Gate features (:func:`inference.classify.gate_role`,
-   recorded as ``features_output``): ``gate_features``, mean + std pooled activations of the
-   frozen ImageNet lower trunk, when the classifier exports them (tail recipe, from 2.1.0);
-   else average-pooled ``features``;
+   prepare cache) and of six generated variants of each: inverted, rotated 90/180/270, a
+   lateral-like half crop and heavy collimation (one class each). Gate features
+   (:func:`inference.classify.gate_role`, recorded as ``features_output``): ``gate_features``,
+   mean + std pooled activations of the frozen ImageNet lower trunk, when the classifier
+   exports them (tail recipe, from 2.1.0); else average-pooled ``features``;
 2. class means and one tied covariance with Ledoit-Wolf shrinkage (:mod:`inference.ood`);
 3. the refusal threshold: the ``reject_quantile`` of the upright validation radiographs' scores;
 4. evaluation through the serving path (file bytes -> intake -> rules -> classifier -> score):
