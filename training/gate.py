@@ -52,7 +52,7 @@ VARIANTS = ("upright", "inverted", "rot90", "rot180", "rot270", "lateral_like", 
 # Needed since the gate scores frozen ImageNet features (2.1.0), which put heavily collimated
 # films far from upright ones (all 60 refused without this class); fine-tuned features did not.
 COLLIMATION = 1.5
-GATE_VERSION = "1.0.0"
+GATE_VERSION = "1.1.0"  # 1.1: frozen-feature score (gate_features) + collimated class
 MANIFEST = "input_gate.manifest.json"
 
 

@@ -118,14 +118,20 @@ def test_classifier_torch_onnx_parity_on_real_images() -> None:
     from training.models import classifier_architecture
 
     m = _manifest("classifier")
-    graph = ClassifierGraph(classifier_architecture(str(m.extra["architecture"])))
+    # 2.1.0+: the tail recipe's cut also names the frozen block behind ``gate_features``
+    gate_cut = m.extra["training_config"]["cut"] if "gate_features" in m.outputs else None
+    graph = ClassifierGraph(classifier_architecture(str(m.extra["architecture"])), gate_cut)
     graph.load_state_dict(state_dict_from_onnx(WEIGHTS / m.file), strict=True)
     graph.eval()
     x = batch_inputs(_real_images(2), m.input_spec)
-    (onnx_logit,) = _session(m).run([m.outputs["logit"]], {m.input_name: x})
+    roles = ["logit"] + (["gate_features"] if gate_cut is not None else [])
+    out = _session(m).run([m.outputs[r] for r in roles], {m.input_name: x})
     with torch.no_grad():
-        torch_logit = graph(torch.from_numpy(x))[0].numpy()
-    assert np.abs(torch_logit - onnx_logit).max() <= 1e-4
+        ref = graph(torch.from_numpy(x))
+    assert np.abs(ref[0].numpy() - out[0]).max() <= 1e-4
+    if gate_cut is not None:
+        assert out[1].shape == (len(x), ref[3].shape[1])
+        assert np.abs(ref[3].numpy() - out[1]).max() <= 1e-3
 
 
 def test_segmenter_torch_onnx_parity_and_output_on_real_images() -> None:
