@@ -26,7 +26,7 @@ from training.segmenter import SegmenterConfig, build_segmenter, fit_segmenter
 from training.tailtune import TailConfig, train_tail
 
 LOG = logging.getLogger(__name__)
-VERSION = "2.0.0"  # retrained on the adult supplement (issue 9)
+VERSION = "2.1.0"  # tail recipe at cut 6 (stage 6 trained too): won LOSO (issue 9)
 SEGMENTER_VERSION = "2.1.0"  # DeepLabV3+, stage 1 of 2.0.0 + end-to-end fine-tuning (issue 9)
 
 

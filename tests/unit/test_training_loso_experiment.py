@@ -18,10 +18,10 @@ from training.tailtune import build_trunk_cache, derive_trunk_cache
 
 def test_cut_option_reaches_the_tail_config_and_defaults_to_the_shipped_cut() -> None:
     parse = _parser().parse_args
-    assert _tail(TAIL_LOSO, parse(["loso"])).cut == 7 == TAIL.cut
-    six = _tail(TAIL_LOSO, parse(["loso", "--cut", "6", "--epochs", "4", "--aug-budget-s", "0"]))
-    assert (six.cut, six.base.epochs, six.aug_budget_s) == (6, 4, 0.0)
-    assert six.base.samples_per_epoch == TAIL_LOSO.base.samples_per_epoch
+    assert _tail(TAIL_LOSO, parse(["loso"])).cut == 6 == TAIL.cut  # 2.1.0 (tail-cut)
+    seven = _tail(TAIL_LOSO, parse(["loso", "--cut", "7", "--epochs", "4", "--aug-budget-s", "0"]))
+    assert (seven.cut, seven.base.epochs, seven.aug_budget_s) == (7, 4, 0.0)
+    assert seven.base.samples_per_epoch == TAIL_LOSO.base.samples_per_epoch
     with pytest.raises(SystemExit):
         parse(["loso", "--cut", "5"])  # no trunk cache below stage 6
 
