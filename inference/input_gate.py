@@ -1,7 +1,8 @@
 """The input suitability gate: cheap rules first, then the learned score on the features.
 
 Call order in a use case: :meth:`InputGate.precheck` right after decoding (no model has run),
-then :meth:`InputGate.finish` with the classifier's pooled features, before any model output
+then :meth:`InputGate.finish` with the classifier's gate features (``ClassifierOutput.pooled``:
+``gate_features`` when the classifier has it, else pooled ``features``), before any model output
 leaves the service. Either raises :class:`inference.errors.NotAChestRadiograph`.
 """
 
