@@ -440,19 +440,27 @@ def _cardiac(words: list[str]) -> CardiacClaim:
     return "other"
 
 
+def _part_zones(part: str) -> tuple[frozenset[ZoneId], ...]:
+    return tuple(r for c in _CLAUSE.split(part) for r in zone_requirements(_WORD.findall(c or "")))
+
+
 def _agreements(text: str) -> tuple[Agreement, ...]:
+    """Agreement statements with the zones they speak of: those named in their own part of the
+    sentence or, naming none there ("...; Grad-CAM and LIME agree on these zones"), those named
+    in the rest of the sentence."""
     found: list[Agreement] = []
-    for part in text.split(";"):
+    parts = text.split(";")
+    for i, part in enumerate(parts):
         if not _METHODS.search(part):
             continue
         claim: AgreementClaim | None = (
             "disagree" if _DISAGREE.search(part) else "agree" if _AGREE.search(part) else None
         )
         if claim is not None:
-            reqs = [
-                r for c in _CLAUSE.split(part) for r in zone_requirements(_WORD.findall(c or ""))
-            ]
-            found.append(Agreement(claim, tuple(reqs)))
+            reqs = _part_zones(part) or tuple(
+                r for j, other in enumerate(parts) if j != i for r in _part_zones(other)
+            )
+            found.append(Agreement(claim, reqs))
     return tuple(found)
 
 

@@ -135,8 +135,14 @@ def _agreement_evidence(lime: bool = True) -> Evidence:
 @pytest.mark.parametrize(
     ("sentence", "lang", "reason"),
     [
-        # the v2.4 evaluation's unchecked sentence: it followed a list of both zones
+        # the v2.4 evaluation's unchecked sentence, on its own: the zones described before
         ("Grad-CAM and LIME agree on these zones.", "en", "only some of the zones"),
+        (
+            "The maps point to the right lower zone (intensity 0.7) and the left mid zone "
+            "(intensity 0.4); Grad-CAM and LIME agree on these zones.",
+            "en",
+            "do not agree on left_mid",
+        ),
         ("Grad-CAM and LIME agree on the left mid zone.", "en", "do not agree on left_mid"),
         ("Both methods point to the left mid zone.", "en", "do not agree on left_mid"),
         ("Grad-CAM и LIME согласованно указывают на левую среднюю зону.", "ru", "left_mid"),
@@ -156,6 +162,16 @@ def test_agreement_claims_are_checked_against_both_maps(
 
 def test_true_agreement_is_kept_and_any_agreement_needs_lime() -> None:
     c = GroundingChecker(_agreement_evidence(), GroundingPolicy())
+    # "these zones" after a semicolon: the zones named earlier in the sentence (v2.5 eval,
+    # covid_02526: all three named zones agreed, a fourth weaker one was not named)
+    assert (
+        c.violation(
+            "The maps point to the right lower zone (intensity 0.7); Grad-CAM and LIME agree "
+            "on these zones.",
+            "en",
+        )
+        is None
+    )
     assert c.violation("Grad-CAM and LIME agree on the right lower zone.", "en") is None
     assert c.violation("Grad-CAM и LIME согласны: правая нижняя зона.", "ru") is None
     assert c.violation("Согласно Grad-CAM, изменения в правой нижней зоне.", "ru") is None
