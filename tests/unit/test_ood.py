@@ -89,20 +89,25 @@ def test_variants_keep_the_shape() -> None:
     np.testing.assert_allclose(make_variant(img, "inverted"), 1 - img)
 
 
-def test_gate_on_a_tiny_classifier(tiny_weights: Path) -> None:
-    """Fit on the tiny classifier's pooled features of radiograph-like images; the gate then
-    accepts such an image, flags its negative, and refuses a bright checkerboard."""
-    model = load_verified_model(tiny_weights / "classifier.manifest.json", RuntimeOptions())
+def _chests(n: int) -> list[np.ndarray]:
+    """``n`` radiograph-like images with varied exposure and a little noise (seeded)."""
     rng = np.random.default_rng(0)
-    chests = [
+    return [
         np.clip(
             synthetic_chest(224, 224).astype(np.float32) / 255 * rng.uniform(0.8, 1.0)
             + rng.normal(0, 0.02, (224, 224)),
             0,
             1,
         ).astype(np.float32)
-        for _ in range(60)
+        for _ in range(n)
     ]
+
+
+def test_gate_on_a_tiny_classifier(tiny_weights: Path) -> None:
+    """Fit on the tiny classifier's pooled features of radiograph-like images; the gate then
+    accepts such an image, flags its negative, and refuses a bright checkerboard."""
+    model = load_verified_model(tiny_weights / "classifier.manifest.json", RuntimeOptions())
+    chests = _chests(60)
     feats = {
         kind: np.stack([run_classifier(model, [make_variant(c, kind)])[0].pooled for c in chests])
         for kind in VARIANTS
@@ -149,16 +154,7 @@ def test_gate_on_the_gate_features_of_a_tiny_classifier(tmp_path: Path) -> None:
     of ``features``), the manifest says so, and the service-side load and score agree."""
     weights = write_tiny_weights(tmp_path, gate_features=True)
     clf = Classifier.load(weights / "classifier.manifest.json", RuntimeOptions(prefer_gpu=False))
-    rng = np.random.default_rng(0)
-    chests = [
-        np.clip(
-            synthetic_chest(224, 224).astype(np.float32) / 255 * rng.uniform(0.8, 1.0)
-            + rng.normal(0, 0.02, (224, 224)),
-            0,
-            1,
-        ).astype(np.float32)
-        for _ in range(40)
-    ]
+    chests = _chests(40)
     feats = {kind: pooled(clf, (make_variant(c, kind) for c in chests), 16) for kind in VARIANTS}
     assert feats["upright"].shape == (40, 6)
     fitted, _ = fit_gaussian(feats, rank=3)
