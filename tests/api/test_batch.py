@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from reporting.fake_backend import FakeBackend
 from service import batch
-from tests.api.test_interop_api import REPLY
 from tests.dicom_tools import dciodvfy_errors
 from tests.factories import png_bytes, synthetic_chest, synthetic_dicom
+from tests.fake_llm_services import REPLY
 
 
 @pytest.fixture
