@@ -101,3 +101,26 @@ def test_negation_scope(sentence: str, abnormal: bool, normal: bool) -> None:
 )
 def test_claims_about_sources_the_report_lacks_are_out_of_scope(sentence: str) -> None:
     assert extract_claims(sentence).out_of_scope
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        # v2.5 evaluation, a borderline NIH film: a radiologist would strike the biopsy
+        "Radiologist review of the image with the clinical picture and possibly a biopsy is "
+        "recommended.",
+        "Antibiotic treatment should be considered.",
+        "Рекомендуется биопсия.",
+        "Показано лечение антибиотиками.",
+    ],
+)
+def test_procedures_and_treatment_are_out_of_scope(sentence: str) -> None:
+    assert extract_claims(sentence).out_of_scope
+
+
+def test_the_usual_recommendation_is_in_scope() -> None:
+    for sentence in (
+        "Radiologist review of the image with the clinical picture is recommended.",
+        "Рекомендуется оценка снимка рентгенологом с учётом клинической картины.",
+    ):
+        assert extract_claims(sentence).out_of_scope == ()
