@@ -124,21 +124,22 @@ def _heart_violation(claims: Claims, evidence: Evidence) -> str | None:
     return None
 
 
-def _agreement_violation(claims: Claims, evidence: Evidence, min_intensity: float) -> str | None:
+def _agreement_violation(
+    claims: Claims, supported: frozenset[ZoneId], agreed: frozenset[ZoneId], lime_ran: bool
+) -> str | None:
+    """``supported``: zones the report may name; ``agreed``: those where both maps are strong."""
     if not claims.agreements:
         return None
-    if not any(z.lime_weight is not None for z in evidence.zones):
+    if not lime_ran:
         return "LIME did not run"
-    supported = evidence.supported_zones(min_intensity)
-    agreed = frozenset(z.zone_id for z in evidence.agreed_zones(min_intensity))
     for statement in claims.agreements:
         if statement.claim == "disagree":
-            if supported and all(z.zone_id in agreed for z in supported):
+            if supported and supported <= agreed:
                 return "the maps agree on every zone described"
             continue
         if not agreed:
             return "the maps agree on no zone"
-        if not statement.zone_requirements and any(z.zone_id not in agreed for z in supported):
+        if not statement.zone_requirements and not supported <= agreed:
             return "the maps agree on only some of the zones described"
         for req in statement.zone_requirements:
             if not req & agreed:
@@ -167,6 +168,8 @@ class GroundingChecker:
         self.policy = policy
         zones = evidence.supported_zones(policy.min_intensity)
         self.supported: frozenset[ZoneId] = frozenset(z.zone_id for z in zones)
+        self._agreed = frozenset(z.zone_id for z in evidence.agreed_zones(policy.min_intensity))
+        self._lime_ran = any(z.lime_weight is not None for z in evidence.zones)
         self._numbers = _evidence_numbers(evidence)
 
     def _number_ok(self, value: float) -> bool:
@@ -187,7 +190,7 @@ class GroundingChecker:
         heart = _heart_violation(claims, self.evidence)
         if heart is not None:
             return "unsupported_heart", heart
-        agreement = _agreement_violation(claims, self.evidence, self.policy.min_intensity)
+        agreement = _agreement_violation(claims, self.supported, self._agreed, self._lime_ran)
         if agreement is not None:
             return "unsupported_agreement", agreement
         if claims.states_borderline and not self.evidence.indeterminate:

@@ -26,6 +26,7 @@ import asyncio
 import heapq
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -155,9 +156,11 @@ class WorkGate:
                 self._record(time.perf_counter() - ticket.started, ticket.cost)
 
         try:
-            if self._heavy is None or not heavy:
-                return await to_thread.run_sync(timed, limiter=self._limiter)
-            async with self._heavy:
+            # Heavy work first takes one of the slots - 1 heavy permits, then a slot.
+            lane: AbstractAsyncContextManager[object] = (
+                self._heavy if heavy and self._heavy is not None else nullcontext()
+            )
+            async with lane:
                 ticket.in_line = True
                 return await to_thread.run_sync(timed, limiter=self._limiter)
         finally:
