@@ -10,7 +10,9 @@ manifest sha256 after replacing an ONNX file), ``reexport`` (re-export the class
 checkpoint with the current graph, e.g. to add ``gate_features``; logits checked), ``gate``
 (fit and evaluate the learned input gate for the current classifier.onnx), ``operating-points``
 (adult / pediatric thresholds and bands of the current classifier from the validation split),
-``recalibrate --labels CSV --images DIR`` (a site calibration file from local labelled images).
+``recalibrate --labels CSV --images DIR`` (a site calibration file from local labelled images),
+``calibration-study`` (one temperature vs one per population, and what a site recalibration
+buys per adult source; writes ``weights/calibration_study.json``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
             "gate",
             "operating-points",
             "recalibrate",
+            "calibration-study",
         ],
     )
     p.add_argument(
@@ -225,7 +228,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--sensitivity", type=float, default=0.90, help="target sensitivity")
     r.add_argument("--min-per-class", type=int, default=30, help="refuse below this many cases")
-    r.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    r.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for CIs (recalibrate, calibration-study)",
+    )
     return p
 
 
@@ -383,6 +391,20 @@ def _recalibrate(args: argparse.Namespace, command: str) -> None:
     print(out)
 
 
+def _calibration_study(args: argparse.Namespace, command: str) -> None:
+    from training.calibration_study import StudyConfig, run_calibration_study
+    from training.recalibrate import RecalibrationConfig
+
+    site = RecalibrationConfig(
+        sensitivity=args.sensitivity,
+        min_per_class=args.min_per_class,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    cfg = StudyConfig(bootstrap=args.bootstrap, seed=args.seed, site=site)
+    print(run_calibration_study(args.work / "cache", args.weights, args.work, cfg, command))
+
+
 def _card(args: argparse.Namespace, command: str) -> None:
     from training.model_card import write_model_card
 
@@ -422,6 +444,7 @@ STEPS: dict[str, Step] = {
     "gate": _gate,
     "operating-points": _operating_points,
     "recalibrate": _recalibrate,
+    "calibration-study": _calibration_study,
 }
 ALL = ("prepare", "loso", "classifier", "segmenter", "gate", "figure", "card")
 

@@ -38,7 +38,7 @@ from inference.input_gate import InputGate
 from inference.intake import decode_upload
 from inference.manifest import load_manifest
 from inference.ood import load_ood_model
-from inference.operating import population_for_age
+from inference.operating import OperatingPoints, population_for_age
 from inference.sessions import RuntimeOptions, VerifiedModel, load_verified_model
 from inference.site_calibration import calibration_document, parse_site_calibration
 from training.operating_points import PointRule, TooFewCases, fit_points, threshold_at_sensitivity
@@ -146,6 +146,40 @@ def bootstrap_threshold(
     ]
 
 
+@dataclass(frozen=True)
+class SiteFit:
+    """A site's temperature and operating points fitted on its labelled scores."""
+
+    temperature: float
+    points: OperatingPoints
+    report: dict[str, Any]
+    """Per population: fitted or not, sensitivity / specificity with Wilson intervals and the
+    bootstrap interval of the threshold (``threshold_ci95``)."""
+
+
+def fit_site(
+    scores: LabelledScores, fallback: OperatingPoints, cfg: RecalibrationConfig
+) -> SiteFit:
+    """Temperature (maximum likelihood) then the operating points on ``sigmoid(logit / T)``,
+    per population with labelled cases (``fallback``'s point otherwise). Raises
+    :class:`TooFewCases` when a population has cases but fewer than ``cfg.min_per_class`` of a
+    class. The fitting core of ``python -m training recalibrate`` (also used by
+    :mod:`training.calibration_study` to show what a site recalibration buys)."""
+    temperature = fit_temperature(scores.logits, scores.labels)
+    probs = np.asarray([calibrated_probability(x, temperature) for x in scores.logits])
+    rule = PointRule(sensitivity=cfg.sensitivity, min_per_class=cfg.min_per_class)
+    points, report = fit_points(
+        probs, scores.labels, scores.populations, rule, fallback, "site labelled set"
+    )
+    for pop, entry in report.items():
+        if entry.get("fitted"):
+            mask = scores.populations == pop
+            entry["threshold_ci95"] = bootstrap_threshold(
+                probs[mask], scores.labels[mask], scores.patients[mask], cfg
+            )
+    return SiteFit(temperature, points, report)
+
+
 def recalibrate(
     labels_csv: Path,
     images: Path,
@@ -163,22 +197,12 @@ def recalibrate(
     if not rows or not {"image", "label"} <= set(rows[0]):
         raise SystemExit("the labels CSV needs the columns image and label")
     scores = score_images(rows, images, model, _gate(weights, model))
-    temperature = fit_temperature(scores.logits, scores.labels)
-    probs = np.asarray([calibrated_probability(x, temperature) for x in scores.logits])
-    rule = PointRule(sensitivity=cfg.sensitivity, min_per_class=cfg.min_per_class)
     fallback = load_manifest(manifest_path).operating
     try:
-        points, report = fit_points(
-            probs, scores.labels, scores.populations, rule, fallback, "site labelled set"
-        )
+        site = fit_site(scores, fallback, cfg)
     except TooFewCases as exc:
         raise SystemExit(f"recalibration refused: {exc}") from exc
-    for pop, entry in report.items():
-        if entry.get("fitted"):
-            mask = scores.populations == pop
-            entry["threshold_ci95"] = bootstrap_threshold(
-                probs[mask], scores.labels[mask], scores.patients[mask], cfg
-            )
+    temperature, points, report = site.temperature, site.points, site.report
     digest = hashlib.sha256(labels_csv.read_bytes()).hexdigest()[:12]
     fit: dict[str, Any] = {
         "n_images": len(rows),

@@ -66,7 +66,7 @@ def run_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
         s: pipeline.onnx_logits(weights / "classifier.onnx", arrays, np.arange(i, 8, 2))
         for i, s in enumerate(("val", "test"))
     }
-    np.savez(ckpt / "classifier_logits.npz", **recorded)
+    np.savez(ckpt / "classifier_logits.npz", val=recorded["val"], test=recorded["test"])
     manifest = {
         "file": "classifier.onnx",
         "sha256": _sha(weights / "classifier.onnx"),
