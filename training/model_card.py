@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.calibration_card import calibration_section
 from training.gate_card import input_gate_section
 
 GOALS = {"kermany": 0.99, "nih": 0.93}
@@ -423,6 +424,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
         ],
     )
     parts["input_gate"] = input_gate_section(weights)
+    parts["calibration_study"] = calibration_section(weights)
     parts["loso"] = parts_loso
     parts["times_note"] = times_note
     parts["times"] = (
