@@ -15,9 +15,9 @@ def _f(x: Any, nd: int = 3) -> str:
     return f"{x:.{nd}f}"
 
 
-def _ci(d: dict[str, Any]) -> str:
+def _ci(d: dict[str, Any], nd: int = 3) -> str:
     lo, hi = d["ci95"]
-    return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"{d['difference']:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]"
 
 
 def _rates(r: dict[str, Any]) -> str:
@@ -62,12 +62,19 @@ def _population_part(study: dict[str, Any]) -> list[str]:
         for name in single
     ]
     nll = exp["test_nll_pooled"]
+    bins = exp.get("pooled_difference_other_bins", {})
+    other = "; ".join(f"{b} bins {_ci(d, 4)}" for b, d in bins.items())
+    nll_diff = exp.get("pooled_nll_difference_single_minus_per_population")
     lines += [
         "",
-        f"Pooled test ECE(one T) − ECE(T per population) = {_ci(diff)} (paired bootstrap, "
-        f"{diff['resamples']} resamples of the split's {diff['clusters']} patient groups); "
-        f"pooled test NLL {nll['single']:.4f} vs {nll['per_population']:.4f}. "
-        + _verdict(exp["pays"], diff["ci95"]),
+        f"Pooled test ECE(one T) − ECE(T per population) = {_ci(diff, 4)} (15 bins, as every ECE "
+        f"in this card; paired bootstrap, {diff['resamples']} resamples of the split's "
+        f"{diff['clusters']} patient groups). " + _verdict(exp["pays"], diff["ci95"]),
+        "",
+        f"How much that leans on the metric: the same difference with {other or 'n/a'}; "
+        f"pooled test NLL {nll['single']:.4f} vs {nll['per_population']:.4f}"
+        + (f", difference {_ci(nll_diff, 4)}" if nll_diff else "")
+        + ". The rule and its metric were fixed before the first run.",
     ]
     return lines
 

@@ -16,7 +16,7 @@ from training.calibration_study import (
     StudyConfig,
     ece_by_group,
     fit_platt,
-    paired_ece_difference,
+    paired_difference,
     population_experiment,
     probabilities,
     run_study,
@@ -61,7 +61,7 @@ def test_ece_groups_are_the_model_card_rows() -> None:
 def test_paired_difference_of_identical_arms_is_zero() -> None:
     s = _split(1, 60, 60, 2.0, 1.0)
     p = sigmoid(s.logits)
-    out = paired_ece_difference(s, p, p, 50, 0)
+    out = paired_difference(s, p, p, 50, 0)
     assert out["difference"] == 0.0 and out["ci95"] == [0.0, 0.0]
     assert out["clusters"] == 60  # two images per group: groups are resampled, not images
 
@@ -74,6 +74,8 @@ def test_per_population_temperature_pays_when_populations_differ() -> None:
         0.6, rel=0.15
     )
     assert out["pays"] and out["pooled_difference_single_minus_per_population"]["ci95"][0] > 0
+    assert set(out["pooled_difference_other_bins"]) == {"10", "20"}
+    assert out["pooled_nll_difference_single_minus_per_population"]["ci95"][0] > 0
     ece = out["test_ece"]
     assert ece["per_population"]["all"] < ece["single"]["all"]
 
