@@ -40,7 +40,7 @@ import numpy as np
 
 from reporting.errors import GenerationCancelled, LLMUnavailable
 from reporting.gguf import embedded_gguf_path, verify_gguf
-from reporting.greedy import GreedyConfig, greedy_tokens
+from reporting.greedy import GreedyConfig, JsonScaffold, greedy_tokens, scaffold_for
 from reporting.llm import BackendInfo, GenerationParams, GenerationResult, Message, TokenScores
 
 
@@ -50,6 +50,8 @@ class LlamaConfig:
 
     prefix_cache: keep the KV state of the fixed prompt prefix (all turns but the last)
     between requests; False evaluates every prompt from scratch (for comparison).
+    scaffold: with greedy decoding and a JSON schema of string sections, read the JSON
+    structure instead of decoding it (:mod:`reporting.greedy`); False decodes every token.
     """
 
     model_path: Path
@@ -60,6 +62,7 @@ class LlamaConfig:
     n_threads: int = 1
     languages: frozenset[str] = frozenset({"en"})
     prefix_cache: bool = True
+    scaffold: bool = True
 
 
 def _import_llama() -> Any:
@@ -293,7 +296,8 @@ class LlamaCppBackend:
             prompt_ids = self._tokens(prompt)
             head = self._checkpoint_ids(prompt, messages, checkpoint)
             ready, cached = self._read_to_checkpoint(messages, prompt_ids, head)
-            chunks, finish_of = self._decode(prompt_ids, ready, grammar, params)
+            scaffold = scaffold_for(json_schema) if self._config.scaffold else None
+            chunks, finish_of = self._decode(prompt_ids, ready, grammar, params, scaffold)
             pieces: list[str] = []
             n_tokens = 0
             first_s: float | None = None
@@ -328,7 +332,12 @@ class LlamaCppBackend:
         )
 
     def _decode(
-        self, prompt_ids: list[int], cached: int, grammar: Any, params: GenerationParams
+        self,
+        prompt_ids: list[int],
+        cached: int,
+        grammar: Any,
+        params: GenerationParams,
+        scaffold: JsonScaffold | None,
     ) -> tuple[Generator[bytes, None, None], Callable[[], str]]:
         """The generated text as byte pieces, one per token, after ``prompt_ids`` (the first
         ``cached`` are in the KV cache), and a function giving the finish reason once the
@@ -349,6 +358,7 @@ class LlamaCppBackend:
                 config,
                 self._chat.stop_ids,
                 grammar,
+                scaffold,
             )
 
             def greedy() -> Generator[bytes, None, None]:
