@@ -284,6 +284,13 @@ BORDERLINE = (
     "неопределённ",
     "неопределенн",
 )
+# Clause-level uncertainty: "whether an abnormality is present", "cannot be excluded",
+# "possible", "есть ли патология", "не исключены".
+_HEDGE = re.compile(
+    r"\bwhether\b|\bpossibl[ey]\b|\bmay\b|\bmight\b|\b(?:cannot|can ?not|not) (?:be )?"
+    r"(?:excluded|ruled out)|\bли\b|не исключ|возможн",
+    re.I,
+)
 _RATIO = ("ratio", "cardiothoracic", "ctr", "индекс", "кардиоторакал", "кти")
 # "heart size is not assessed" / "размер сердца не оценивается": a neutral statement.
 _ASSESS = ("assessed", "judged", "evaluated", "called", "call", "оценива", "оцен", "суд")
@@ -491,12 +498,15 @@ def extract_claims(sentence: str) -> Claims:
     scope: list[str] = []
     cardiac: list[CardiacClaim] = []
     borderline = False
+    hedged_abnormal = hedged_normal = False
     for clause in _CLAUSE.split(text):
         words = _WORD.findall(clause or "")
         if not words:
             continue
         reqs += zone_requirements(words)
         borderline |= any(_has(w, BORDERLINE) for w in words)
+        hedged = any(_has(w, BORDERLINE) for w in words) or bool(_HEDGE.search(clause or ""))
+        was = (abnormal, normal)
         scope += [w for w in words if _has(w, OUT_OF_SCOPE)]
         heart = any(_has(w, CARDIAC) for w in words)
         if heart:
@@ -513,13 +523,21 @@ def extract_claims(sentence: str) -> Claims:
                 normal |= not neg
             elif _has(w, _NEGATABLE) and neg:
                 normal = True
+        if hedged:  # what this clause says is hedged: set it aside (see below)
+            hedged_abnormal |= abnormal and not was[0]
+            hedged_normal |= normal and not was[1]
+            abnormal, normal = was
     if cardiac:
         cardiac += ["close"] if _CLOSE.search(text) else []
         cardiac += ["unreliable"] if _UNRELIABLE.search(text) else []
-    if borderline:
-        # A hedged sentence ("borderline; an abnormality cannot be excluded") asserts neither
-        # side; it is only allowed when the probability is inside the borderline band.
-        abnormal = normal = False
+    if not borderline:
+        # Outside a borderline sentence a hedge still leans one way ("an abnormality cannot be
+        # excluded" after a no-finding decision contradicts it): keep what it said.
+        abnormal |= hedged_abnormal
+        normal |= hedged_normal
+    # In a borderline sentence the hedged clauses ("borderline; an abnormality cannot be
+    # excluded") assert neither side, but a clause of its own that does ("the model found an
+    # abnormality ...; it is borderline", v2.5 evaluation) still makes a definite claim.
     scope += [m.group(0) for m in _UNSUPPORTED_SOURCES.finditer(text)]
     scope += [m.group(0) for m in _DISMISSIVE.finditer(text)]
     decimals = tuple(_number(m) for m in _DECIMAL.findall(text))

@@ -124,3 +124,47 @@ def test_the_usual_recommendation_is_in_scope() -> None:
         "Рекомендуется оценка снимка рентгенологом с учётом клинической картины.",
     ):
         assert extract_claims(sentence).out_of_scope == ()
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Borderline result: an abnormality cannot be excluded.",
+        "Borderline result: the model cannot tell reliably whether an abnormality is present.",
+        "The result is borderline; a possible abnormality.",
+        "Пограничный результат: модель не может надёжно определить, есть ли патология.",
+        "Результат пограничный; патологические изменения не исключены.",
+    ],
+)
+def test_a_hedged_borderline_sentence_asserts_neither_side(sentence: str) -> None:
+    claims = extract_claims(sentence)
+    assert claims.states_borderline
+    assert not claims.states_abnormal and not claims.states_normal
+
+
+@pytest.mark.parametrize(
+    ("sentence", "abnormal"),
+    [
+        # v2.5 evaluation, a borderline NIH film: "found an abnormality" is a definite claim
+        # however the sentence ends
+        (
+            "The model found an abnormality but cannot determine its type or cause; "
+            "it is borderline.",
+            True,
+        ),
+        ("Модель выявила патологические изменения, но результат пограничный.", True),
+        ("The result is borderline, and the lungs are normal.", False),
+    ],
+)
+def test_a_definite_clause_in_a_borderline_sentence_is_still_a_claim(
+    sentence: str, abnormal: bool
+) -> None:
+    claims = extract_claims(sentence)
+    assert claims.states_borderline
+    assert claims.states_abnormal is abnormal
+    assert claims.states_normal is not abnormal
+
+
+def test_a_hedge_outside_a_borderline_sentence_still_leans() -> None:
+    # after a no-finding decision "cannot be excluded" speaks of an abnormality
+    assert extract_claims("An abnormality cannot be excluded.").states_abnormal
