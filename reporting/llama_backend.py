@@ -52,6 +52,9 @@ class LlamaConfig:
     between requests; False evaluates every prompt from scratch (for comparison).
     scaffold: with greedy decoding and a JSON schema of string sections, read the JSON
     structure instead of decoding it (:mod:`reporting.greedy`); False decodes every token.
+    draft: with greedy decoding, up to this many tokens are drafted from the prompt (a report
+    copies its facts) and verified in one batch (:mod:`reporting.greedy`: the text is greedy
+    decoding's up to llama.cpp's batch rounding on near-ties); 0 turns it off.
     """
 
     model_path: Path
@@ -63,6 +66,7 @@ class LlamaConfig:
     languages: frozenset[str] = frozenset({"en"})
     prefix_cache: bool = True
     scaffold: bool = True
+    draft: int = 6
 
 
 def _import_llama() -> Any:
@@ -350,7 +354,8 @@ class LlamaCppBackend:
             # Never decode past the context: a report cut there fails the JSON check and is
             # rendered from the template, where running out of KV cells raised mid-stream.
             room = self._config.n_ctx - len(prompt_ids)
-            config = GreedyConfig(max(0, min(params.max_tokens, room)), params.repeat_penalty)
+            n_max = max(0, min(params.max_tokens, room))
+            config = GreedyConfig(n_max, params.repeat_penalty, draft=self._config.draft)
             tokens = greedy_tokens(
                 self._llama_cpp,
                 self._llm,

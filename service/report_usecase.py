@@ -183,6 +183,7 @@ def _gguf(s: ReportSettings) -> LLMBackend:
             n_ctx=s.n_ctx,
             languages=frozenset(s.languages),
             prefix_cache=s.prefix_cache,
+            draft=s.draft_tokens,
         )
     )
 
@@ -192,6 +193,7 @@ def _embedded(s: ReportSettings) -> LLMBackend:
         embedded_config(n_threads=s.n_threads, n_ctx=s.n_ctx),
         expected_sha256=s.gguf_sha256,
         prefix_cache=s.prefix_cache,
+        draft=s.draft_tokens,
     )
     return LlamaCppBackend(cfg)
 

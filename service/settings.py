@@ -167,6 +167,14 @@ class ReportSettings(BaseModel):
         description="Keep the KV state of the fixed prompt prefix (system turn + worked "
         "examples) between requests, so each report evaluates only its evidence turn.",
     )
+    draft_tokens: int = Field(
+        6,
+        ge=0,
+        le=16,
+        description="Prompt-lookup drafting with greedy decoding: up to this many tokens "
+        "guessed from the prompt (a report copies its facts) and verified in one batch; "
+        "0 decodes one token at a time (texts can differ on near-ties: reporting.greedy).",
+    )
     read_ahead: bool = Field(
         True,
         description="While Grad-CAM/LIME run, let an idle in-process LLM read the report's "

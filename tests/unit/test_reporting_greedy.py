@@ -1,10 +1,19 @@
-"""The JSON scaffold of greedy decoding (reporting.greedy), without a model."""
+"""The JSON scaffold and the drafting of greedy decoding (reporting.greedy), without a model."""
 
 from __future__ import annotations
 
 import json
 
-from reporting.greedy import JsonScaffold, closing_quote, scaffold_for
+import numpy as np
+
+from reporting.greedy import (
+    GreedyConfig,
+    JsonScaffold,
+    _Decoder,
+    closing_quote,
+    lookup_draft,
+    scaffold_for,
+)
 from reporting.schema import REPORT_JSON_SCHEMA, SECTION_NAMES
 
 
@@ -38,3 +47,31 @@ def test_closing_quote_skips_escaped_quotes_also_across_tokens() -> None:
     assert closing_quote(b'"', True) == (None, False)
     assert closing_quote(b'"}', False) == (0, False)
     assert closing_quote('правую"'.encode(), False) == (12, False)
+
+
+def test_lookup_draft_copies_what_followed_the_latest_earlier_occurrence() -> None:
+    context = np.array([5, 1, 2, 7, 8, 9, 1, 2, 3, 4, 0, 1, 2], dtype=np.intc)
+    # "1 2" last occurred at 6..7 (before the tail), followed by 3 4 0
+    assert lookup_draft(context, 3) == [3, 4, 0]
+    assert lookup_draft(context, 10) == [3, 4, 0, 1, 2]  # up to the end of the context
+    assert lookup_draft(context, 0) == []
+    assert lookup_draft(np.array([1, 2, 3], dtype=np.intc), 4) == []  # no earlier occurrence
+    assert lookup_draft(np.array([9, 1, 2, 3, 1, 2], dtype=np.intc), 2, ngram=3) == []
+
+
+def test_draft_length_follows_how_the_last_draft_fared() -> None:
+    decoder = _Decoder.__new__(_Decoder)
+    decoder.config = GreedyConfig(100, draft=6)
+    decoder.k = 6
+    decoder.adapt(6, 0)  # rejected at once: the next guess is a single token
+    assert decoder.k == 1
+    decoder.adapt(1, 1)  # kept whole: grow
+    assert decoder.k == 3
+    decoder.adapt(3, 3)
+    assert decoder.k == 5
+    decoder.adapt(5, 5)
+    assert decoder.k == 6  # never past config.draft
+    decoder.adapt(6, 2)
+    assert decoder.k == 3
+    decoder.adapt(0, 0)  # no draft was found: nothing learnt
+    assert decoder.k == 3
