@@ -49,6 +49,7 @@ class Classification:
     calibration_source: str = "manifest"
     calibration_id: str = ""
     calibration_version: str = ""
+    offset: float = 0.0
 
     @property
     def side(self) -> BinaryDecision:
@@ -56,9 +57,9 @@ class Classification:
         return "finding" if self.probability_finding >= self.threshold else "no_finding"
 
 
-def calibrated_probability(logit: float, temperature: float) -> float:
-    """Temperature-scaled sigmoid, computed stably for large |logit|."""
-    z = logit / temperature
+def calibrated_probability(logit: float, temperature: float, offset: float = 0.0) -> float:
+    """sigmoid(logit / temperature + offset), computed stably for large |logit|."""
+    z = logit / temperature + offset
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
@@ -121,7 +122,7 @@ def postprocess(
     """Temperature, then the population's operating point (its default population if None)."""
     pop = population or calibration.points.default_population
     point = calibration.points.for_population(pop)
-    p = calibrated_probability(output.logit, calibration.temperature)
+    p = calibrated_probability(output.logit, calibration.temperature, calibration.offset)
     return Classification(
         probability_finding=p,
         decision=point.decide(p),
@@ -134,13 +135,17 @@ def postprocess(
         calibration_source=calibration.source,
         calibration_id=calibration.id,
         calibration_version=calibration.version,
+        offset=calibration.offset,
     )
 
 
 def predict_probabilities(
-    model: VerifiedModel, images: FloatArray, temperature: float | None = None
+    model: VerifiedModel,
+    images: FloatArray,
+    temperature: float | None = None,
+    offset: float = 0.0,
 ) -> FloatArray:
     """Calibrated P(finding) for a stack of grayscale images float32 [N, H, W] in [0, 1]."""
     outs = run_classifier(model, list(images), with_features=False)
     t = model.manifest.temperature if temperature is None else temperature
-    return np.asarray([calibrated_probability(o.logit, t) for o in outs], dtype=np.float32)
+    return np.asarray([calibrated_probability(o.logit, t, offset) for o in outs], dtype=np.float32)

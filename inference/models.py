@@ -171,9 +171,11 @@ class Classifier(_RoleModel):
         """Logit and CAM (and pooled features) for grayscale float32 [H, W] images in [0, 1]."""
         return run_classifier(self, images, with_features)
 
-    def probabilities(self, images: FloatArray, temperature: float | None = None) -> FloatArray:
+    def probabilities(
+        self, images: FloatArray, temperature: float | None = None, offset: float = 0.0
+    ) -> FloatArray:
         """Calibrated P(finding), float32 [N], for float32 [N, H, W] images in [0, 1]."""
-        return predict_probabilities(self, images, temperature)
+        return predict_probabilities(self, images, temperature, offset)
 
 
 @dataclass(frozen=True)

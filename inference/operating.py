@@ -145,7 +145,8 @@ def choose_population(
 
 @dataclass(frozen=True)
 class Calibration:
-    """What turns a logit into a decision: temperature plus operating points, and their origin.
+    """What turns a logit into a decision: temperature (and offset) plus operating points, and
+    their origin.
 
     ``source`` is ``manifest`` (shipped with the model) or ``site`` (a local recalibration file,
     ``training.recalibrate``); ``id`` and ``version`` name it in /version and every response.
@@ -156,3 +157,6 @@ class Calibration:
     source: Literal["manifest", "site"] = "manifest"
     id: str = ""
     version: str = ""
+    # sigmoid(logit / temperature + offset): a site's recalibration may also shift the logit
+    # (Platt scaling) when its prevalence differs from the training mix; shipped models use 0
+    offset: float = 0.0

@@ -8,6 +8,7 @@ start-up when ``CXR_CALIBRATION_FILE`` is set. Format (JSON)::
       "id": "st-marys-2026-12", "version": "2026-12-02T05:10:00Z",
       "model_sha256": "<the classifier's sha256>",
       "temperature": 1.31,
+      "offset": -0.42,          # optional (default 0): sigmoid(logit / temperature + offset)
       "operating_points": {"adult": {...}, "pediatric": {...}},   # inference.operating schema
       "default_population": "adult",
       "fit": {... counts, confidence intervals, method ...}
@@ -37,6 +38,7 @@ def calibration_document(
     temperature: float,
     points: dict[str, Any],
     fit: dict[str, Any],
+    offset: float = 0.0,
 ) -> dict[str, Any]:
     """The JSON document a site calibration file holds (``points``: OperatingPoints.as_dict())."""
     return {
@@ -46,6 +48,7 @@ def calibration_document(
         "version": version,
         "model_sha256": model_sha256,
         "temperature": temperature,
+        "offset": offset,
         **points,
         "fit": fit,
     }
@@ -62,6 +65,9 @@ def parse_site_calibration(data: Any, model_sha256: str) -> Calibration:
     temperature = data.get("temperature")
     if not isinstance(temperature, (int, float)) or not 0.05 <= float(temperature) <= 20:
         raise ModelError("calibration file: temperature missing or out of range")
+    offset = data.get("offset", 0.0)
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not -10 <= offset <= 10:
+        raise ModelError("calibration file: offset out of range (|offset| <= 10)")
     cal_id, version = data.get("id"), data.get("version")
     if not isinstance(cal_id, str) or not cal_id or not isinstance(version, str) or not version:
         raise ModelError("calibration file: id and version are required")
@@ -71,7 +77,7 @@ def parse_site_calibration(data: Any, model_sha256: str) -> Calibration:
         points = parse_operating_points(data, 0.5)
     except OperatingPointError as exc:
         raise ModelError(f"calibration file: {exc}") from exc
-    return Calibration(float(temperature), points, "site", cal_id, version)
+    return Calibration(float(temperature), points, "site", cal_id, version, float(offset))
 
 
 def load_site_calibration(path: Path, model_sha256: str) -> Calibration:

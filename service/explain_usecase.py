@@ -192,8 +192,8 @@ class ExplainService:
         self.lime_batch_size = lime_batch_size
 
     def _predict(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        t = self.registry.active_calibration.temperature
-        return self.registry.classifier.probabilities(images, t)
+        cal = self.registry.active_calibration
+        return self.registry.classifier.probabilities(images, cal.temperature, cal.offset)
 
     def _predictor(self, control: JobControl | None) -> Predict:
         """The model call of LIME and the deletion test; with a control, the job is marked

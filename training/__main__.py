@@ -229,6 +229,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--sensitivity", type=float, default=0.90, help="target sensitivity")
     r.add_argument("--min-per-class", type=int, default=30, help="refuse below this many cases")
     r.add_argument(
+        "--method",
+        choices=("temperature", "platt"),
+        default="temperature",
+        help="temperature: sigmoid(logit / T); platt: also an offset, sigmoid(logit / T + b), "
+        "for a site whose prevalence shifts every score",
+    )
+    r.add_argument(
         "--bootstrap",
         type=int,
         default=1000,
@@ -384,6 +391,7 @@ def _recalibrate(args: argparse.Namespace, command: str) -> None:
         min_per_class=args.min_per_class,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        method=args.method,
     )
     out = recalibrate(
         args.labels, args.images, args.weights, args.out, args.calibration_id, cfg, command

@@ -91,7 +91,7 @@ def _site_part(study: dict[str, Any]) -> list[str]:
         "",
         "| source | fitted on n (pos) | tool | site T | test n (pos) | ECE shipped → site "
         "| ECE difference [95 % CI] | sens / spec @ shipped adult thr | sens / spec @ site thr "
-        "| ECE, T + offset (diagnostic) |",
+        "| ECE, T + offset (`--method platt`) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in study["site_recalibration"]:
@@ -127,8 +127,10 @@ def _site_part(study: dict[str, Any]) -> list[str]:
         "",
         "Adult films only (children of a source, validation / test, left out: "
         f'{kids or "none"}). "T + offset" is `sigmoid(a · logit + b)` fitted on the same '
-        "validation images (Platt scaling): what a fitted offset would add to the temperature "
-        "the tool fits (a = 1 / T when b = 0). A site temperature at the upper bound "
+        "validation images (Platt scaling), what `python -m training recalibrate --method "
+        "platt` fits (a = 1 / T; it refuses a slope outside [0.05, 20], a model that does not "
+        "rank the site's cases), against the temperature alone (the default method, "
+        "a = 1 / T, b = 0). A site temperature at the upper bound "
         f"({T_BOUND:g}) means the model does not separate that site's classes: every "
         "probability moves towards the site's prevalence, which lowers ECE without any "
         "discrimination."

@@ -22,7 +22,8 @@ fitted on validation images only; test images are only scored.
   sensitivity / specificity at the adult threshold (Wilson intervals), shipped vs site. Where the
   tool would refuse (fewer than ``min_per_class`` positives or negatives) the row says so and
   shows the site temperature alone, marked as a diagnostic the tool does not write. A Platt
-  fit (temperature plus offset) on the same images is recorded as a diagnostic too.
+  fit (temperature plus offset, the tool's ``--method platt``) on the same images is recorded
+  beside it.
 
 ECE: 15 equal-width bins (:func:`training.metrics.ece`), as the model card.
 """
@@ -45,7 +46,7 @@ from inference.operating import OperatingPoints
 from training.adapters import population
 from training.metrics import ece, fit_temperature, sigmoid
 from training.operating_points import TooFewCases, rates
-from training.recalibrate import LabelledScores, RecalibrationConfig, fit_site
+from training.recalibrate import LabelledScores, RecalibrationConfig, fit_platt, fit_site
 from training.recalibrate import fit_temperature as site_temperature
 
 LOG = logging.getLogger(__name__)
@@ -228,23 +229,10 @@ def site_row(
             "offset": offset,
             "ece": ece(test.labels, sigmoid(slope * test.logits + offset)),
             "note": "sigmoid(a * logit + b) fitted on the same images: a temperature plus an "
-            "offset; not what the tool fits (temperature only)",
+            "offset, what recalibrate --method platt fits",
         },
     }
     return row
-
-
-def fit_platt(logits: F64, labels: npt.NDArray[np.int_]) -> tuple[float, float]:
-    """Maximum-likelihood ``(a, b)`` of ``sigmoid(a * logit + b)`` (Platt scaling; a diagnostic
-    of whether a site's miscalibration is a scale, which a temperature fixes, or a shift)."""
-    from scipy.optimize import minimize
-
-    def nll_ab(ab: F64) -> float:
-        z = ab[0] * logits + ab[1]
-        return float(np.mean(np.logaddexp(0.0, z) - labels * z))
-
-    res = minimize(nll_ab, np.array([1.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-5})
-    return float(res.x[0]), float(res.x[1])
 
 
 def run_study(

@@ -26,11 +26,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 from inference.classify import calibrated_probability, gate_role, run_classifier
 from inference.errors import IntakeError
@@ -49,10 +49,15 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class RecalibrationConfig:
+    """method: "temperature" fits sigmoid(logit / T); "platt" also an offset,
+    sigmoid(logit / T + b), for a site whose prevalence or case mix shifts every score (the
+    calibration study found a temperature alone does not help covidqu, an offset would)."""
+
     sensitivity: float = 0.90
     min_per_class: int = 30
     bootstrap: int = 1000
     seed: int = 0
+    method: Literal["temperature", "platt"] = "temperature"
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,31 @@ def fit_temperature(logits: F64, labels: npt.NDArray[np.int_]) -> float:
     return round(float(res.x), 4)
 
 
+def fit_platt(logits: F64, labels: npt.NDArray[np.int_]) -> tuple[float, float]:
+    """Maximum-likelihood ``(a, b)`` of ``sigmoid(a * logit + b)`` (Platt scaling)."""
+
+    def nll_ab(ab: F64) -> float:
+        z = ab[0] * logits + ab[1]
+        return float(np.mean(np.logaddexp(0.0, z) - labels * z))
+
+    res = minimize(nll_ab, np.array([1.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-5})
+    return float(res.x[0]), float(res.x[1])
+
+
+def fit_scale(logits: F64, labels: npt.NDArray[np.int_], method: str) -> tuple[float, float, str]:
+    """(temperature, offset, how) for ``sigmoid(logit / T + offset)``; raises TooFewCases
+    when Platt scaling finds no usable slope (the scores do not rank the site's cases)."""
+    if method != "platt":
+        return fit_temperature(logits, labels), 0.0, "maximum likelihood, bounded [0.05, 20]"
+    a, b = fit_platt(logits, labels)
+    if not 1 / 20 <= a <= 1 / 0.05:
+        raise TooFewCases(
+            f"Platt scaling gave the slope {a:.3f} (temperature outside [0.05, 20]): the "
+            "model's scores do not separate this site's classes"
+        )
+    return round(1.0 / a, 4), round(b, 4), "Platt scaling: maximum likelihood (slope, offset)"
+
+
 def bootstrap_threshold(
     probs: F64,
     labels: npt.NDArray[np.int_],
@@ -155,6 +185,8 @@ class SiteFit:
     report: dict[str, Any]
     """Per population: fitted or not, sensitivity / specificity with Wilson intervals and the
     bootstrap interval of the threshold (``threshold_ci95``)."""
+    offset: float = 0.0
+    method: str = "maximum likelihood, bounded [0.05, 20]"
 
 
 def fit_site(
@@ -165,8 +197,8 @@ def fit_site(
     :class:`TooFewCases` when a population has cases but fewer than ``cfg.min_per_class`` of a
     class. The fitting core of ``python -m training recalibrate`` (also used by
     :mod:`training.calibration_study` to show what a site recalibration buys)."""
-    temperature = fit_temperature(scores.logits, scores.labels)
-    probs = np.asarray([calibrated_probability(x, temperature) for x in scores.logits])
+    temperature, offset, method = fit_scale(scores.logits, scores.labels, cfg.method)
+    probs = np.asarray([calibrated_probability(x, temperature, offset) for x in scores.logits])
     rule = PointRule(sensitivity=cfg.sensitivity, min_per_class=cfg.min_per_class)
     points, report = fit_points(
         probs, scores.labels, scores.populations, rule, fallback, "site labelled set"
@@ -177,7 +209,7 @@ def fit_site(
             entry["threshold_ci95"] = bootstrap_threshold(
                 probs[mask], scores.labels[mask], scores.patients[mask], cfg
             )
-    return SiteFit(temperature, points, report)
+    return SiteFit(temperature, points, report, offset, method)
 
 
 def recalibrate(
@@ -214,7 +246,7 @@ def recalibrate(
             "unit": "patient" if "patient_id" in rows[0] else "image",
             "seed": cfg.seed,
         },
-        "temperature_method": "maximum likelihood, bounded [0.05, 20]",
+        "temperature_method": site.method,
         "populations": report,
         "labels_sha256_prefix": digest,
         "command": command,
@@ -226,8 +258,9 @@ def recalibrate(
         temperature=temperature,
         points=points.as_dict(),
         fit=fit,
+        offset=site.offset,
     )
     parse_site_calibration(doc, model.manifest.sha256)  # never write a file the service refuses
     out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    LOG.info("recalibrate: wrote %s (T=%.3f)", out, temperature)
+    LOG.info("recalibrate: wrote %s (T=%.3f, offset %.3f)", out, temperature, site.offset)
     return out

@@ -38,6 +38,11 @@ class ClassifyResponse(BaseModel):
     threshold: float = Field(description="Operating threshold on probability_finding.")
     calibrated: bool = Field(description="True when the model ships a fitted temperature.")
     temperature: float = Field(description="Temperature applied to the logit before the sigmoid.")
+    calibration_offset: float = Field(
+        0.0,
+        description="Added to logit / temperature before the sigmoid: 0 for the shipped "
+        "calibration; a site recalibration fitted with Platt scaling may shift it.",
+    )
     operating_point: OperatingPointOut
     input_quality: InputQualityOut
     model: ModelInfo
@@ -105,8 +110,9 @@ def classify_response(out: ClassifyOutcome, model: ModelInfo, gate: str) -> Clas
         probability_finding=round(c.probability_finding, 6),
         decision=c.decision,
         threshold=c.threshold,
-        calibrated=c.temperature != 1.0,
+        calibrated=c.temperature != 1.0 or c.offset != 0.0,
         temperature=c.temperature,
+        calibration_offset=c.offset,
         operating_point=operating_point_out(c),
         input_quality=input_quality_out(out.input_quality, gate),
         model=model,

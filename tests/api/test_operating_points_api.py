@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +131,17 @@ def test_site_calibration_is_applied_and_named(tiny_weights: Path, tmp_path: Pat
         }
         body = _classify(c, CHEST)
         assert body["temperature"] == 2.0 and body["threshold"] == 0.3
+        assert body["calibration_offset"] == 0.0
         assert body["operating_point"]["calibration"]["id"] == "test-site"
+    # the same film under a Platt-scaled site file: sigmoid(logit / 2 - 1.5)
+    site = _site_file(tmp_path, sha, offset=-1.5)
+    settings = Settings(weights_dir=tiny_weights, calibration_file=site, _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as c:
+        shifted = _classify(c, CHEST)
+    logit = math.log(body["probability_finding"] / (1 - body["probability_finding"]))
+    expected = 1 / (1 + math.exp(-(logit - 1.5)))
+    assert shifted["calibration_offset"] == -1.5 and shifted["calibrated"]
+    assert shifted["probability_finding"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_calibration_file_for_another_model_stops_start_up(

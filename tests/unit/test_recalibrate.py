@@ -22,7 +22,7 @@ from training.operating_points import (
     threshold_at_specificity,
     wilson,
 )
-from training.recalibrate import fit_temperature
+from training.recalibrate import fit_scale, fit_temperature
 
 SHA = "c" * 64
 
@@ -32,6 +32,19 @@ def test_temperature_is_recovered() -> None:
     logits = rng.normal(0, 4, 20_000)
     labels = (rng.random(20_000) < 1 / (1 + np.exp(-logits / 2.5))).astype(int)
     assert fit_temperature(logits, labels) == pytest.approx(2.5, abs=0.15)
+
+
+def test_platt_scaling_recovers_a_shift_a_temperature_cannot() -> None:
+    # a site whose prevalence moves every score: sigmoid(logit / 2 - 1.5)
+    rng = np.random.default_rng(3)
+    logits = rng.normal(1.0, 4, 20_000)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-(logits / 2 - 1.5)))).astype(int)
+    t, b, how = fit_scale(logits, labels, "platt")
+    assert t == pytest.approx(2.0, abs=0.15) and b == pytest.approx(-1.5, abs=0.1)
+    assert "Platt" in how
+    assert fit_scale(logits, labels, "temperature")[1] == 0.0
+    with pytest.raises(TooFewCases, match="do not separate"):  # scores that rank backwards
+        fit_scale(-logits, labels, "platt")
 
 
 def test_thresholds_meet_their_targets() -> None:
@@ -81,11 +94,19 @@ def test_calibration_file_round_trip_and_model_binding(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc | {"temperature": 0}))
     with pytest.raises(ModelError):
         load_site_calibration(path, SHA)
+    assert cal.offset == 0.0
+    path.write_text(json.dumps(doc | {"offset": -0.8}))
+    assert load_site_calibration(path, SHA).offset == -0.8
+    for bad in (11, "1", True):
+        path.write_text(json.dumps(doc | {"offset": bad}))
+        with pytest.raises(ModelError, match="offset"):
+            load_site_calibration(path, SHA)
 
 
-def _labelled_set(folder: Path, n: int) -> Path:
+def _labelled_set(folder: Path, n: int, darker: bool = False, flip: float = 0.0) -> Path:
     """Radiograph-like images whose brightness moves the tiny classifier's logit; label = the
-    brighter half (two images per patient)."""
+    brighter half (``darker``: the darker half; ``flip``: that share of labels flipped at
+    random, so the classes overlap), two images per patient."""
     rng = np.random.default_rng(0)
     rows = []
     base = synthetic_chest(160, 136).astype(np.float64)
@@ -94,7 +115,8 @@ def _labelled_set(folder: Path, n: int) -> Path:
     for i, g in enumerate(gains):
         name = f"img{i:03d}.png"
         (folder / name).write_bytes(png_bytes(np.clip(base * g, 0, 255).astype(np.uint8)))
-        rows.append({"image": name, "label": int(g > cut), "patient_id": f"p{i // 2}"})
+        label = int((g < cut) if darker else (g > cut)) ^ int(rng.random() < flip)
+        rows.append({"image": name, "label": label, "patient_id": f"p{i // 2}"})
     labels = folder / "labels.csv"
     with labels.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id"])
@@ -123,3 +145,20 @@ def test_recalibrate_command_writes_a_file_the_service_accepts(
     assert not fit["populations"]["pediatric"]["fitted"]  # no children: manifest point kept
     with pytest.raises(SystemExit, match="refused"):
         main(argv[:-4] + ["--min-per-class", "40"])
+    assert json.loads(out.read_text())["offset"] == 0.0
+
+
+def test_recalibrate_with_platt_scaling_writes_an_offset(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    labels = _labelled_set(tmp_path, 80, darker=True, flip=0.2)
+    out = tmp_path / "site.json"
+    argv = ["recalibrate", "--labels", str(labels), "--images", str(tmp_path), "--method"]
+    argv += ["platt", "--weights", str(tiny_weights), "--out", str(out), "--bootstrap", "50"]
+    argv += ["--min-per-class", "20"]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["fit"]["temperature_method"].startswith("Platt")
+    sha = json.loads((tiny_weights / "classifier.manifest.json").read_text())["sha256"]
+    cal = load_site_calibration(out, sha)
+    assert cal.offset == doc["offset"] and cal.offset != 0.0
