@@ -14,7 +14,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +36,23 @@ from reporting.schema import REPORT_JSON_SCHEMA, SECTION_NAMES  # noqa: E402
 pytestmark = pytest.mark.slow
 
 EVIDENCE = Evidence("finding", 0.96, 0.5, (ZoneEvidence("right_mid", 0.42, 0.1, 0.5),), view="PA")
+
+
+@contextmanager
+def recording(obj: Any, method: str) -> Iterator[list[int]]:
+    """Record the length of what each call of ``obj.method`` reads (1 for a llama batch)."""
+    calls: list[int] = []
+    original = getattr(obj, method)
+
+    def wrapper(arg: Any) -> None:
+        calls.append(len(arg) if isinstance(arg, list) else 1)
+        original(arg)
+
+    setattr(obj, method, wrapper)
+    try:
+        yield calls
+    finally:
+        delattr(obj, method)
 
 
 @pytest.fixture(scope="module")
@@ -240,19 +259,8 @@ def test_scaffold_reads_the_json_structure_and_keeps_the_sections(
         expected = ReportGenerator(plain).generate(EVIDENCE, "en")
     finally:
         plain.close()
-    llm = backend._llm
-    steps: list[int] = []
-    original = llm.eval
-
-    def counting(tokens: list[int]) -> None:
-        steps.append(len(tokens))
-        original(tokens)
-
-    llm.eval = counting  # type: ignore[method-assign]
-    try:
+    with recording(backend._llm, "eval") as steps:
         report = ReportGenerator(backend).generate(EVIDENCE, "en")
-    finally:
-        del llm.eval
     assert report.generated == expected.generated
     assert report.generation.text.startswith('{"findings": "')
     assert list(json.loads(report.generation.text)) == list(SECTION_NAMES)
@@ -280,20 +288,9 @@ def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBacken
     b = [Message("system", "Answer in one word. " + rules), Message("user", "Hi.")]
     first_a = backend.generate(a, None, params).text
     first_b = backend.generate(b, None, params).text
-    llm = backend._llm
-    reads: list[int] = []
-    original = llm.eval
-
-    def counting(tokens: list[int]) -> None:
-        reads.append(len(tokens))
-        original(tokens)
-
-    llm.eval = counting  # type: ignore[method-assign]
-    try:
+    with recording(backend._llm, "eval") as reads:
         again_a = backend.generate(a, None, params).text
         again_b = backend.generate(b, None, params).text
-    finally:
-        del llm.eval
     assert (again_a, again_b) == (first_a, first_b)
     prefix_a = len(backend._tokens(backend._chat.render_history(a[:-1])))
     assert max(reads) < prefix_a  # only the last turn and the generated tokens were read
@@ -332,19 +329,8 @@ def test_drafting_reads_guesses_in_batches_and_keeps_the_reports(
     finally:
         plain.close()
     assert backend._config.draft > 0
-    ctx = backend._llm._ctx
-    calls: list[int] = []
-    original = ctx.decode
-
-    def counting(batch: object) -> None:
-        calls.append(1)
-        original(batch)
-
-    ctx.decode = counting  # type: ignore[method-assign]
-    try:
+    with recording(backend._llm._ctx, "decode") as calls:
         drafted = [ReportGenerator(backend).generate(e, "en") for e in (EVIDENCE, other)]
-    finally:
-        del ctx.decode
     for got, want in zip(drafted, expected, strict=True):
         assert got.generated == want.generated
         assert got.generation.tokens == want.generation.tokens
