@@ -1,17 +1,18 @@
-"""Time to the first report text in the running service, LLM read-ahead on vs off.
+"""Time to the first report text in the running service, LLM read-ahead (or drafting) on vs off.
 
     python bench/bench_report_stream.py --gguf PATH --sha256 HEX [--images 4] [--langs en,ru]
-        [--threads 1] [--runs 1]
+        [--threads 1] [--runs 1] [--compare read-ahead|draft]
 
 Two instances of the service (uvicorn on loopback in this process, shipped weights, the same
 GGUF, ``--threads`` llama.cpp threads, default settings otherwise: LIME on) differ only in
-``report.read_ahead``. For each real radiograph (NIH films from ../shared/data/cxr, findings
-and no findings), language and instance in turn (interleaved, so load swings hit both), the
-script POSTs ``/report/stream?debug=true`` and records, from the start of the request, when
-the ``evidence`` event (vision done), the first ``draft`` event (first model text), the first
-``sentence`` (first grounded text a client shows) and the ``report`` event arrive (one
-language after the other: see the comment in ``main``). The
-reports' latency goal is measured after the vision evidence: first draft minus evidence.
+``report.read_ahead`` (``--compare read-ahead``, the default) or in ``report.draft_tokens``
+(``--compare draft``: the default 6 vs 0). For each real radiograph (NIH films from
+../shared/data/cxr, findings and no findings), language and instance in turn (interleaved,
+so load swings hit both), the script POSTs ``/report/stream?debug=true`` and records, from
+the start of the request, when the ``evidence`` event (vision done), the first ``draft``
+event (first model text), the first ``sentence`` (first grounded text a client shows) and
+the ``report`` event arrive (one language after the other: see the comment in ``main``).
+The reports' latency goal is measured after the vision evidence: first draft minus evidence.
 Prints a Markdown table of medians.
 """
 
@@ -74,19 +75,23 @@ def main() -> None:
     ap.add_argument("--langs", default="en,ru")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--compare", choices=("read-ahead", "draft"), default="read-ahead")
     a = ap.parse_args()
     langs = a.langs.split(",")
     images = pick_images(a.images)
     ports: dict[bool, int] = {}
     with ExitStack() as stack:
-        for ahead in (True, False):
+        for ahead in (True, False):  # "on" / "off" of the compared setting
+            variant = {"read_ahead": ahead} if a.compare == "read-ahead" else {}
+            if a.compare == "draft":
+                variant = {"draft_tokens": ReportSettings().draft_tokens if ahead else 0}
             report = ReportSettings(
                 backend="gguf",
                 gguf_path=a.gguf,
                 gguf_sha256=a.sha256,
                 n_threads=a.threads,
                 languages=langs,
-                read_ahead=ahead,
+                **variant,
             )
             app = create_app(Settings(report=report, _env_file=None))  # type: ignore[call-arg]
             ports[ahead] = stack.enter_context(serve_in_thread(app, start_timeout_s=300))
@@ -101,8 +106,15 @@ def main() -> None:
             for lang in langs:
                 for image in images:
                     for ahead, port in ports.items():
-                        key = f"{lang}, read-ahead {'on' if ahead else 'off'}"
-                        results.setdefault(key, []).append(timed_stream(port, image, lang))
+                        key = f"{lang}, {a.compare} {'on' if ahead else 'off'}"
+                        marks = timed_stream(port, image, lang)
+                        results.setdefault(key, []).append(marks)
+                        print(  # each request, for the spread behind the medians
+                            f"{key}, {image.name}: "
+                            + ", ".join(f"{k} {v:.2f}" for k, v in marks.items() if k in EVENTS),
+                            file=sys.stderr,
+                            flush=True,
+                        )
     print(
         f"\n| {a.gguf.stem}, {a.threads} LLM thread(s), LIME on | n | vision (evidence) p50 s "
         "| first text after evidence p50 s | first grounded sentence after evidence p50 s "
