@@ -184,9 +184,10 @@ def lookup_draft(context: npt.NDArray[np.intc], n_draft: int, ngram: int = 2) ->
 
 
 class _Decoder:
-    """The state of one greedy generation: the grammar, the tokens so far, where the JSON
-    scaffold is, and the llama.cpp context (its token bookkeeping kept as ``Llama.eval``
-    keeps it, so the backend's prefix reuse sees a consistent cache)."""
+    """The state of one greedy generation: the grammar, the tokens so far, the next draft's
+    length, and the llama.cpp context (its token bookkeeping kept as ``Llama.eval`` keeps it,
+    so the backend's prefix reuse sees a consistent cache). The JSON scaffold's position
+    stays in :func:`greedy_tokens`."""
 
     def __init__(
         self,
@@ -271,8 +272,9 @@ def greedy_tokens(
     ``StopIteration.value`` is the finish reason: "stop", "length" or "grammar" (no token
     was allowed). With ``scaffold`` the JSON structure is read, not decoded, and is yielded
     as tokens like the rest; with ``config.draft`` tokens are drafted from the context and
-    verified in one batch (module docstring). Either way the tokens are those of plain
-    greedy decoding under the grammar."""
+    verified in one batch (module docstring). The scaffold leaves the sections as plain
+    greedy decoding under the grammar writes them; drafting does too, up to llama.cpp's
+    batch rounding on near-ties (module docstring)."""
     checker = (
         GrammarChecker(llama_cpp, llm._model.vocab, grammar, int(llm.n_vocab()))
         if grammar is not None

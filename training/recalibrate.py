@@ -138,7 +138,9 @@ def fit_platt(logits: F64, labels: npt.NDArray[np.int_]) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-def fit_scale(logits: F64, labels: npt.NDArray[np.int_], method: str) -> tuple[float, float, str]:
+def fit_scale(
+    logits: F64, labels: npt.NDArray[np.int_], method: Literal["temperature", "platt"]
+) -> tuple[float, float, str]:
     """(temperature, offset, how) for ``sigmoid(logit / T + offset)``; raises TooFewCases
     when Platt scaling finds no usable slope (the scores do not rank the site's cases)."""
     if method != "platt":
