@@ -128,6 +128,10 @@ def test_heart_claims_need_a_reliable_ctr_on_their_side_of_0_5(
     # a normal heart is not a normal lung: no contradiction with the finding
     if normal_ok:
         assert checker.violation("Cardiothoracic ratio 0.42: heart size normal.", "en") is None
+    # the Russian prompt's abbreviation (КТИ = кардиоторакальный индекс) makes the same claim
+    if m is not None and m.ctr is not None:
+        kti = f"КТИ {m.ctr:.2f}".replace(".", ",") + ": размер сердца в пределах нормы."
+        assert (checker.violation(kti, "ru") is None) == normal_ok
 
 
 EXAMPLE_EVIDENCE = (
