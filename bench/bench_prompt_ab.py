@@ -15,12 +15,11 @@ number of generated tokens. Prints each report once and a Markdown table of medi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
@@ -62,14 +61,9 @@ def template_at(rev: str) -> PromptTemplate:
         capture_output=True,
         text=True,
     ).stdout
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "prompt_at_rev.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location("prompt_at_rev", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up by name
-        spec.loader.exec_module(module)
+    module = types.ModuleType("prompt_at_rev")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up by name
+    exec(compile(source, f"{rev}:reporting/prompt.py", "exec"), module.__dict__)
     template: PromptTemplate = module.DEFAULT_TEMPLATE
     return template
 
