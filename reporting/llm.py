@@ -17,8 +17,14 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True)
 class Message:
+    """One chat turn. ``fixed_chars``: how many leading characters of ``content`` are the
+    same on every request (a report's "Facts:" header and the start of its decision line), so
+    an in-process backend may keep them in its reusable prompt prefix; other backends ignore
+    it."""
+
     role: Role
     content: str
+    fixed_chars: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,15 @@ path. The template text is versioned and hashed so a report can state exactly wh
 produced it.
 
 Shape (chosen for small instruction models, measured in bench/RESULTS.md "Report prompts"):
-a system turn with the rules *in the target language*, three worked examples (each a user turn
+a system turn with the rules *in the target language*, four worked examples (each a user turn
 of facts and the assistant's JSON answer: an abnormal finding with zones, an abnormal finding
-with a weak map, a no finding with none, so the model sees each shape and does not carry one
-decision's wording into another: with only the first and last, a finding with a weak map
-borrowed the no-finding "this does not exclude disease"), then the user turn with this
-image's facts. Everything before that last
-turn is fixed per language, so its KV state is reused across requests
+with a weak map, a borderline result, a no finding, so the model sees each shape and does not
+carry one decision's wording into another: with only the first and last, a finding with a weak
+map borrowed the no-finding "this does not exclude disease", and without the borderline one
+(before v2.7) borderline films got "Borderline (indeterminate) (probability ...)" and an
+interpretation asserting an abnormality), then the user turn with this image's facts.
+Everything before that last turn, and the start its facts always share ("Facts:\n- Decision:"),
+is fixed per language, so its KV state is reused across requests
 (:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
 (:func:`reporting.templates.probability_pair`), so the model copies honest precision.
 Fact lines are worded so that copying them verbatim into the answer is grammatical: Russian
@@ -21,7 +23,9 @@ zone names appear in the accusative the sentence "Карты объяснени�
 because every token is read or written on one CPU thread and Qwen's tokenizer spends about
 1.5x as many tokens on Russian as on English: v2.6 writes the radiologists' abbreviation КТИ
 (кардиоторакальный индекс, named in the rules) and a shorter interpretation and
-recommendation (measured in bench/RESULTS.md: -8 % generated tokens per Russian report).
+recommendation (measured in bench/RESULTS.md: -8 % generated tokens per Russian report);
+v2.7 states an unknown projection in three words ("при неизвестной проекции", 14 tokens fewer
+on a CTR above 0.5) and lists zones as "A, B и C".
 
 Descriptors ("players" for attributions) are the prompt's independent facts: one per
 mentioned zone (``zone:<zone_id>``), the decision (``decision``) and the probability
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
@@ -78,6 +83,8 @@ class PromptTexts:
     band: str
     zones: str
     zone_item: str
+    zone_sep: str
+    zone_last_sep: str
     no_zones: str
     agree: str
     weak: str
@@ -129,11 +136,13 @@ _EN = PromptTexts(
     facts="Facts:\n",
     decision_finding="- Decision: abnormal finding.",
     decision_no_finding="- Decision: no finding.",
-    decision_borderline="- Decision: borderline (indeterminate).",
+    decision_borderline="- Decision: borderline result.",
     probability="- Probability of a finding {p}; threshold {t}.",
     band="- Borderline band from {lo} to {hi}.",
     zones="- Lung zones highlighted by the explanation maps: {items}.",
     zone_item="{zone} (intensity {intensity})",
+    zone_sep="; ",
+    zone_last_sep="; ",
     no_zones="- No lung zone is highlighted.",
     agree="- Grad-CAM and LIME agree on: {names}.",
     weak="- The explanation map is weak; no zone can be singled out.",
@@ -209,6 +218,33 @@ _EN = PromptTexts(
         WorkedExample(
             facts=(
                 "Facts:\n"
+                "- Decision: borderline result.\n"
+                "- Probability of a finding 0.33; threshold 0.29 for adults (age not given).\n"
+                "- Borderline band from 0.17 to 0.37.\n"
+                "- Cardiothoracic ratio 0.46 (below 0.5): heart size within normal limits.\n"
+                "- Share of the total lung area: right 52 %, left 48 %.\n"
+                "- Image quality flags: none.\n"
+                "- The explanation map is weak; no zone can be singled out."
+            ),
+            answer={
+                "findings": (
+                    "Borderline result (probability 0.33, threshold 0.29 for adults, age not "
+                    "given; borderline band from 0.17 to 0.37). The explanation map is weak; no "
+                    "zone can be singled out. Cardiothoracic ratio 0.46: heart size within "
+                    "normal limits."
+                ),
+                "interpretation": (
+                    "The result is borderline: the model cannot tell reliably whether an "
+                    "abnormality is present."
+                ),
+                "recommendations": (
+                    "Radiologist review of the image with the clinical picture is recommended."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Facts:\n"
                 "- Decision: no finding.\n"
                 "- Probability of a finding 0.21; threshold 0.58 for adults (age not given).\n"
                 "- Cardiothoracic ratio 0.41 (below 0.5): heart size within normal limits.\n"
@@ -268,11 +304,13 @@ _RU = PromptTexts(
     facts="Факты:\n",
     decision_finding="- Решение: патологическая находка.",
     decision_no_finding="- Решение: находок нет.",
-    decision_borderline="- Решение: пограничное (неопределённое).",
+    decision_borderline="- Решение: результат пограничный.",
     probability="- Вероятность находки {p}; порог {t}.",
     band="- Пограничный диапазон от {lo} до {hi}.",
     zones="- Карты объяснения указывают на {items}.",
     zone_item="{zone} (интенсивность {intensity})",
+    zone_sep=", ",
+    zone_last_sep=" и ",
     no_zones="- Ни одна зона лёгких не выделена.",
     agree="- Grad-CAM и LIME согласованно указывают на {names}.",
     weak="- Карта объяснения слабая; выделить отдельную зону нельзя.",
@@ -280,8 +318,8 @@ _RU = PromptTexts(
     ctr_enlarged="- КТИ {ctr} (не меньше {limit}) в задне-передней проекции: сердце выглядит "
     "увеличенным.",
     ctr_close="- КТИ {ctr} слишком близок к {limit}: размер сердца по нему не оценивается.",
-    ctr_projection="- КТИ {ctr} больше {limit}, проекция неизвестна (переднезадняя проекция "
-    "завышает КТИ): размер сердца не оценивается.",
+    ctr_projection="- КТИ {ctr} больше {limit} при неизвестной проекции: размер сердца не "
+    "оценивается.",
     ctr_unreliable="- КТИ {ctr} недостоверен на этом снимке: размер сердца не оценивается.",
     ctr_missing="- КТИ не измерен: размер сердца не оценивается.",
     lungs="- Доля общей площади лёгких: справа {right}, слева {left}.",
@@ -297,7 +335,7 @@ _RU = PromptTexts(
                 "- КТИ 0,44 (меньше 0,5): размер сердца в пределах нормы.\n"
                 "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
                 "- Замечаний к качеству изображения нет.\n"
-                "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58); "
+                "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58) и "
                 "левую среднюю зону (интенсивность 0,33).\n"
                 "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону."
             ),
@@ -321,8 +359,8 @@ _RU = PromptTexts(
                 "Факты:\n"
                 "- Решение: патологическая находка.\n"
                 "- Вероятность находки 0,71; порог 0,29 для взрослых (возраст не указан).\n"
-                "- КТИ 0,56 больше 0,5, проекция неизвестна (переднезадняя проекция завышает "
-                "КТИ): размер сердца не оценивается.\n"
+                "- КТИ 0,56 больше 0,5 при неизвестной проекции: размер сердца не "
+                "оценивается.\n"
                 "- Доля общей площади лёгких: справа 51 %, слева 49 %.\n"
                 "- Замечаний к качеству изображения нет.\n"
                 "- Карта объяснения слабая; выделить отдельную зону нельзя."
@@ -331,11 +369,36 @@ _RU = PromptTexts(
                 "findings": (
                     "Патологическая находка (вероятность 0,71, порог 0,29 для взрослых, "
                     "возраст не указан). Карта объяснения слабая; выделить отдельную зону "
-                    "нельзя. КТИ 0,56, проекция неизвестна: размер сердца не оценивается."
+                    "нельзя. КТИ 0,56 при неизвестной проекции: размер сердца не оценивается."
                 ),
                 "interpretation": (
                     "Модель выявила патологические изменения, но не может их локализовать; их "
                     "характер определяет врач."
+                ),
+                "recommendations": (
+                    "Рекомендуется оценка рентгенологом с учётом клинической картины."
+                ),
+            },
+        ),
+        WorkedExample(
+            facts=(
+                "Факты:\n"
+                "- Решение: результат пограничный.\n"
+                "- Вероятность находки 0,33; порог 0,29 для взрослых (возраст не указан).\n"
+                "- Пограничный диапазон от 0,17 до 0,37.\n"
+                "- КТИ 0,46 (меньше 0,5): размер сердца в пределах нормы.\n"
+                "- Доля общей площади лёгких: справа 52 %, слева 48 %.\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Карта объяснения слабая; выделить отдельную зону нельзя."
+            ),
+            answer={
+                "findings": (
+                    "Результат пограничный (вероятность 0,33, порог 0,29 для взрослых, возраст "
+                    "не указан; пограничный диапазон от 0,17 до 0,37). Карта объяснения слабая; "
+                    "выделить отдельную зону нельзя. КТИ 0,46: размер сердца в пределах нормы."
+                ),
+                "interpretation": (
+                    "Результат пограничный: модель не может надёжно определить, есть ли патология."
                 ),
                 "recommendations": (
                     "Рекомендуется оценка рентгенологом с учётом клинической картины."
@@ -369,7 +432,7 @@ _RU = PromptTexts(
     ),
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.6", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.7", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
@@ -379,6 +442,14 @@ def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[st
 
 def _zone_text(z: ZoneEvidence, language: Language, t: PromptTexts) -> str:
     return t.zone_item.format(zone=t.zone_names[z.zone_id], intensity=fmt(z.intensity, language))
+
+
+def _join(items: list[str], sep: str, last_sep: str) -> str:
+    """Zones as "a, b и c" in Russian, the way a radiologist lists them (v2.6 joined them
+    with ";", which read as a copied table)."""
+    if len(items) < 2:
+        return "".join(items)
+    return sep.join(items[:-1]) + last_sep + items[-1]
 
 
 def _decision_text(evidence: Evidence, t: PromptTexts) -> str:
@@ -447,7 +518,8 @@ def facts_lines(
     if evidence.explanation_weak:
         lines.append(t.weak)
     elif named:
-        lines.append(t.zones.format(items="; ".join(_zone_text(z, language, t) for z in named)))
+        items = [_zone_text(z, language, t) for z in named]
+        lines.append(t.zones.format(items=_join(items, t.zone_sep, t.zone_last_sep)))
         agreed = [t.zone_names[z.zone_id] for z in named if z.agreed(AGREEMENT_MIN)]
         if agreed:
             lines.append(t.agree.format(names=", ".join(agreed)))
@@ -489,7 +561,18 @@ def build_messages(
         )
     ]
     facts = t.facts + "\n".join(facts_lines(evidence, zones, language, template, include))
-    return (Message("system", t.system), *examples, Message("user", facts))
+    keep = set(players_for(evidence, zones)) if include is None else set(include)
+    lead = _fixed_lead(t, PLAYER_DECISION in keep)
+    return (Message("system", t.system), *examples, Message("user", facts, len(lead)))
+
+
+def _fixed_lead(t: PromptTexts, with_decision: bool) -> str:
+    """The start every facts turn shares ("Facts:\n- Decision:"): the in-process backend
+    keeps it in the cached prefix, so a request reads ~7-12 tokens fewer before its text."""
+    if not with_decision:
+        return t.facts
+    decisions = (t.decision_finding, t.decision_no_finding, t.decision_borderline)
+    return t.facts + os.path.commonprefix(decisions).rstrip()
 
 
 def player_texts(

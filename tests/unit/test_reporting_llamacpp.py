@@ -296,6 +296,44 @@ def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBacken
     assert max(reads) < prefix_a  # only the last turn and the generated tokens were read
 
 
+def test_the_facts_turns_shared_lead_is_part_of_the_cached_prefix(
+    backend: LlamaCppBackend,
+) -> None:
+    """Every report's facts turn starts "Facts:\n- Decision:"; those tokens are kept with the
+    system turn and worked examples, so a request reads only what differs."""
+    gen = ReportGenerator(backend)
+    _, _, messages = gen.prompt_for(EVIDENCE, "en")
+    assert messages[-1].content[: messages[-1].fixed_chars] == "Facts:\n- Decision:"
+    history = len(backend._tokens(backend._chat.render_history(messages[:-1])))
+    gen.generate(Evidence("no_finding", 0.1, 0.5, (), view="PA"), "en")
+    report = gen.generate(EVIDENCE, "en")  # other facts: only the fixed prefix is reused
+    assert report.generation.cached_prompt_tokens >= history + 5
+
+
+def test_a_new_prefix_starts_from_the_saved_one_it_shares_most_with(
+    backend: LlamaCppBackend,
+) -> None:
+    """A prefix not seen before (an attribution's facts turn without the decision line has a
+    shorter fixed lead) is not read from the start: the saved prefix it shares all but its
+    last tokens with is restored and cut, and the output is what a fresh read gives."""
+    params = GenerationParams(max_tokens=12)
+    rules = " ".join(f"Rule {i}: cite the facts only." for i in range(12))
+    system = Message("system", "You summarise facts. " + rules)
+    lead = "Facts:\n- Decision:"
+    a = [system, Message("user", lead + " yes.\n- Size 3.", len(lead))]
+    b = [system, Message("user", "Facts:\n- Size 4.", len("Facts:\n"))]
+    backend.generate(a, None, params)
+    with recording(backend._llm, "eval") as reads:
+        text_b = backend.generate(b, None, params).text
+    prefix_b = len(backend._tokens(backend._chat.render_history(b[:-1])))
+    assert prefix_b > 100 and max(reads) < 20
+    fresh = LlamaCppBackend(replace(embedded_config(n_threads=1), prefix_cache=False))
+    try:
+        assert fresh.generate(b, None, params).text == text_b
+    finally:
+        fresh.close()
+
+
 def test_a_report_that_would_outgrow_the_context_is_cut_not_crashed(
     backend: LlamaCppBackend,
 ) -> None:

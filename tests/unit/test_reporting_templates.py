@@ -155,6 +155,19 @@ EXAMPLE_EVIDENCE = (
         population="adult",
         population_assumed=True,
     ),
+    # borderline (inside the band), weak map, a normal CTR (v2.7: without it both borderline
+    # test films were written "Borderline (indeterminate) (probability ...)")
+    Evidence(
+        "finding",
+        0.33,
+        0.29,
+        (),
+        explanation_weak=True,
+        band=(0.17, 0.37),
+        measurements=Measurements(0.46, True, (), 0.52, 0.48, 52 / 48),
+        population="adult",
+        population_assumed=True,
+    ),
     # no finding, weak map, a normal CTR, the adult threshold taken for want of an age (the
     # common case: v2.2's "too close to 0.5" example was copied onto CTRs of 0.37-0.40)
     Evidence(
@@ -171,7 +184,7 @@ EXAMPLE_EVIDENCE = (
 
 
 @pytest.mark.parametrize("lang", ["en", "ru"])
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_each_worked_example_passes_the_check_for_its_own_facts(lang: Language, index: int) -> None:
     """The examples teach the model; each must itself be a report the check keeps whole, and
     its facts must be exactly what the prompt writes for that evidence."""
@@ -192,10 +205,11 @@ def test_prompt_has_a_finding_and_a_no_finding_example_before_the_case() -> None
     for lang in ("en", "ru"):
         messages = build_messages(ev, ev.supported_zones(0.25), lang)  # type: ignore[arg-type]
         roles = [m.role for m in messages]
-        assert roles == ["system", *["user", "assistant"] * 3, "user"]
-        examples = [m.content for m in messages[1:7:2]]
+        assert roles == ["system", *["user", "assistant"] * 4, "user"]
+        examples = [m.content for m in messages[1:9:2]]
         assert any("abnormal finding" in e or "патологическая" in e for e in examples)
         assert any("no finding" in e or "находок нет" in e for e in examples)
+        assert any("borderline result" in e or "пограничный" in e for e in examples)
 
 
 def test_russian_zone_facts_copy_grammatically() -> None:
@@ -204,6 +218,22 @@ def test_russian_zone_facts_copy_grammatically() -> None:
     text = "\n".join(build_messages(ev, ZONES, "ru")[-1].content.splitlines())
     assert "указывают на правую нижнюю зону (интенсивность 0,60)" in text
     assert "правая" not in text and "правую нижнюю зона" not in text
+
+
+def test_zone_lists_read_as_prose_in_russian() -> None:
+    """Russian lists zones as "A, B и C" (v2.6's ";" read as a copied table); English keeps
+    its "; " list, whose evaluation was already clean."""
+    three = (*ZONES, ZoneEvidence("left_upper", 0.28))
+    ev = Evidence("finding", 0.9, T, three)
+    ru = build_messages(ev, three, "ru")[-1].content
+    assert (
+        "на правую нижнюю зону (интенсивность 0,60), левую среднюю зону (интенсивность 0,30) "
+        "и левую верхнюю зону (интенсивность 0,28)."
+    ) in ru
+    one = build_messages(ev, ZONES[:1], "ru")[-1].content
+    assert "на правую нижнюю зону (интенсивность 0,60).\n" in one + "\n"
+    en = build_messages(ev, three, "en")[-1].content
+    assert "right lower zone (intensity 0.60); left mid zone (intensity 0.30); left upper" in en
 
 
 @pytest.mark.parametrize(
