@@ -12,7 +12,9 @@ with a weak map, a borderline result, a no finding, so the model sees each shape
 carry one decision's wording into another: with only the first and last, a finding with a weak
 map borrowed the no-finding "this does not exclude disease", and without the borderline one
 (before v2.7) borderline films got "Borderline (indeterminate) (probability ...)" and an
-interpretation asserting an abnormality), then the user turn with this image's facts.
+interpretation asserting an abnormality; its band is a sentence of its own: written inside the
+decision's parentheses, the model appended the CTR there on other films), then the user turn
+with this image's facts.
 Everything before that last turn, and the start its facts always share ("Facts:\n- Decision:"),
 is fixed per language, so its KV state is reused across requests
 (:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
@@ -229,9 +231,9 @@ _EN = PromptTexts(
             answer={
                 "findings": (
                     "Borderline result (probability 0.33, threshold 0.29 for adults, age not "
-                    "given; borderline band from 0.17 to 0.37). The explanation map is weak; no "
-                    "zone can be singled out. Cardiothoracic ratio 0.46: heart size within "
-                    "normal limits."
+                    "given). The probability lies in the borderline band from 0.17 to 0.37. The "
+                    "explanation map is weak; no zone can be singled out. Cardiothoracic ratio "
+                    "0.46: heart size within normal limits."
                 ),
                 "interpretation": (
                     "The result is borderline: the model cannot tell reliably whether an "
@@ -394,8 +396,9 @@ _RU = PromptTexts(
             answer={
                 "findings": (
                     "Результат пограничный (вероятность 0,33, порог 0,29 для взрослых, возраст "
-                    "не указан; пограничный диапазон от 0,17 до 0,37). Карта объяснения слабая; "
-                    "выделить отдельную зону нельзя. КТИ 0,46: размер сердца в пределах нормы."
+                    "не указан). Вероятность лежит в пограничном диапазоне от 0,17 до 0,37. "
+                    "Карта объяснения слабая; выделить отдельную зону нельзя. КТИ 0,46: размер "
+                    "сердца в пределах нормы."
                 ),
                 "interpretation": (
                     "Результат пограничный: модель не может надёжно определить, есть ли патология."
