@@ -159,8 +159,8 @@ class ReportSettings(BaseModel):
         ge=512,
         le=32768,
         description="Context size of the in-process model (prompt v2.7 with its four worked "
-        "examples on Qwen's tokenizer: fixed prefix 1,199 tokens in English, 1,687 in Russian; "
-        "up to ~1,440 / ~2,050 with six zones, the band and flags; then the report, up to "
+        "examples on Qwen's tokenizer: fixed prefix ~1,200 tokens in English, ~1,670 in Russian; "
+        "up to ~1,440 / ~2,030 with six zones, the band and flags; then the report, up to "
         "max_tokens, cut at the context). KV cache ~28 KB per token for Qwen2.5-1.5B.",
     )
     prefix_cache: bool = Field(
