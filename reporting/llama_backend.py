@@ -467,7 +467,9 @@ class LlamaCppBackend:
             self._scorer = None
 
 
-SAVED_PREFIXES = 4  # prompt prefixes whose KV state is kept (two report languages need two)
+# prompt prefixes whose KV state is kept: 2 report languages x 3 decision classes, and the
+# attributions' lead without a decision line (Qwen: ~30-50 MB each)
+SAVED_PREFIXES = 8
 
 
 def embedded_config(n_threads: int = 1, n_ctx: int = 3072) -> LlamaConfig:

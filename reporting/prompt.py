@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
@@ -566,17 +565,22 @@ def build_messages(
     ]
     facts = t.facts + "\n".join(facts_lines(evidence, zones, language, template, include))
     keep = set(players_for(evidence, zones)) if include is None else set(include)
-    lead = _fixed_lead(t, PLAYER_DECISION in keep)
+    lead = _fixed_lead(evidence, t, keep)
     return (Message("system", t.system), *examples, Message("user", facts, len(lead)))
 
 
-def _fixed_lead(t: PromptTexts, with_decision: bool) -> str:
-    """The start every facts turn shares ("Facts:\n- Decision:"): the in-process backend
-    keeps it in the cached prefix, so a request reads ~7-12 tokens fewer before its text."""
-    if not with_decision:
+def _fixed_lead(evidence: Evidence, t: PromptTexts, keep: Collection[str]) -> str:
+    """The start of the facts turn that only the decision class decides ("Facts:\n-
+    Decision: abnormal finding.\n- Probability of a finding "): the in-process backend
+    keeps it with the system turn and the worked examples, one saved prefix per decision
+    class, so a request reads ~15-20 tokens fewer before its text (those are read while
+    Grad-CAM and LIME still run, which is what delays the first text)."""
+    if PLAYER_DECISION not in keep:
         return t.facts
-    decisions = (t.decision_finding, t.decision_no_finding, t.decision_borderline)
-    return t.facts + os.path.commonprefix(decisions).rstrip()
+    lead = t.facts + _decision_text(evidence, t)
+    if PLAYER_CONFIDENCE in keep:
+        lead += "\n" + t.probability.split("{p}")[0]
+    return lead
 
 
 def player_texts(

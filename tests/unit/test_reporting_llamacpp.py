@@ -303,18 +303,31 @@ def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBacken
     assert max(reads) < prefix_a  # only the last turn and the generated tokens were read
 
 
-def test_the_facts_turns_shared_lead_is_part_of_the_cached_prefix(
+def test_the_facts_turns_lead_is_cached_per_decision_class(
     backend: LlamaCppBackend,
 ) -> None:
-    """Every report's facts turn starts "Facts:\n- Decision:"; those tokens are kept with the
-    system turn and worked examples, so a request reads only what differs."""
+    """A facts turn starts with what its decision class alone decides ("Facts:\n- Decision:
+    abnormal finding.\n- Probability of a finding "); those tokens are kept with the system
+    turn and worked examples, one saved prefix per class, so a request reads only what
+    differs, also after a report of another class, and writes what a fresh read writes."""
     gen = ReportGenerator(backend)
     _, _, messages = gen.prompt_for(EVIDENCE, "en")
-    assert messages[-1].content[: messages[-1].fixed_chars] == "Facts:\n- Decision:"
+    lead = messages[-1].content[: messages[-1].fixed_chars]
+    assert lead == "Facts:\n- Decision: abnormal finding.\n- Probability of a finding "
     history = len(backend._tokens(backend._chat.render_history(messages[:-1])))
+    with_lead = [*messages[:-1], Message("user", lead)]
+    lead_tokens = len(backend._tokens(backend._chat.render_history(with_lead))) - history
+    other = Evidence("finding", 0.71, 0.5, (ZoneEvidence("left_lower", 0.3, 0.2, 0.4),))
+    gen.generate(EVIDENCE, "en")
     gen.generate(Evidence("no_finding", 0.1, 0.5, (), view="PA"), "en")
-    report = gen.generate(EVIDENCE, "en")  # other facts: only the fixed prefix is reused
-    assert report.generation.cached_prompt_tokens >= history + 5
+    report = gen.generate(other, "en")  # back to "finding", other numbers and zones
+    assert lead_tokens > 12
+    assert report.generation.cached_prompt_tokens >= history + lead_tokens - 2
+    fresh = LlamaCppBackend(replace(embedded_config(n_threads=1), prefix_cache=False))
+    try:
+        assert ReportGenerator(fresh).generate(other, "en").generated == report.generated
+    finally:
+        fresh.close()
 
 
 def test_a_new_prefix_starts_from_the_saved_one_it_shares_most_with(
