@@ -18,6 +18,11 @@ the Evidence (see :mod:`reporting.claims`). A sentence is removed when it
 - is not plain prose (URL, markup), is in the wrong script, repeats an earlier sentence or
   loops on itself.
 
+A sentence that joins clauses with semicolons and breaks a rule in some of them only keeps
+the clauses that break none (each clause is judged as a sentence of its own, and what is kept
+is judged again as a whole): "The model found changes; this does not rule out disease" keeps
+its first half under a finding instead of losing the section to the template.
+
 A section whose survivors are too few (no sentence, too short, too small a fraction) or,
 for the interpretation, that no longer states the decision, is replaced by the deterministic
 template rendering of the same evidence. Provenance per section says which path ran.
@@ -50,6 +55,7 @@ RemovalReason = Literal[
 ]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s])")
+_CLAUSE_SEP = re.compile(r"\s*;\s+")
 _CYRILLIC = re.compile(r"[а-яё]", re.I)
 _LETTERS = re.compile(r"[^\W\d_]+")
 _LATIN_WORD = re.compile(r"\b[a-z]{4,}\b", re.I)
@@ -75,6 +81,15 @@ class RemovedSentence:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """What may stand of one sentence: ``kept`` (the sentence, its clauses that break no
+    rule, or None) and each removed part with (text, reason, detail)."""
+
+    kept: str | None
+    removed: tuple[tuple[str, RemovalReason, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class SectionCheck:
     kept: tuple[str, ...]
     removed: tuple[RemovedSentence, ...]
@@ -84,6 +99,14 @@ class SectionCheck:
 def split_sentences(text: str) -> list[str]:
     """Sentences of ``text`` (terminal punctuation followed by whitespace ends one)."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def _rejoin(clauses: list[str], sentence: str) -> str:
+    """Kept clauses as one sentence: capitalised, ending as ``sentence`` ends."""
+    text = "; ".join(clauses).rstrip(" ,;:")
+    end = sentence[-1] if sentence[-1] in ".!?" else "."
+    text = text if text[-1] in ".!?" else text + end
+    return text[0].upper() + text[1:]
 
 
 def _evidence_numbers(evidence: Evidence) -> list[float]:
@@ -211,6 +234,23 @@ class GroundingChecker:
             return "unsupported_number", f"{claims.integers[0]}"
         return None
 
+    def judge(self, sentence: str, language: Language) -> Judgement:
+        """``sentence`` whole when it breaks no rule; else, when semicolons join clauses,
+        the clauses that break none, if the kept text passes as a whole; else nothing."""
+        found = self.violation(sentence, language)
+        if found is None:
+            return Judgement(sentence)
+        clauses = _CLAUSE_SEP.split(sentence)
+        if len(clauses) > 1:
+            verdicts = [(c, self.violation(c, language)) for c in clauses]
+            kept = [c for c, v in verdicts if v is None]
+            if kept and len(kept) < len(clauses):
+                text = _rejoin(kept, sentence)
+                if self.violation(text, language) is None:
+                    removed = tuple((c, *v) for c, v in verdicts if v is not None)
+                    return Judgement(text, removed)
+        return Judgement(None, ((sentence, *found),))
+
     def states_decision(self, sentence: str) -> bool:
         """True when ``sentence`` affirms the classifier's decision (inside the borderline
         band: that the result is borderline)."""
@@ -230,15 +270,14 @@ class GroundingChecker:
         sentences = split_sentences(text)
         for sentence in sentences:
             key = " ".join(sentence.lower().split())
-            found: tuple[RemovalReason, str] | None = (
-                ("duplicate", "repeats an earlier sentence") if key in seen else None
-            )
-            found = found or self.violation(sentence, language)
-            if found is None:
-                kept.append(sentence)
-                seen.add(key)
+            if key in seen:
+                judged = Judgement(None, ((sentence, "duplicate", "repeats an earlier sentence"),))
             else:
-                removed.append(RemovedSentence(name, sentence, found[0], found[1]))
+                judged = self.judge(sentence, language)
+            if judged.kept is not None:
+                kept.append(judged.kept)
+                seen.add(key)
+            removed += [RemovedSentence(name, *part) for part in judged.removed]
         return SectionCheck(tuple(kept), tuple(removed), len(sentences))
 
     def enough(self, name: SectionName, check: SectionCheck) -> bool:

@@ -92,11 +92,13 @@ class SectionStreamer:
         complete = sentences if closed else sentences[:-1]
         for sentence in complete[self._judged[name] :]:
             key = " ".join(sentence.lower().split())
-            ok = key not in self._seen and self._checker.violation(sentence, self._language) is None
-            if ok:
+            if key in self._seen:
+                continue
+            kept = self._checker.judge(sentence, self._language).kept
+            if kept is not None:
                 self._seen.add(key)
                 assert self._emit is not None
-                self._emit(StreamEvent("sentence", name, sentence))
+                self._emit(StreamEvent("sentence", name, kept))
         self._judged[name] = max(self._judged[name], len(complete))
 
     def finish(self, sections: Sections, provenance: Mapping[SectionName, Provenance]) -> None:

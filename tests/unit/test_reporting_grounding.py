@@ -96,6 +96,60 @@ def test_duplicates_and_loops_are_removed() -> None:
     assert [r.reason for r in check.removed] == ["duplicate", "repetitive"]
 
 
+@pytest.mark.parametrize(
+    ("decision", "probability", "sentence", "kept"),
+    [
+        # written by Qwen2.5-Coder-1.5B in Russian (20-film evaluation, prompt v2.7): the
+        # no-finding example's hedge appended to a finding's interpretation
+        (
+            "finding",
+            0.98,
+            "Модель выявила патологические изменения; это не исключает заболевания.",
+            "Модель выявила патологические изменения.",
+        ),
+        (
+            "finding",
+            0.99,
+            "Модель выявила патологические изменения, но не может их локализовать; это не "
+            "исключает заболевания.",
+            "Модель выявила патологические изменения, но не может их локализовать.",
+        ),
+        # the rule-breaking clause first: the rest starts the sentence
+        (
+            "finding",
+            0.98,
+            "Patient shows no abnormality; the model found an abnormality in the right mid zone.",
+            "The model found an abnormality in the right mid zone.",
+        ),
+    ],
+)
+def test_only_the_clauses_that_break_a_rule_are_removed(
+    decision: str, probability: float, sentence: str, kept: str
+) -> None:
+    ev = Evidence(
+        decision,  # type: ignore[arg-type]
+        probability,
+        0.5,
+        (ZoneEvidence("right_mid", 0.42),),
+    )
+    c = GroundingChecker(ev, GroundingPolicy())
+    lang = "en" if sentence.isascii() else "ru"
+    check = c.check_section("interpretation", sentence, lang, set())  # type: ignore[arg-type]
+    assert check.kept == (kept,)
+    assert len(check.removed) == 1 and check.removed[0].text not in kept
+    assert c.enough("interpretation", check)
+    assert c.violation(kept, lang) is None  # type: ignore[arg-type]
+
+
+def test_a_sentence_whose_every_clause_breaks_a_rule_is_removed_whole() -> None:
+    ev = _evidence("finding", {"right_mid": 0.42})
+    c = GroundingChecker(ev, GroundingPolicy())
+    text = "Opacity in the left upper zone; no abnormality is seen."
+    check = c.check_section("findings", text, "en", set())
+    assert check.kept == ()
+    assert [r.text for r in check.removed] == [text]
+
+
 def test_evidence_contract() -> None:
     with pytest.raises(EvidenceError):
         Evidence("finding", 0.2, 0.5, ())

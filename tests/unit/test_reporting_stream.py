@@ -46,6 +46,21 @@ def test_only_sentences_that_pass_the_check_are_streamed_in_order() -> None:
     assert finals == {n: report.sections.get(n) for n in finals}  # type: ignore[attr-defined]
 
 
+def test_a_sentence_is_streamed_without_its_rule_breaking_clause() -> None:
+    """What streams is what the final report keeps: the clause naming what the evidence
+    says nothing about is cut from its sentence in both."""
+    reply = {
+        **REPLY,
+        "interpretation": "The model found an abnormality in the right lower zone; a small "
+        "pleural effusion is present.",
+    }
+    events, report = _run(reply)
+    streamed = [e.text for e in events if e.kind == "sentence" and e.section == "interpretation"]
+    assert streamed == ["The model found an abnormality in the right lower zone."]
+    assert report.sections.interpretation == streamed[0]  # type: ignore[attr-defined]
+    assert report.provenance["interpretation"] == "llm_filtered"  # type: ignore[attr-defined]
+
+
 def test_raw_text_arrives_as_draft_pieces() -> None:
     events, report = _run(REPLY)
     drafts = "".join(e.text for e in events if e.kind == "draft")
