@@ -28,7 +28,8 @@ class SectionsOut(BaseModel):
 
 class ProvenanceOut(BaseModel):
     """Which path produced each section: the model verbatim, the model with unsupported
-    sentences removed, or the deterministic template."""
+    sentences (or clauses of a sentence joined by ';') removed, or the deterministic
+    template."""
 
     findings: SectionProvenance
     interpretation: SectionProvenance
@@ -46,7 +47,10 @@ class SectionEventOut(BaseModel):
 
 class RemovedSentenceOut(BaseModel):
     section: str
-    text: str = Field(description="The removed model sentence (plain text; escape to display).")
+    text: str = Field(
+        description="The removed model sentence, or the removed clause of a sentence whose "
+        "other ';'-joined clauses were kept (plain text; escape to display)."
+    )
     reason: str = Field(description="unsupported_zone, contradicts_decision, out_of_scope, ...")
     detail: str
 
@@ -56,7 +60,7 @@ class GroundingOut(BaseModel):
     unsupported_claims_left: int = Field(description="Re-check of the final text (expect 0).")
     supported_zones: list[str] = Field(description="Zones the text may name.")
     llm_output_valid: bool = Field(description="The model's output parsed as the JSON schema.")
-    removed_count: int = Field(description="Model sentences the check removed.")
+    removed_count: int = Field(description="Model sentences (or clauses) the check removed.")
     removed: list[RemovedSentenceOut] = Field(
         description="The removed sentences themselves: only with debug=true (they are "
         "unsupported model text and must not reach a reader by default); empty otherwise."
