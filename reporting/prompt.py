@@ -17,9 +17,11 @@ interpretation asserting an abnormality. How the example states the band was cho
 films; as a sentence of its own, Russian reports of confident findings grew an invented band
 sentence, so the Russian example leaves the band to the facts and the response's decision
 block), then the user turn with this image's facts.
-Everything before that last turn, and the start its facts always share ("Facts:\n- Decision:"),
-is fixed per language, so its KV state is reused across requests
-(:mod:`reporting.llama_backend`). Numbers are written exactly as the templates write them
+Everything before that last turn is fixed per language, and so is the start of the facts up to
+the probability's value for a given decision, quality flags and threshold, so its KV state is
+reused across requests (:mod:`reporting.llama_backend`): v2.8 puts the quality flags and the
+threshold before the probability for that reason (v2.7 read them after it, ~35 Russian tokens
+more per request while Grad-CAM and LIME share the CPU). Numbers are written exactly as the templates write them
 (:func:`reporting.templates.probability_pair`), so the model copies honest precision.
 Fact lines are worded so that copying them verbatim into the answer is grammatical: Russian
 zone names appear in the accusative the sentence "Карты объяснения указывают на ..." needs
@@ -82,6 +84,7 @@ class PromptTexts:
     decision_finding: str
     decision_no_finding: str
     decision_borderline: str
+    threshold: str
     probability: str
     band: str
     zones: str
@@ -140,7 +143,8 @@ _EN = PromptTexts(
     decision_finding="- Decision: abnormal finding.",
     decision_no_finding="- Decision: no finding.",
     decision_borderline="- Decision: borderline result.",
-    probability="- Probability of a finding {p}; threshold {t}.",
+    threshold="- Threshold {t}.",
+    probability="- Probability of a finding {p}.",
     band="- Borderline band from {lo} to {hi}.",
     zones="- Lung zones highlighted by the explanation maps: {items}.",
     zone_item="{zone} (intensity {intensity})",
@@ -168,10 +172,11 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: abnormal finding.\n"
-                "- Probability of a finding 0.87; threshold 0.64 for adults.\n"
+                "- Image quality flags: none.\n"
+                "- Threshold 0.64 for adults.\n"
+                "- Probability of a finding 0.87.\n"
                 "- Cardiothoracic ratio 0.44 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 53 %, left 47 %.\n"
-                "- Image quality flags: none.\n"
                 "- Lung zones highlighted by the explanation maps: left lower zone (intensity "
                 "0.58); left mid zone (intensity 0.33).\n"
                 "- Grad-CAM and LIME agree on: left lower zone."
@@ -196,11 +201,12 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: abnormal finding.\n"
-                "- Probability of a finding 0.71; threshold 0.29 for adults (age not given).\n"
+                "- Image quality flags: none.\n"
+                "- Threshold 0.29 for adults (age not given).\n"
+                "- Probability of a finding 0.71.\n"
                 "- Cardiothoracic ratio 0.56, above 0.5, projection unknown (an AP view "
                 "overstates the ratio): heart size is not called.\n"
                 "- Share of the total lung area: right 51 %, left 49 %.\n"
-                "- Image quality flags: none.\n"
                 "- The explanation map is weak; no zone can be singled out."
             ),
             answer={
@@ -222,11 +228,12 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: borderline result.\n"
-                "- Probability of a finding 0.33; threshold 0.29 for adults (age not given).\n"
+                "- Image quality flags: none.\n"
+                "- Threshold 0.29 for adults (age not given).\n"
+                "- Probability of a finding 0.33.\n"
                 "- Borderline band from 0.17 to 0.37.\n"
                 "- Cardiothoracic ratio 0.46 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 52 %, left 48 %.\n"
-                "- Image quality flags: none.\n"
                 "- The explanation map is weak; no zone can be singled out."
             ),
             answer={
@@ -249,10 +256,11 @@ _EN = PromptTexts(
             facts=(
                 "Facts:\n"
                 "- Decision: no finding.\n"
-                "- Probability of a finding 0.21; threshold 0.58 for adults (age not given).\n"
+                "- Image quality flags: none.\n"
+                "- Threshold 0.58 for adults (age not given).\n"
+                "- Probability of a finding 0.21.\n"
                 "- Cardiothoracic ratio 0.41 (below 0.5): heart size within normal limits.\n"
                 "- Share of the total lung area: right 55 %, left 45 %.\n"
-                "- Image quality flags: none.\n"
                 "- The explanation map is weak; no zone can be singled out."
             ),
             answer={
@@ -308,7 +316,8 @@ _RU = PromptTexts(
     decision_finding="- Решение: патологическая находка.",
     decision_no_finding="- Решение: находок нет.",
     decision_borderline="- Решение: результат пограничный.",
-    probability="- Вероятность находки {p}; порог {t}.",
+    threshold="- Порог {t}.",
+    probability="- Вероятность находки {p}.",
     band="- Пограничный диапазон от {lo} до {hi}.",
     zones="- Карты объяснения указывают на {items}.",
     zone_item="{zone} (интенсивность {intensity})",
@@ -334,10 +343,11 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: патологическая находка.\n"
-                "- Вероятность находки 0,87; порог 0,64 для взрослых.\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Порог 0,64 для взрослых.\n"
+                "- Вероятность находки 0,87.\n"
                 "- КТИ 0,44 (меньше 0,5): размер сердца в пределах нормы.\n"
                 "- Доля общей площади лёгких: справа 53 %, слева 47 %.\n"
-                "- Замечаний к качеству изображения нет.\n"
                 "- Карты объяснения указывают на левую нижнюю зону (интенсивность 0,58) и "
                 "левую среднюю зону (интенсивность 0,33).\n"
                 "- Grad-CAM и LIME согласованно указывают на левую нижнюю зону."
@@ -361,11 +371,12 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: патологическая находка.\n"
-                "- Вероятность находки 0,71; порог 0,29 для взрослых (возраст не указан).\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Порог 0,29 для взрослых (возраст не указан).\n"
+                "- Вероятность находки 0,71.\n"
                 "- КТИ 0,56 больше 0,5 при неизвестной проекции: размер сердца не "
                 "оценивается.\n"
                 "- Доля общей площади лёгких: справа 51 %, слева 49 %.\n"
-                "- Замечаний к качеству изображения нет.\n"
                 "- Карта объяснения слабая; выделить отдельную зону нельзя."
             ),
             answer={
@@ -387,11 +398,12 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: результат пограничный.\n"
-                "- Вероятность находки 0,33; порог 0,29 для взрослых (возраст не указан).\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Порог 0,29 для взрослых (возраст не указан).\n"
+                "- Вероятность находки 0,33.\n"
                 "- Пограничный диапазон от 0,17 до 0,37.\n"
                 "- КТИ 0,46 (меньше 0,5): размер сердца в пределах нормы.\n"
                 "- Доля общей площади лёгких: справа 52 %, слева 48 %.\n"
-                "- Замечаний к качеству изображения нет.\n"
                 "- Карта объяснения слабая; выделить отдельную зону нельзя."
             ),
             answer={
@@ -412,10 +424,11 @@ _RU = PromptTexts(
             facts=(
                 "Факты:\n"
                 "- Решение: находок нет.\n"
-                "- Вероятность находки 0,21; порог 0,58 для взрослых (возраст не указан).\n"
+                "- Замечаний к качеству изображения нет.\n"
+                "- Порог 0,58 для взрослых (возраст не указан).\n"
+                "- Вероятность находки 0,21.\n"
                 "- КТИ 0,41 (меньше 0,5): размер сердца в пределах нормы.\n"
                 "- Доля общей площади лёгких: справа 55 %, слева 45 %.\n"
-                "- Замечаний к качеству изображения нет.\n"
                 "- Карта объяснения слабая; выделить отдельную зону нельзя."
             ),
             answer={
@@ -435,7 +448,7 @@ _RU = PromptTexts(
     ),
 )
 
-DEFAULT_TEMPLATE = PromptTemplate(version="2.7", texts={"en": _EN, "ru": _RU})
+DEFAULT_TEMPLATE = PromptTemplate(version="2.8", texts={"en": _EN, "ru": _RU})
 
 
 def players_for(evidence: Evidence, zones: tuple[ZoneEvidence, ...]) -> tuple[str, ...]:
@@ -461,9 +474,14 @@ def _decision_text(evidence: Evidence, t: PromptTexts) -> str:
     return t.decision_finding if evidence.decision == "finding" else t.decision_no_finding
 
 
-def _probability_text(evidence: Evidence, language: Language, t: PromptTexts) -> str:
+def _confidence_lines(evidence: Evidence, language: Language, t: PromptTexts) -> list[str]:
+    """The threshold (with the population it is for), then the probability: the threshold
+    first, because it is the same for most requests and can stay in the cached prefix."""
     p, thr = probability_pair(evidence.probability_finding, evidence.threshold, language)
-    return t.probability.format(p=p, t=thr + population_text(evidence, language))
+    return [
+        t.threshold.format(t=thr + population_text(evidence, language)),
+        t.probability.format(p=p),
+    ]
 
 
 def _measurement_lines(m: Measurements | None, language: Language, t: PromptTexts) -> list[str]:
@@ -487,19 +505,34 @@ def _measurement_lines(m: Measurements | None, language: Language, t: PromptText
 def _early_lines(
     evidence: Evidence, language: Language, keep: set[str], t: PromptTexts
 ) -> list[str]:
-    """The fact lines known before the explanations: decision, probability, band, the
-    measurements and the quality flags (classifier and segmenter outputs only)."""
-    lines = []
-    if PLAYER_DECISION in keep:
-        lines.append(_decision_text(evidence, t))
+    """The fact lines known before the explanations: decision, quality flags, threshold,
+    probability, band and the measurements (classifier, gate and segmenter outputs only)."""
+    return [*_lead_lines(evidence, language, keep, t), *_after_lead(evidence, language, keep, t)]
+
+
+def _lead_lines(
+    evidence: Evidence, language: Language, keep: Collection[str], t: PromptTexts
+) -> list[str]:
+    """The lines that most requests share given the decision (v2.8 order: decision, quality
+    flags, threshold, then the probability's own line; see :func:`_fixed_lead`)."""
+    lines = [_decision_text(evidence, t)] if PLAYER_DECISION in keep else []
+    flags = ", ".join(flag_name(f, language) for f in evidence.quality_flags)
+    lines.append(t.flags.format(names=flags) if flags else t.no_flags)
     if PLAYER_CONFIDENCE in keep:
-        lines.append(_probability_text(evidence, language, t))
+        lines.append(_confidence_lines(evidence, language, t)[0])
+    return lines
+
+
+def _after_lead(
+    evidence: Evidence, language: Language, keep: Collection[str], t: PromptTexts
+) -> list[str]:
+    lines = []
+    if PLAYER_CONFIDENCE in keep:
+        lines.append(_confidence_lines(evidence, language, t)[1])
     if evidence.indeterminate and evidence.band is not None:
         lo, hi = (fmt(v, language) for v in evidence.band)
         lines.append(t.band.format(lo=lo, hi=hi))
     lines += _measurement_lines(evidence.measurements, language, t)
-    flags = ", ".join(flag_name(f, language) for f in evidence.quality_flags)
-    lines.append(t.flags.format(names=flags) if flags else t.no_flags)
     return lines
 
 
@@ -565,21 +598,26 @@ def build_messages(
     ]
     facts = t.facts + "\n".join(facts_lines(evidence, zones, language, template, include))
     keep = set(players_for(evidence, zones)) if include is None else set(include)
-    lead = _fixed_lead(evidence, t, keep)
+    lead = _fixed_lead(evidence, language, t, keep)
     return (Message("system", t.system), *examples, Message("user", facts, len(lead)))
 
 
-def _fixed_lead(evidence: Evidence, t: PromptTexts, keep: Collection[str]) -> str:
-    """The start of the facts turn that only the decision class decides ("Facts:\n-
-    Decision: abnormal finding.\n- Probability of a finding "): the in-process backend
-    keeps it with the system turn and the worked examples, one saved prefix per decision
-    class, so a request reads ~15-20 tokens fewer before its text (those are read while
-    Grad-CAM and LIME still run, which is what delays the first text)."""
+def _fixed_lead(
+    evidence: Evidence, language: Language, t: PromptTexts, keep: Collection[str]
+) -> str:
+    """The start of the facts turn up to the probability's value ("Facts:\n- Decision:
+    abnormal finding.\n- Image quality flags: none.\n- Threshold 0.27 for adults (age not
+    given).\n- Probability of a finding "): the same for every request with this decision,
+    these flags and this threshold, so the in-process backend keeps it with the system turn
+    and the worked examples, one saved prefix per such lead (most sites see a handful), and a
+    request reads ~35 Russian / ~25 English tokens fewer. Those are read while Grad-CAM and
+    LIME run, sharing the CPU with them, which is what delays the first text. Without the
+    decision line (an attribution's coalition) only "Facts:\n" is fixed."""
     if PLAYER_DECISION not in keep:
         return t.facts
-    lead = t.facts + _decision_text(evidence, t)
+    lead = t.facts + "\n".join(_lead_lines(evidence, language, keep, t)) + "\n"
     if PLAYER_CONFIDENCE in keep:
-        lead += "\n" + t.probability.split("{p}")[0]
+        lead += t.probability.split("{p}")[0]
     return lead
 
 
@@ -593,5 +631,5 @@ def player_texts(
     t = template.texts[language]
     out = {zone_player(z.zone_id): _zone_text(z, language, t) for z in zones}
     out[PLAYER_DECISION] = _decision_text(evidence, t)
-    out[PLAYER_CONFIDENCE] = _probability_text(evidence, language, t)
+    out[PLAYER_CONFIDENCE] = _confidence_lines(evidence, language, t)[1]
     return out

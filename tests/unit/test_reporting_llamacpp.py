@@ -306,14 +306,18 @@ def test_two_prompt_prefixes_alternate_without_rereading(backend: LlamaCppBacken
 def test_the_facts_turns_lead_is_cached_per_decision_class(
     backend: LlamaCppBackend,
 ) -> None:
-    """A facts turn starts with what its decision class alone decides ("Facts:\n- Decision:
-    abnormal finding.\n- Probability of a finding "); those tokens are kept with the system
-    turn and worked examples, one saved prefix per class, so a request reads only what
-    differs, also after a report of another class, and writes what a fresh read writes."""
+    """A facts turn starts with what its decision, flags and threshold decide ("Facts:\n-
+    Decision: abnormal finding.\n- Image quality flags: none.\n- Threshold 0.50.\n-
+    Probability of a finding "); those tokens are kept with the system turn and worked
+    examples, one saved prefix per lead, so a request reads only what differs, also after a
+    report with another lead, and writes what a fresh read writes."""
     gen = ReportGenerator(backend)
     _, _, messages = gen.prompt_for(EVIDENCE, "en")
     lead = messages[-1].content[: messages[-1].fixed_chars]
-    assert lead == "Facts:\n- Decision: abnormal finding.\n- Probability of a finding "
+    assert lead == (
+        "Facts:\n- Decision: abnormal finding.\n- Image quality flags: none.\n"
+        "- Threshold 0.50.\n- Probability of a finding "
+    )
     history = len(backend._tokens(backend._chat.render_history(messages[:-1])))
     with_lead = [*messages[:-1], Message("user", lead)]
     lead_tokens = len(backend._tokens(backend._chat.render_history(with_lead))) - history
@@ -321,7 +325,7 @@ def test_the_facts_turns_lead_is_cached_per_decision_class(
     gen.generate(EVIDENCE, "en")
     gen.generate(Evidence("no_finding", 0.1, 0.5, (), view="PA"), "en")
     report = gen.generate(other, "en")  # back to "finding", other numbers and zones
-    assert lead_tokens > 12
+    assert lead_tokens > 25
     assert report.generation.cached_prompt_tokens >= history + lead_tokens - 2
     fresh = LlamaCppBackend(replace(embedded_config(n_threads=1), prefix_cache=False))
     try:

@@ -118,7 +118,7 @@ def test_prompt_holds_only_evidence() -> None:
     assert "right mid zone (intensity 0.42)" in user
     assert "left lower zone (intensity 0.31)" in user
     assert "left upper" not in user  # below the support threshold
-    assert "Probability of a finding 0.96; threshold 0.50." in user
+    assert "- Threshold 0.50.\n- Probability of a finding 0.96.\n" in user
 
 
 def test_identical_requests_give_identical_reports() -> None:

@@ -319,11 +319,11 @@ def test_the_threshold_names_its_population_and_a_default_is_said(lang: Language
     if lang == "en":
         assert "threshold 0.70 for children)" in kid
         assert "threshold 0.70 for adults (age not given)" in adult
-        assert "threshold 0.70 for adults (age not given)." in facts
+        assert "- Threshold 0.70 for adults (age not given).\n" in facts
     else:
         assert "порог 0,70 для детей)" in kid
         assert "порог 0,70 для взрослых (возраст не указан)" in adult
-        assert "порог 0,70 для взрослых (возраст не указан)." in facts
+        assert "- Порог 0,70 для взрослых (возраст не указан).\n" in facts
     for ev, text in ((child, kid), (assumed, adult)):
         checker = GroundingChecker(ev, GroundingPolicy())
         assert all(checker.violation(s, lang) is None for s in split_sentences(text))
