@@ -21,8 +21,9 @@ Everything before that last turn is fixed per language, and so is the start of t
 the probability's value for a given decision, quality flags and threshold, so its KV state is
 reused across requests (:mod:`reporting.llama_backend`): v2.8 puts the quality flags and the
 threshold before the probability for that reason (v2.7 read them after it, ~35 Russian tokens
-more per request while Grad-CAM and LIME share the CPU). Numbers are written exactly as the templates write them
-(:func:`reporting.templates.probability_pair`), so the model copies honest precision.
+more per request while Grad-CAM and LIME share the CPU). Numbers are written exactly as the
+templates write them (:func:`reporting.templates.probability_pair`), so the model copies honest
+precision.
 Fact lines are worded so that copying them verbatim into the answer is grammatical: Russian
 zone names appear in the accusative the sentence "Карты объяснения указывают на ..." needs
 (small models copied the nominative and broke the agreement). Russian text is kept short
