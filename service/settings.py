@@ -158,15 +158,17 @@ class ReportSettings(BaseModel):
         3072,
         ge=512,
         le=32768,
-        description="Context size of the in-process model (prompt v2.7 with its four worked "
-        "examples on Qwen's tokenizer: fixed prefix ~1,200 tokens in English, ~1,670 in Russian; "
-        "up to ~1,440 / ~2,030 with six zones, the band and flags; then the report, up to "
+        description="Context size of the in-process model (prompt v2.8 with its four worked "
+        "examples on Qwen's tokenizer: fixed prefix ~1,210 tokens in English, ~1,670 in Russian; "
+        "up to ~1,450 / ~2,040 with six zones, the band and flags; then the report, up to "
         "max_tokens, cut at the context). KV cache ~28 KB per token for Qwen2.5-1.5B.",
     )
     prefix_cache: bool = Field(
         True,
-        description="Keep the KV state of the fixed prompt prefix (system turn + worked "
-        "examples) between requests, so each report evaluates only its evidence turn.",
+        description="Keep the KV state of the fixed prompt prefix (system turn, worked "
+        "examples and the evidence turn's start up to the probability, one copy per language, "
+        "decision, flags and threshold, 8 kept) between requests, so each report evaluates "
+        "only its own evidence.",
     )
     draft_tokens: int = Field(
         6,
