@@ -467,8 +467,10 @@ class LlamaCppBackend:
             self._scorer = None
 
 
-# prompt prefixes whose KV state is kept: 2 report languages x 3 decision classes, and the
-# attributions' lead without a decision line (Qwen: ~30-50 MB each)
+# prompt prefixes whose KV state is kept, least recently used dropped: one per report
+# language and facts lead (decision, quality flags, threshold; see prompt._fixed_lead), so
+# 2 languages x 3 decisions for the usual population and no flags, and the attributions'
+# lead without a decision line (Qwen: ~30-50 MB each)
 SAVED_PREFIXES = 8
 
 
