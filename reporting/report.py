@@ -200,6 +200,16 @@ class ReportGenerator:
         gen_lang, _, messages = self.prompt_for(early, language)
         self._backend.prefill(messages, early_facts(early, gen_lang, self._config.template))
 
+    def warm(self, evidence: Evidence, language: Language) -> None:
+        """Read the fixed prompt prefix with ``evidence``'s facts lead (decision, quality
+        flags, threshold: see :func:`reporting.prompt.build_messages`), so that the first
+        request with that lead after a start does not read it itself: the rules and worked
+        examples are ~1,200-1,700 Qwen tokens, over a minute on one thread. The in-process
+        backend keeps a copy per lead (``SAVED_PREFIXES``)."""
+        _, _, messages = self.prompt_for(evidence, language)
+        last = messages[-1]
+        self._backend.prefill(messages, last.content[: last.fixed_chars])
+
     def generate(
         self,
         evidence: Evidence,

@@ -108,6 +108,10 @@ def build_state(
     readiness.set("llm", llm[0] is not None)
     analysis = AnalysisService(registry, gate, limits, settings.limits.max_study_pixels)
     report = build_report_service(registry, explain, settings.report, *llm, metrics=metrics)
+    if report.generator is not None and settings.report.warm_up:
+        # reported, never required: a cold prompt cache only makes the first reports slower
+        readiness.optional.add("llm_prompt_cache")
+        readiness.probe("llm_prompt_cache", report.warmed.is_set)
     interop = InteropService(analysis, explain, report, stow_config(settings.pacs))
     if jobs is None:
         jobs = MemoryJobStore(
@@ -159,6 +163,7 @@ def make_lifespan(
             jobs = await redis_job_store(settings, metrics)
         state = build_state(settings, registry, llm, kinds=kinds, metrics=metrics, jobs=jobs)
         log.info("models ready: %s", ", ".join(sorted(state["model_versions"])))
+        state["report"].start_warm_up()
         try:
             yield state
         finally:

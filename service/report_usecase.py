@@ -23,10 +23,10 @@ from explain.zones import ZoneDescriptor
 from inference.classify import Classification
 from inference.input_gate import InputQuality
 from inference.measure import ChestMeasurements
-from inference.operating import Population
+from inference.operating import OperatingPoints, Population
 from reporting.attribution import ShapleyAttribution, ShapleyExplainer
 from reporting.errors import GenerationCancelled, LLMError, LLMTimeout, LLMUnavailable
-from reporting.evidence import Evidence, Language, Measurements, ZoneEvidence
+from reporting.evidence import LANGUAGES, Evidence, Language, Measurements, ZoneEvidence
 from reporting.grounding import GroundingPolicy
 from reporting.llama_backend import LlamaConfig, LlamaCppBackend, embedded_config
 from reporting.llm import GenerationParams, LLMBackend
@@ -139,6 +139,32 @@ def to_evidence(
     )
 
 
+def usual_leads(points: OperatingPoints) -> tuple[Evidence, ...]:
+    """One Evidence per facts lead most requests share (:meth:`ReportGenerator.warm`): a
+    finding, a borderline result (when the population has a band) and no finding, at the
+    default population's threshold, its age not given, no quality flags. The probabilities
+    are chosen clear of the threshold so it is printed with its usual two digits."""
+    population = points.default_population
+    point = points.for_population(population)
+    lo, hi = point.band
+    chosen = [(1.0 + max(hi, point.threshold)) / 2.0]
+    if lo < hi:
+        chosen.append(lo)  # inside the band: "borderline result" on either side
+    chosen.append(min(lo, point.threshold) / 2.0)
+    return tuple(
+        Evidence(
+            decision=point.binary(p),
+            probability_finding=p,
+            threshold=point.threshold,
+            zones=(),
+            band=point.band if lo < hi else None,
+            population=population,
+            population_assumed=True,
+        )
+        for p in chosen
+    )
+
+
 def vision_evidence(e: Explanation) -> VisionEvidence:
     """The report's view of an explanation: numbers only, no pixel arrays (a report waits for
     the one LLM slot with this in hand)."""
@@ -239,6 +265,9 @@ class ReportService:
         self.backend = backend
         self.settings = settings
         self.backend_error = backend_error
+        self._stop_warm_up = threading.Event()
+        self._warm_thread: threading.Thread | None = None
+        self.warmed = threading.Event()  # set once the usual prompt leads are read
         self.generator = (
             ReportGenerator(
                 backend,
@@ -394,7 +423,49 @@ class ReportService:
         cancel = control.cancelled if control is not None else None
         return await self.write(vision, language, attributions, _ms(t0), cancel=cancel)
 
+    def start_warm_up(self) -> None:
+        """Read the usual prompt prefixes in the background (:meth:`warm_up`), when the
+        in-process LLM is loaded and ``report.warm_up`` is set."""
+        if self.generator is None or not self.settings.warm_up or self._warm_thread is not None:
+            return
+        self._warm_thread = threading.Thread(
+            target=self.warm_up, args=(self._stop_warm_up,), name="llm-warm-up", daemon=True
+        )
+        self._warm_thread.start()
+
+    def warm_up(self, stop: threading.Event) -> None:
+        """Read the fixed prompt prefix and the usual facts leads (:func:`usual_leads`) in
+        each report language, the site's first language first, so that the first reports
+        after a start do not each read them (Qwen, Russian: ~1,700 tokens, ~85 s on one
+        thread). Yields to reports: waits while one is written or queued, and reads one lead
+        at a time (a report that arrives meanwhile waits for that read only)."""
+        generator = self.generator
+        if generator is None:
+            return
+        written = generator.backend.info.languages
+        languages = [x for x in dict.fromkeys(self.settings.languages) if x in written]
+        leads = usual_leads(self.registry.active_calibration.points)
+        t0, read = time.perf_counter(), 0
+        for language in languages or [LANGUAGES[0]]:
+            for evidence in leads:
+                while self.llm_gate.in_flight > 0 and not stop.is_set():
+                    stop.wait(0.5)
+                if stop.is_set():
+                    return
+                try:
+                    generator.warm(evidence, language)
+                except LLMError as exc:
+                    log.warning("LLM warm-up stopped: %s", exc)
+                    return
+                read += 1
+        self.warmed.set()
+        log.info("LLM warm-up: %d prompt leads read in %.1f s", read, _ms(t0) / 1000)
+
     def close(self) -> None:
+        """Stop the warm-up (after the lead being read) and free the model."""
+        self._stop_warm_up.set()
+        if self._warm_thread is not None:
+            self._warm_thread.join()
         if self.backend is not None:
             self.backend.close()
 

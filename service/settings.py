@@ -184,6 +184,14 @@ class ReportSettings(BaseModel):
         "facts that are already known (decision, probability, measurements, flags), so only "
         "the explanation's lines are left when they are done.",
     )
+    warm_up: bool = Field(
+        True,
+        description="After start-up, let the in-process LLM read in the background the fixed "
+        "prompt prefix with the usual facts leads (finding, borderline, no finding at the "
+        "default population's threshold) in each report language, so the first reports after a "
+        "start do not (Qwen: ~1,200-1,700 tokens per language, 1-1.5 min on one thread). "
+        "Yields to reports.",
+    )
     max_tokens: int = Field(320, ge=32, le=2048, description="Generation cap per report.")
     seed: int = Field(1234, description="Sampling seed (decoding is greedy by default).")
     min_zone_intensity: float = Field(

@@ -68,6 +68,7 @@ async def serve(settings: Settings) -> None:
     if j.metrics_port is not None:
         metrics.serve(j.metrics_port, "0.0.0.0")
     log.info("worker ready: concurrency %d", j.worker_concurrency)
+    state["report"].start_warm_up()
     try:
         await worker.async_run()
     finally:

@@ -232,6 +232,57 @@ def test_llm_timeout_in_a_job_result_is_the_same_504_problem(app_and_swap) -> No
     assert body["retry_after_s"] >= 1 and body["type"].endswith("/llm_timeout")
 
 
+def test_after_start_the_llm_reads_the_usual_prompt_leads(app_and_swap) -> None:
+    """The warm-up reads, per report language (the site's first language first), the fixed
+    prompt with the facts lead of a finding, a borderline result and no finding at the
+    default population's threshold, age not given; a report at that threshold then starts
+    with one of those leads (the in-process backend has its KV state saved)."""
+    import asyncio
+
+    client, _ = app_and_swap
+    base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
+    fake = FakeBackend(_echo, languages=frozenset({"en", "ru"}))
+    settings = base.settings.model_copy(update={"languages": ["ru", "en"]})
+    service = build_report_service(base.registry, base.explain, settings, fake)
+    service.start_warm_up()
+    assert service.warmed.wait(10)
+    leads = [checkpoint for _, checkpoint in fake.prefills]
+    assert fake.prompts == []
+    # the tiny model's calibration has no borderline band (tests/unit/test_report_warm_up.py
+    # has one)
+    assert [lead.split("\n")[1] for lead in leads] == [
+        "- Решение: патологическая находка.",
+        "- Решение: находок нет.",
+        "- Decision: abnormal finding.",
+        "- Decision: no finding.",
+    ]
+    assert all("(возраст не указан)" in lead for lead in leads[:2])
+    assert all(lead.endswith("Probability of a finding ") for lead in leads[2:])
+    for language in ("ru", "en"):
+        asyncio.run(service.report(_png(), language, False, False, None))
+        last = fake.prompts[-1][-1]
+        assert last.content[: last.fixed_chars] in leads
+    service.close()
+
+
+def test_the_warm_up_stops_when_asked_and_can_be_turned_off(app_and_swap) -> None:
+    import threading
+
+    client, _ = app_and_swap
+    base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
+    fake = FakeBackend(_echo)
+    service = build_report_service(base.registry, base.explain, base.settings, fake)
+    stop = threading.Event()
+    stop.set()
+    service.warm_up(stop)
+    assert fake.prefills == [] and not service.warmed.is_set()
+    off = base.settings.model_copy(update={"warm_up": False})
+    service = build_report_service(base.registry, base.explain, off, fake)
+    service.start_warm_up()
+    service.close()
+    assert fake.prefills == [] and not service.warmed.is_set()
+
+
 def test_disabled_backend_gives_503(tiny_weights) -> None:
     settings = Settings(
         weights_dir=tiny_weights, report=ReportSettings(backend="disabled"), _env_file=None

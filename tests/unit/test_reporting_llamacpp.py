@@ -339,6 +339,35 @@ def test_the_facts_turns_lead_is_cached_per_decision_class(
         fresh.close()
 
 
+def test_a_warmed_lead_is_not_read_again_by_the_first_report_with_it(
+    backend: LlamaCppBackend,
+) -> None:
+    """``ReportGenerator.warm`` (the service's start-up warm-up) reads the fixed prompt with a
+    facts lead; the first report with that lead afterwards, even after a report with another
+    lead, reads only what follows the lead, and writes what a fresh read writes."""
+    gen = ReportGenerator(backend)
+    adult = {"band": (0.23, 0.43), "population": "adult", "population_assumed": True}
+    warmed = Evidence("finding", 0.9, 0.33, (), **adult)
+    later = Evidence("finding", 0.62, 0.33, (ZoneEvidence("left_lower", 0.4, 0.2, 0.4),), **adult)
+    messages = gen.prompt_for(later, "en")[2]
+    last = messages[-1]
+    lead = last.content[: last.fixed_chars]
+    assert "Threshold 0.33 for adults (age not given)" in lead
+    assert gen.prompt_for(warmed, "en")[2][-1].content.startswith(lead)
+    head = [*messages[:-1], Message("user", lead)]
+    prefix = len(backend._tokens(backend._chat.render_history(head)))
+    gen.warm(warmed, "en")
+    gen.generate(Evidence("no_finding", 0.1, 0.5, (), view="PA"), "en")  # another lead
+    with recording(backend._llm, "eval") as reads:
+        report = gen.generate(later, "en")
+    assert prefix > 1000 and max(reads) < 100  # the facts after the lead, then decoding
+    fresh = LlamaCppBackend(replace(embedded_config(n_threads=1), prefix_cache=False))
+    try:
+        assert ReportGenerator(fresh).generate(later, "en").generated == report.generated
+    finally:
+        fresh.close()
+
+
 def test_a_new_prefix_starts_from_the_saved_one_it_shares_most_with(
     backend: LlamaCppBackend,
 ) -> None:
