@@ -1,12 +1,14 @@
 """Time to the first report text in the running service, LLM read-ahead (or drafting) on vs off.
 
     python bench/bench_report_stream.py --gguf PATH --sha256 HEX [--images 4] [--langs en,ru]
-        [--threads 1] [--runs 1] [--compare read-ahead|draft]
+        [--threads 1] [--runs 1] [--compare read-ahead|draft] [--draft-off N]
 
 Two instances of the service (uvicorn on loopback in this process, shipped weights, the same
 GGUF, ``--threads`` llama.cpp threads, default settings otherwise: LIME on) differ only in
 ``report.read_ahead`` (``--compare read-ahead``, the default) or in ``report.draft_tokens``
-(``--compare draft``: the default 6 vs 0). For each real radiograph (NIH films from
+(``--compare draft``: the default 3 vs ``--draft-off``, 0 unless given). Each instance's
+start-up warm-up (``report.warm_up``: the usual prompt leads) is waited for, then one
+request per language warms what is left. For each real radiograph (NIH films from
 ../shared/data/cxr, findings and no findings), language and instance in turn (interleaved,
 so load swings hit both), the script POSTs ``/report/stream?debug=true`` and records, from
 the start of the request, when the ``evidence`` event (vision done), the first ``draft``
@@ -67,6 +69,17 @@ def timed_stream(port: int, image: Path, lang: str) -> dict[str, float]:
     return marks
 
 
+def wait_for_warm_up(port: int, timeout_s: float = 900.0) -> None:
+    """Until the instance's background LLM warm-up has read the usual prompt leads."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        components = httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["components"]
+        if components.get("llm_prompt_cache", True):
+            return
+        time.sleep(1.0)
+    raise TimeoutError("the LLM warm-up did not finish")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", type=Path, required=True)
@@ -76,6 +89,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--compare", choices=("read-ahead", "draft"), default="read-ahead")
+    ap.add_argument("--draft-off", type=int, default=0, help="draft_tokens of the 'off' run")
     a = ap.parse_args()
     langs = a.langs.split(",")
     images = pick_images(a.images)
@@ -84,7 +98,7 @@ def main() -> None:
         for ahead in (True, False):  # "on" / "off" of the compared setting
             variant = {"read_ahead": ahead} if a.compare == "read-ahead" else {}
             if a.compare == "draft":
-                variant = {"draft_tokens": ReportSettings().draft_tokens if ahead else 0}
+                variant = {"draft_tokens": ReportSettings().draft_tokens if ahead else a.draft_off}
             report = ReportSettings(
                 backend="gguf",
                 gguf_path=a.gguf,
@@ -96,6 +110,7 @@ def main() -> None:
             app = create_app(Settings(report=report, _env_file=None))  # type: ignore[call-arg]
             ports[ahead] = stack.enter_context(serve_in_thread(app, start_timeout_s=300))
         for port in ports.values():  # warm-up: model load and the prefix cache
+            wait_for_warm_up(port)
             for lang in langs:
                 timed_stream(port, images[0], lang)
         results: dict[str, list[dict[str, float]]] = {}

@@ -20,13 +20,19 @@ lines and the worked examples' phrases, so after each token the tokens that foll
 latest earlier occurrence of the last two tokens are guessed, read in one batch with logits
 at every position, and kept for as long as each is what greedy decoding would have chosen
 there (same penalty, same grammar); the KV cells of the first wrong guess and after are
-dropped. The draft's length adapts: one more than the last draft kept, so long inside a
-copied fact line and short where the model words things itself (every drafted position
-costs a row of logits). Each kept guess is the token greedy decoding picks from the logits
-of that batch; llama.cpp's batched matrix products round differently from single steps, so
-where two tokens are within ~0.3 logits of each other the pick can differ from undrafted
-decoding (as it can when the prompt is read in other batches: prefix reuse, read-ahead).
-Measured on Qwen2.5-Coder-1.5B: 1 of 6 reports differed (bench/RESULTS.md).
+dropped. The draft has a fixed length, chosen from what a batch costs on the CPU: llama.cpp
+repacks Q4_K weights for a matrix product over 4 tokens at a time, so on one AVX-512 thread
+reading 4 tokens cost 2.2 single steps while 2 and 3 cost 1.7 and 2.4, and 5 to 7 about
+one more step each (Qwen2.5-Coder-1.5B Q4_K_M: 196, 334, 473, 439, 590, 711, 869 ms for 1-7
+tokens). Over 12 captured Qwen reports, always drafting 3 decoded 7.2 tokens/s in both
+languages, where drafts that grew to 6 after kept ones and shrank after misses decoded
+5.4-6.2, and no drafting 5.1 (bench/RESULTS.md). Each kept guess is the token greedy
+decoding picks from the logits of that batch; llama.cpp's batched matrix products round
+differently from single steps, so where two tokens are within ~0.3 logits of each other the
+pick can differ from undrafted decoding (as it can when the prompt is read in other batches:
+prefix reuse, read-ahead). Measured on Qwen2.5-Coder-1.5B: 1 of 6 reports differed from
+undrafted decoding, and 3 of the evaluation's 40 between drafts of up to 6 and of 3
+(bench/RESULTS.md).
 
 The repetition penalty is llama.cpp's: each distinct token among the last ``last_n``
 generated tokens has its logit divided by the penalty when positive, multiplied when not
@@ -95,7 +101,8 @@ def closing_quote(piece: bytes, escaped: bool) -> tuple[int | None, bool]:
 
 @dataclass(frozen=True)
 class GreedyConfig:
-    """draft: tokens drafted by prompt lookup and verified per batch (0 = one at a time)."""
+    """draft: tokens drafted by prompt lookup and verified with the token before them in
+    one batch (0 = one token at a time)."""
 
     max_tokens: int
     repeat_penalty: float = 1.0
@@ -184,8 +191,8 @@ def lookup_draft(context: npt.NDArray[np.intc], n_draft: int, ngram: int = 2) ->
 
 
 class _Decoder:
-    """The state of one greedy generation: the grammar, the tokens so far, the next draft's
-    length, and the llama.cpp context (its token bookkeeping kept as ``Llama.eval`` keeps it,
+    """The state of one greedy generation: the grammar, the tokens so far and the llama.cpp
+    context (its token bookkeeping kept as ``Llama.eval`` keeps it,
     so the backend's prefix reuse sees a consistent cache). The JSON scaffold's position
     stays in :func:`greedy_tokens`."""
 
@@ -202,7 +209,6 @@ class _Decoder:
         self.checker = checker
         self.n_vocab = int(llm.n_vocab())
         self.generated: list[int] = []
-        self.k = config.draft  # the next draft's length, adapted to how the last one fared
 
     def logits(self, index: int = -1) -> npt.NDArray[np.float32]:
         raw = self.api.llama_get_logits_ith(self.llm._ctx.ctx, index)
@@ -243,19 +249,13 @@ class _Decoder:
         return [self.logits(i) for i in range(len(tokens))]
 
     def draft(self, token: int) -> list[int]:
+        """Up to ``config.draft`` guesses after ``token`` (fewer near ``max_tokens`` or the
+        context's end; none when the last two tokens did not occur before)."""
         room = self.config.max_tokens - len(self.generated)
-        if self.k <= 0 or room <= 0:
+        if self.config.draft <= 0 or room <= 0:
             return []
         context = np.append(self.llm.input_ids[: self.llm.n_tokens], np.intc(token))
-        return lookup_draft(context, min(self.k, room))
-
-    def adapt(self, drafted: int, kept: int) -> None:
-        """Draft one more token than the last draft kept (up to ``config.draft``): inside a
-        copied fact line whole drafts are kept and the length grows; where the model words
-        things its own way a draft is rejected early and the next one stays short, so it
-        costs little (every drafted position costs a row of logits)."""
-        if drafted:
-            self.k = min(self.config.draft, kept + 1 + (kept == drafted))
+        return lookup_draft(context, min(self.config.draft, room))
 
 
 def greedy_tokens(
@@ -347,7 +347,6 @@ def greedy_tokens(
                 kept += 1
                 logits = rows[kept]
             llm.n_tokens -= len(draft) - kept  # forget the rejected tail's KV cells
-            d.adapt(len(draft), kept)
         return "length"
     finally:
         if checker is not None:

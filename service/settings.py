@@ -171,12 +171,14 @@ class ReportSettings(BaseModel):
         "only its own evidence.",
     )
     draft_tokens: int = Field(
-        6,
+        3,
         ge=0,
         le=16,
-        description="Prompt-lookup drafting with greedy decoding: up to this many tokens "
-        "guessed from the prompt (a report copies its facts) and verified in one batch; "
-        "0 decodes one token at a time (texts can differ on near-ties: reporting.greedy).",
+        description="Prompt-lookup drafting with greedy decoding: this many tokens guessed "
+        "from the prompt (a report copies its facts) and verified with the token before them "
+        "in one batch (3: a batch of 4, which llama.cpp's repacked Q4_K weights read at ~2 "
+        "single steps' cost on CPU); 0 decodes one token at a time (texts can differ on "
+        "near-ties: reporting.greedy).",
     )
     read_ahead: bool = Field(
         True,
