@@ -459,7 +459,7 @@ class ReportService:
                     return
                 read += 1
         self.warmed.set()
-        log.info("LLM warm-up: %d prompt leads read in %.1f s", read, _ms(t0) / 1000)
+        log.info("LLM warm-up: %d prompt leads read in %.1f s", read, time.perf_counter() - t0)
 
     def close(self) -> None:
         """Stop the warm-up (after the lead being read) and free the model."""
