@@ -15,6 +15,10 @@ from tests.tiny_models import write_tiny_weights
 # TestClient sends "Host: testserver", which the anonymous loopback default refuses (DNS
 # rebinding guard). Tests that check the Host allowlist pass trusted_hosts themselves.
 os.environ.setdefault("CXR_TRUSTED_HOSTS", '["*"]')
+# Test apps do not warm the report LLM's prompt cache after start-up (report.warm_up): with the
+# embedded model on the shared fixture's app that is ~20 s of background reading per app,
+# competing with the tests for the CPU. The tests of the warm-up turn it on themselves.
+os.environ.setdefault("CXR_REPORT__WARM_UP", "false")
 
 
 @pytest.fixture(scope="session")

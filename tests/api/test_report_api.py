@@ -242,7 +242,7 @@ def test_after_start_the_llm_reads_the_usual_prompt_leads(app_and_swap) -> None:
     client, _ = app_and_swap
     base: ReportService = client.app_state["report"]  # type: ignore[attr-defined]
     fake = FakeBackend(_echo, languages=frozenset({"en", "ru"}))
-    settings = base.settings.model_copy(update={"languages": ["ru", "en"]})
+    settings = base.settings.model_copy(update={"languages": ["ru", "en"], "warm_up": True})
     service = build_report_service(base.registry, base.explain, settings, fake)
     service.start_warm_up()
     assert service.warmed.wait(10)
