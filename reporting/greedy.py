@@ -22,9 +22,9 @@ at every position, and kept for as long as each is what greedy decoding would ha
 there (same penalty, same grammar); the KV cells of the first wrong guess and after are
 dropped. The draft has a fixed length, chosen from what a batch costs on the CPU: llama.cpp
 repacks Q4_K weights for a matrix product over 4 tokens at a time, so on one AVX-512 thread
-reading 4 tokens cost 2.2 single steps while 2 and 3 cost 1.7 and 2.4, and 5 to 7 about
-one more step each (Qwen2.5-Coder-1.5B Q4_K_M: 196, 334, 473, 439, 590, 711, 869 ms for 1-7
-tokens). Over 12 captured Qwen reports, always drafting 3 decoded 7.2 tokens/s in both
+reading 4 tokens cost 2.2 single steps while 2 and 3 cost 1.7 and 2.4, and 5, 6 and 7
+cost 3.0, 3.6 and 4.4 (Qwen2.5-Coder-1.5B Q4_K_M: 196, 334, 473, 439, 590, 711, 869 ms for
+1-7 tokens). Over 12 captured Qwen reports, always drafting 3 decoded 7.2 tokens/s in both
 languages, where drafts that grew to 6 after kept ones and shrank after misses decoded
 5.4-6.2, and no drafting 5.1 (bench/RESULTS.md). Each kept guess is the token greedy
 decoding picks from the logits of that batch; llama.cpp's batched matrix products round
