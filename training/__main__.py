@@ -12,7 +12,10 @@ checkpoint with the current graph, e.g. to add ``gate_features``; logits checked
 (adult / pediatric thresholds and bands of the current classifier from the validation split),
 ``recalibrate --labels CSV --images DIR`` (a site calibration file from local labelled images),
 ``calibration-study`` (one temperature vs one per population, and what a site recalibration
-buys per adult source; writes ``weights/calibration_study.json``).
+buys per adult source; writes ``weights/calibration_study.json``), ``label-audit`` (what the NIH
+and JSRT labels let any model reach: NIH's text-mined labels against radiologists' reads; writes
+``weights/label_audit.json``; ``--labels`` overrides the relabelling file of the torchxrayvision
+wheel).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
             "operating-points",
             "recalibrate",
             "calibration-study",
+            "label-audit",
         ],
     )
     p.add_argument(
@@ -219,7 +223,8 @@ def _parser() -> argparse.ArgumentParser:
         "--labels",
         type=Path,
         default=None,
-        help="CSV: image, label[, patient_id][, population | age]",
+        help="CSV: image, label[, patient_id][, population | age]; label-audit: the 2019 "
+        "relabelling file (default: the torchxrayvision wheel's)",
     )
     r.add_argument("--images", type=Path, default=None, help="folder the CSV's paths are in")
     r.add_argument("--out", type=Path, default=Path("site_calibration.json"))
@@ -239,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap",
         type=int,
         default=1000,
-        help="bootstrap resamples for CIs (recalibrate, calibration-study)",
+        help="bootstrap resamples for CIs (recalibrate, calibration-study, label-audit)",
     )
     return p
 
@@ -413,6 +418,23 @@ def _calibration_study(args: argparse.Namespace, command: str) -> None:
     print(run_calibration_study(args.work / "cache", args.weights, args.work, cfg, command))
 
 
+def _label_audit(args: argparse.Namespace, command: str) -> None:
+    from training.label_audit import run_label_audit
+
+    print(
+        run_label_audit(
+            args.data,
+            args.work / "cache",
+            args.weights,
+            args.work,
+            args.labels,
+            args.bootstrap,
+            args.seed,
+            command,
+        )
+    )
+
+
 def _card(args: argparse.Namespace, command: str) -> None:
     from training.model_card import write_model_card
 
@@ -453,6 +475,7 @@ STEPS: dict[str, Step] = {
     "operating-points": _operating_points,
     "recalibrate": _recalibrate,
     "calibration-study": _calibration_study,
+    "label-audit": _label_audit,
 }
 ALL = ("prepare", "loso", "classifier", "segmenter", "gate", "figure", "card")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from training.calibration_card import calibration_section
 from training.gate_card import input_gate_section
+from training.label_audit_card import label_audit_section
 
 GOALS = {"kermany": 0.99, "nih": 0.93}
 ADULT_SOURCES = ("nih", "jsrt", "ieee8023", "covidqu", "covid19rad")
@@ -425,6 +426,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
     )
     parts["input_gate"] = input_gate_section(weights)
     parts["calibration_study"] = calibration_section(weights)
+    parts["label_audit"] = label_audit_section(weights)
     parts["loso"] = parts_loso
     parts["times_note"] = times_note
     parts["times"] = (
