@@ -15,7 +15,8 @@ checkpoint with the current graph, e.g. to add ``gate_features``; logits checked
 buys per adult source; writes ``weights/calibration_study.json``), ``label-audit`` (what the NIH
 and JSRT labels let any model reach: NIH's text-mined labels against radiologists' reads; writes
 ``weights/label_audit.json``; ``--labels`` overrides the relabelling file of the torchxrayvision
-wheel).
+wheel), ``seg-loso`` (the segmenter recipe trained without a mask source and scored on it:
+Dice at an unseen hospital; ``--folds jsrt covidqu ...``; writes ``weights/seg_loso.json``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.finetune import FinetuneConfig
 from training.loso import BASELINE_VARIANT
 from training.models import ClassifierInit
 from training.tailtune import TailConfig
+
+if TYPE_CHECKING:
+    from training.segmenter import SegmenterConfig
 
 DEFAULT_SEED = 20260228
 # The end-to-end recipe (``--recipe e2e``) and its LOSO protocol, as run for the model card's
@@ -105,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
             "recalibrate",
             "calibration-study",
             "label-audit",
+            "seg-loso",
         ],
     )
     p.add_argument(
@@ -328,8 +333,7 @@ def _loso(args: argparse.Namespace, command: str) -> None:
         )
 
 
-def _segmenter(args: argparse.Namespace, command: str) -> None:
-    from training.pipeline import run_segmenter
+def _segmenter_config(args: argparse.Namespace) -> SegmenterConfig:
     from training.segmenter import SegmenterConfig
 
     cfg = SegmenterConfig(seed=args.seed)
@@ -339,7 +343,30 @@ def _segmenter(args: argparse.Namespace, command: str) -> None:
         cfg = replace(cfg, time_budget_s=args.budget_s)
     if args.finetune_steps is not None:
         cfg = replace(cfg, finetune_steps=args.finetune_steps)
-    run_segmenter(args.work / "cache", args.work, args.weights, cfg, 256, command)
+    return cfg
+
+
+def _segmenter(args: argparse.Namespace, command: str) -> None:
+    from training.pipeline import run_segmenter
+
+    run_segmenter(
+        args.work / "cache", args.work, args.weights, _segmenter_config(args), 256, command
+    )
+
+
+def _seg_loso(args: argparse.Namespace, command: str) -> None:
+    from training.seg_loso import FOLDS, run_seg_loso
+
+    print(
+        run_seg_loso(
+            args.work / "cache",
+            args.work,
+            args.weights,
+            _segmenter_config(args),
+            args.folds or list(FOLDS),
+            command,
+        )
+    )
 
 
 def _figure(args: argparse.Namespace, command: str) -> None:
@@ -476,6 +503,7 @@ STEPS: dict[str, Step] = {
     "recalibrate": _recalibrate,
     "calibration-study": _calibration_study,
     "label-audit": _label_audit,
+    "seg-loso": _seg_loso,
 }
 ALL = ("prepare", "loso", "classifier", "segmenter", "gate", "figure", "card")
 

@@ -9,6 +9,7 @@ from typing import Any
 from training.calibration_card import calibration_section
 from training.gate_card import input_gate_section
 from training.label_audit_card import label_audit_section
+from training.seg_loso_card import seg_loso_section
 
 GOALS = {"kermany": 0.99, "nih": 0.93}
 ADULT_SOURCES = ("nih", "jsrt", "ieee8023", "covidqu", "covid19rad")
@@ -427,6 +428,7 @@ def write_model_card(weights: Path, work: Path) -> Path:
     parts["input_gate"] = input_gate_section(weights)
     parts["calibration_study"] = calibration_section(weights)
     parts["label_audit"] = label_audit_section(weights)
+    parts["seg_loso"] = seg_loso_section(weights)
     parts["loso"] = parts_loso
     parts["times_note"] = times_note
     parts["times"] = (
