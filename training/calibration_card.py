@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from training.card_json import card_section
 
 T_BOUND = 20.0  # training.recalibrate.fit_temperature's upper bound
 
@@ -140,11 +141,12 @@ def _site_part(study: dict[str, Any]) -> list[str]:
 
 
 def calibration_section(weights: Path) -> str:
-    path = weights / "calibration_study.json"
-    if not path.exists():
-        return "_The calibration study was not run in this build (`python -m training "
-        "calibration-study`)._"
-    study = json.loads(path.read_text(encoding="utf-8"))
+    return card_section(
+        weights, "calibration_study.json", "The calibration study was", "calibration-study", _render
+    )
+
+
+def _render(study: dict[str, Any]) -> str:
     lines = _population_part(study) + _site_part(study)
     lines += ["", f"Command: `{study['command']}` ({study['classifier']})."]
     return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from training.card_json import card_section
 
 NIH_GOAL = 0.93  # issue 9: NIH internal test AUROC
 LOSO_GOAL = 0.85
@@ -98,10 +99,10 @@ def _few_negatives(audit: dict[str, Any]) -> str:
 
 
 def label_audit_section(weights: Path) -> str:
-    path = weights / "label_audit.json"
-    if not path.exists():
-        return "_The label audit was not run in this build (`python -m training label-audit`)._"
-    audit = json.loads(path.read_text(encoding="utf-8"))
+    return card_section(weights, "label_audit.json", "The label audit was", "label-audit", _render)
+
+
+def _render(audit: dict[str, Any]) -> str:
     ceiling = audit["reader_ceiling"]["all"]
     lines = [
         "Some of these goals are scored against labels that a perfect reader of the pictures "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from training.card_json import card_section
 
 STRUCTURES = ("lungs", "right_lung", "left_lung", "heart_mediastinum")
 
@@ -35,11 +36,11 @@ def _rows(fold: dict[str, Any]) -> list[str]:
 
 
 def seg_loso_section(weights: Path) -> str:
-    path = weights / "seg_loso.json"
-    if not path.exists():
-        return "_The segmenter's held-out-source runs were not made in this build (`python -m "
-        "training seg-loso`)._"
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    what = "The segmenter's held-out-source evaluation was"
+    return card_section(weights, "seg_loso.json", what, "seg-loso", _render)
+
+
+def _render(doc: dict[str, Any]) -> str:
     lines = [
         "| held out | scored | structure | n (all its images) | held-out model: Dice / HD95 px "
         "| n (its test split) | held-out model: Dice | shipped model: Dice |",
