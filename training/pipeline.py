@@ -27,7 +27,9 @@ from training.tailtune import TailConfig, train_tail
 
 LOG = logging.getLogger(__name__)
 VERSION = "2.1.0"  # tail recipe at cut 6 (stage 6 trained too): won LOSO (issue 9)
-SEGMENTER_VERSION = "2.1.0"  # DeepLabV3+, stage 1 of 2.0.0 + end-to-end fine-tuning (issue 9)
+# DeepLabV3+: decoder on the frozen trunk, then end-to-end fine-tuning (issue 9); 2.2.0: 900
+# end-to-end batches instead of 300
+SEGMENTER_VERSION = "2.2.0"
 
 
 def _json(path: Path, data: Any) -> None:
