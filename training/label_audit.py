@@ -13,9 +13,11 @@ recomputable from files on this machine:
   original text-mined labels and the adjudicated "Airspace opacity" call per film. On the films
   whose text-mined label is one of the ``nih`` source's two classes: how often each class
   carries an opacity by the radiologists' read (Wilson intervals), and the AUROC against the
-  text-mined labels of a reader whose score *is* the radiologists' opacity call (the ceiling of
-  a model that sees exactly what the radiologists see; ties count one half, as in
-  :func:`training.metrics.auroc`), with a 95 % bootstrap interval resampling patients.
+  text-mined labels of a reader whose score *is* the radiologists' opacity call (a model that
+  sees exactly what the radiologists see and answers yes / no; ties count one half, as in
+  :func:`training.metrics.auroc`), with a 95 % bootstrap interval resampling patients; and the
+  bound of a graded score that also broke every tie the right way (it would have to separate,
+  among films the radiologists called alike, those the report mining labelled differently).
 * **The shipped classifier on the same hospital with radiologists' labels.** ``covidqu``'s
   "Non-COVID pneumonia / lung opacity" and "No Finding" films are RSNA Pneumonia Challenge films,
   i.e. NIH Clinical Center radiographs labelled by radiologists: the shipped model's internal-test
@@ -148,14 +150,22 @@ def reader_ceiling(rows: Sequence[Adjudicated], resamples: int, seed: int) -> di
         "positive_opacity_rate": _rate(pos_op, len(pos)),
         "negative_opacity_rate": _rate(neg_op, len(neg)),
         "reader_auroc": auroc(labels, scores),
+        # a graded score that, within each of the radiologists' two calls, ranked every
+        # text-mined positive above every text-mined negative: only the pairs whose calls
+        # contradict the text mining (positive read clear, negative read opaque) stay wrong
+        "tie_break_bound": 1.0 - _frac(len(pos) - pos_op, len(pos)) * _frac(neg_op, len(neg)),
         "reader_auroc_ci95": cluster_bootstrap_auroc(
             labels, scores, [r.patient for r in kept], resamples, seed
         ),
     }
 
 
+def _frac(k: int, n: int) -> float:
+    return k / n if n else float("nan")
+
+
 def _rate(k: int, n: int) -> dict[str, Any]:
-    return {"value": k / n if n else float("nan"), "ci95": wilson(k, n)}
+    return {"value": _frac(k, n), "ci95": wilson(k, n)}
 
 
 def subset_overlap(

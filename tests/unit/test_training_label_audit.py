@@ -62,6 +62,8 @@ def test_reader_ceiling_matches_the_closed_form() -> None:
     assert (c["n_positive"], c["n_negative"]) == (4, 4)
     assert (c["positive_with_opacity"], c["negative_with_opacity"]) == (3, 1)
     assert c["reader_auroc"] == pytest.approx(0.75)
+    # only the (clear positive, opaque negative) pairs stay wrong: 1 - 1/4 * 1/4
+    assert c["tie_break_bound"] == pytest.approx(1 - 0.25 * 0.25)
     assert c["positive_opacity_rate"]["value"] == pytest.approx(0.75)
     lo, hi = c["reader_auroc_ci95"]
     assert lo <= 0.75 <= hi and lo < hi
@@ -143,6 +145,7 @@ def _audit() -> dict:
         "negative_opacity_rate": {"value": 599 / 2090, "ci95": [0.27, 0.31]},
         "reader_auroc": 0.745,
         "reader_auroc_ci95": [0.70, 0.79],
+        "tie_break_bound": 0.936,
     }
     row = {"n": 100, "n_positive": 50, "auroc": 0.9, "auroc_ci95": [0.85, 0.95]}
     return {
@@ -160,8 +163,8 @@ def test_card_section_renders_the_measurements(tmp_path: Path) -> None:
     assert "was not run" in label_audit_section(tmp_path)
     (tmp_path / "label_audit.json").write_text(json.dumps(_audit()), encoding="utf-8")
     text = label_audit_section(tmp_path)
-    assert "**0.745** [0.700, 0.790]" in text
-    assert "about 0.74 against these labels" in text or "about 0.75 against these labels" in text
+    assert "**0.745** [0.700, 0.790] | 0.936 |" in text
+    assert "answered yes / no would score about 0.7" in text and "(bound 0.936)" in text
     assert 'of its 19 "Pneumonia" films the radiologists called 8 free' in text
     assert "jsrt 127" in text and "nih: 9 (9 of them also labelled" in text
     assert "holds 17 negatives in all, 2 of them" in text
