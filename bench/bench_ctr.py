@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from inference.anatomy import segment  # noqa: E402
 from inference.measure import measure_chest  # noqa: E402
 from inference.sessions import RuntimeOptions, load_verified_model  # noqa: E402
+from training.prepare import NEGATIVE_SOURCES  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "cxr"
 
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=Path, default=REPO / "weights")
     ap.add_argument("--splits", default="test", help="comma-separated splits (default: test)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--as-stored",
+        action="store_true",
+        help="measure JSRT films as stored (negatives), as before 2026-12-04; default: turned "
+        "positive, as a hospital sends them (training.prepare.NEGATIVE_SOURCES)",
+    )
     args = ap.parse_args(argv)
 
     model = load_verified_model(
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if masks is None or len(masks) < 3:
             continue
         pixels = np.asarray(Image.open(args.data / image).convert("L"), dtype=np.float32) / 255.0
+        if not args.as_stored and Path(image).parent.name in NEGATIVE_SOURCES:
+            pixels = 1.0 - pixels
         shape = pixels.shape
         ref = measure_chest(*(_mask(masks[k], shape) for k in ("right_lung", "left_lung", "heart")))
         anatomy = segment(model, pixels)

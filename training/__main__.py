@@ -215,7 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--evaluate-only",
         action="store_true",
-        help="gate: re-evaluate the fitted gate (rules changed) without refitting it",
+        help="gate: re-evaluate the fitted gate (rules changed) without refitting it; seg-loso: "
+        "re-score each fold's saved model (e.g. after a cache fix) without retraining it",
     )
     p.add_argument(
         "--gate-train-images",
@@ -365,6 +366,7 @@ def _seg_loso(args: argparse.Namespace, command: str) -> None:
             _segmenter_config(args),
             args.folds or list(FOLDS),
             command,
+            evaluate_only=args.evaluate_only,
         )
     )
 

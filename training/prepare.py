@@ -56,6 +56,13 @@ STRUCTURE_CHANNEL = {
     "lungs": 3,
 }
 IGNORE = 255
+# Sources whose files are stored as negatives (bone dark, air bright). The JSRT films as shared
+# here are: on every one of its 209 films the mediastinum is darker than the lungs beside it,
+# as on no more than 5 % of any other source's films. Hospitals send positives (a MONOCHROME1
+# DICOM is turned positive at intake), so these are turned positive before anything is
+# hashed or cached; until 2026-12-04 they were cached as stored (classifier 2.1.0 and segmenter
+# 2.2.0 were trained and scored on JSRT negatives).
+NEGATIVE_SOURCES = frozenset({"jsrt"})
 NEAR_DUPLICATE_BITS = 6
 MIN_THUMB_CORRELATION = 0.97
 
@@ -163,6 +170,8 @@ def prepare(
     n_cls = n_seg = 0
     for i, image in enumerate(images):
         gray = load_gray(image)
+        if records[image].source in NEGATIVE_SOURCES:
+            gray = np.float32(1.0) - gray
         u8 = np.round(gray * 255).astype(np.uint8)
         hashes[i] = phash(u8)
         thumbs[i] = thumbnail(u8)

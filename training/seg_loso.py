@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from training.dataset import SegSplit, seg_split
 from training.segmenter import SegmenterConfig, build_segmenter, fit_segmenter
@@ -67,7 +68,10 @@ def run_fold(
     cache_dir: Path,
     work: Path,
     weights: Path,
+    trained: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Train the fold (or, with ``trained``, the fold's earlier row, re-score the model it
+    saved: e.g. after a cache fix that does not touch the training images) and score it."""
     from training.seg_eval import evaluate_segmenter, onnx_predictor, torch_predictor
 
     held = FOLDS[fold]
@@ -81,7 +85,16 @@ def run_fold(
     fcfg = fold_config(cfg, held)
     model = build_segmenter(aspp_channels=fcfg.aspp_channels)
     start = time.monotonic()
-    _, wall, steps = fit_segmenter(model, fcfg, images, targets, train, work / "seg_loso" / fold)
+    out_dir = work / "seg_loso" / fold
+    if trained is None:
+        _, wall, steps = fit_segmenter(model, fcfg, images, targets, train, out_dir)
+    else:
+        # compared as stored: JSON turns the config's tuples into lists
+        same = trained["config"] == json.loads(json.dumps(asdict(fcfg)))
+        if not same or trained["train_images"] != len(train.index):
+            raise SystemExit(f"seg-loso: fold {fold} was trained with another recipe or split")
+        model.load_state_dict(torch.load(out_dir / "segmenter.pt", map_location="cpu"))
+        wall, steps = float(trained["wall_s"]), int(trained["finetune_steps_run"])
     held_out = torch_predictor(model)
     shipped = onnx_predictor(weights / "segmenter.onnx")
     return {
@@ -107,26 +120,28 @@ def run_seg_loso(
     cfg: SegmenterConfig,
     folds: list[str],
     command: str,
+    evaluate_only: bool = False,
 ) -> Path:
-    """Run the folds (a fold already in ``weights/seg_loso.json`` with the same recipe and
-    shipped model is replaced); write the file."""
+    """Run the folds (a fold already in ``weights/seg_loso.json`` is replaced); write the file.
+    ``evaluate_only`` re-scores each fold's saved model instead of training it."""
     manifest = json.loads((weights / "segmenter.manifest.json").read_text(encoding="utf-8"))
     out = weights / "seg_loso.json"
     doc: dict[str, Any] = (
         json.loads(out.read_text(encoding="utf-8")) if out.exists() else {"folds": []}
     )
-    if doc.get("shipped_sha256") not in (None, manifest["sha256"]):
-        doc = {"folds": []}  # scored against another shipped model: start over
     for fold in folds:
         if fold not in FOLDS:
             raise SystemExit(f"seg-loso: unknown fold {fold!r} (one of {', '.join(FOLDS)})")
-        row = run_fold(fold, cfg, cache_dir, work, weights)
-        row["command"] = command
+        earlier = next((f for f in doc["folds"] if f["fold"] == fold), None)
+        if evaluate_only and earlier is None:
+            raise SystemExit(f"seg-loso: no trained fold {fold!r} to re-score")
+        row = run_fold(fold, cfg, cache_dir, work, weights, earlier if evaluate_only else None)
+        row["command"] = earlier["command"] if evaluate_only and earlier else command
+        if evaluate_only:
+            row["rescored_by"] = command
+        row["shipped"] = f"{manifest['name']} {manifest['version']}"
+        row["shipped_sha256"] = manifest["sha256"]
         doc["folds"] = [f for f in doc["folds"] if f["fold"] != fold] + [row]
-        doc |= {
-            "shipped": f"{manifest['name']} {manifest['version']}",
-            "shipped_sha256": manifest["sha256"],
-        }
         out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         LOG.info("seg-loso: fold %s written to %s", fold, out)
     return out

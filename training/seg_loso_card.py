@@ -51,10 +51,12 @@ def _render(doc: dict[str, Any]) -> str:
     runs = "; ".join(
         f"{'+'.join(f['held_out'])}: {f['train_images']} training images, stage 1 "
         f"{f['config']['head_epochs']} epoch(s) + {f['finetune_steps_run']} end-to-end "
-        f"steps, {f['wall_s'] / 60:.1f} min"
+        f"steps, {f['wall_s'] / 60:.1f} min; shipped model scored: {f['shipped']}"
         for f in doc["folds"]
     )
-    commands = "; ".join(sorted({f"`{f['command']}`" for f in doc["folds"]}))
+    commands = "; ".join(
+        sorted({f"`{c}`" for f in doc["folds"] for c in (f["command"], f.get("rescored_by")) if c})
+    )
     lines += [
         "",
         "Each fold trains the shipped recipe (same seed, stages and steps) without the held-out "
@@ -62,6 +64,6 @@ def _render(doc: dict[str, Any]) -> str:
         "images, as `/segment` would (serving post-processing). The last two columns compare "
         "on that source's internal test images: the shipped model was trained with the "
         f"source's training images, the held-out model never saw the source. Runs: {runs}. "
-        f"Shipped model: {doc['shipped']}. Commands: {commands}.",
+        f"Commands: {commands}.",
     ]
     return "\n".join(lines)

@@ -79,3 +79,22 @@ def test_cli_prepare_with_native_sources_and_figure(tmp_path: Path) -> None:
     assert {r.source for r in records} == {"kermany", "nih", "chexpert"}
     assert main(["figure", *args]) == 0
     assert (tmp_path / "w" / "label_distribution.png").stat().st_size > 1000
+
+
+def test_a_negative_source_is_cached_as_a_positive(tmp_path: Path) -> None:
+    # a JSRT film as shared is a negative: the cache (what the models learn from) holds it
+    # turned positive, as a hospital would send it; other sources are cached as stored
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    (data / "images" / "jsrt").mkdir()
+    shutil.copy(data / "images" / "nih" / "00000002_000.jpg", data / "images" / "jsrt" / "n.jpg")
+    with (data / "classification.csv").open("a", encoding="utf-8") as fh:
+        fh.write("images/jsrt/n.jpg,0,No Finding,jsrt,jsrt:n,PA,adult,\n")
+    records, extra = read_table(prepare(data, tmp_path / "cache", seed=1))
+    cls = np.load(tmp_path / "cache" / "cls224.npy")
+    row = {
+        Path(r.image).parent.name: int(i) for r, i in zip(records, extra["cls_index"], strict=True)
+    }
+    np.testing.assert_allclose(cls[row["jsrt"]], 1.0 - cls[row["nih"]], atol=1e-6)
+    # and the two are no longer the same picture for deduplication
+    assert not any(extra["duplicate_of"])

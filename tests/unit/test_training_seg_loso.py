@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from training import seg_eval, seg_loso
 from training.dataset import SegSplit
@@ -73,6 +74,9 @@ def test_a_fold_trains_without_the_source_and_scores_all_of_its_images(
     def fake_fit(model, cfg, images, targets, train, out_dir, monitor=None):  # type: ignore[no-untyped-def]
         seen["train_sources"] = sorted(set(train.sources.tolist()))
         seen["shares"] = dict(cfg.source_shares)
+        seen["fits"] = seen.get("fits", 0) + 1
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), out_dir / "segmenter.pt")
         return out_dir / "segmenter.pt", 60.0, cfg.finetune_steps
 
     def perfect(x: np.ndarray) -> np.ndarray:
@@ -87,7 +91,7 @@ def test_a_fold_trains_without_the_source_and_scores_all_of_its_images(
         return logits
 
     monkeypatch.setattr(seg_loso, "fit_segmenter", fake_fit)
-    monkeypatch.setattr(seg_loso, "build_segmenter", lambda aspp_channels: object())
+    monkeypatch.setattr(seg_loso, "build_segmenter", lambda aspp_channels: torch.nn.Linear(1, 1))
     monkeypatch.setattr(seg_eval, "torch_predictor", lambda model: half)
     monkeypatch.setattr(seg_eval, "onnx_predictor", lambda path: perfect)
     cfg = SegmenterConfig(finetune_steps=3)
@@ -103,7 +107,7 @@ def test_a_fold_trains_without_the_source_and_scores_all_of_its_images(
     assert every["jsrt"]["right_lung"]["dice"] == 1.0
     assert every["jsrt"]["left_lung"]["dice"] == 0.0
     assert fold["shipped_model_test"]["jsrt"]["left_lung"]["dice"] == 1.0
-    assert doc["shipped_sha256"] == "abc"
+    assert fold["shipped_sha256"] == "abc" and fold["shipped"] == "cxr-segmenter 9.9.9"
     # a rerun of the fold replaces it; another fold is added beside it
     run_seg_loso(cache, tmp_path / "work", weights, cfg, ["jsrt", "kermany"], "cmd")
     doc = json.loads(out.read_text(encoding="utf-8"))
@@ -111,6 +115,17 @@ def test_a_fold_trains_without_the_source_and_scores_all_of_its_images(
     text = seg_loso_section(weights)
     assert "| jsrt | jsrt | left_lung | 6 | 0.000 /" in text
     assert "| 2 | 0.000 | 1.000 |" in text
+    # re-scoring a trained fold loads its saved model and keeps its training record
+    run_seg_loso(cache, tmp_path / "work", weights, cfg, ["jsrt"], "rescore", evaluate_only=True)
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    again = next(f for f in doc["folds"] if f["fold"] == "jsrt")
+    assert seen["fits"] == 3 and again["wall_s"] == 60.0
+    assert again["command"] == "cmd" and again["rescored_by"] == "rescore"
+    with pytest.raises(SystemExit, match="another recipe"):
+        other = SegmenterConfig(finetune_steps=4)
+        run_seg_loso(cache, tmp_path / "work", weights, other, ["jsrt"], "x", evaluate_only=True)
+    with pytest.raises(SystemExit, match="no trained fold"):
+        run_seg_loso(cache, tmp_path / "w2", tmp_path / "weights", cfg, ["covidqu"], "x", True)
     with pytest.raises(SystemExit, match="unknown fold"):
         run_seg_loso(cache, tmp_path / "work", weights, cfg, ["nih"], "cmd")
 
